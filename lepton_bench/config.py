@@ -1,0 +1,185 @@
+"""The one config system: nested dataclasses, dotted overrides, a stable hash.
+
+Units are in the comments (airbench style). Per-task settings live in ``TaskConfig``
+so that a single-task baseline and a multi-task run read the very same numbers for
+each task: the only thing that differs between them is how the trunk is shared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from typing import Any, get_type_hints
+
+from .errors import ConfigError
+
+
+@dataclass
+class TaskConfig:
+    batch_size: int = 64          # examples of this task per optimizer step
+    eval_batch_size: int = 256    # examples per forward pass at evaluation
+    max_len: int = 0              # tokens kept per text example (0: not a text task)
+    vocab_size: int = 30000       # word-level vocabulary cap, incl. <pad>/<unk>
+    min_freq: int = 2             # a word needs this many train occurrences to get an id
+    holdout_frac: float = 0.1     # share of train held out for validation (no val split)
+    holdout_max: int = 5000       # cap on that hold-out, in examples
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 128                # trunk width d, in channels
+    depth: int = 2                # transformer blocks in the trunk
+    heads: int = 4                # attention heads per block
+    mlp_ratio: float = 4.0        # MLP hidden width / d
+    dropout: float = 0.1          # on embeddings and block outputs
+    drop_path: float = 0.0        # stochastic depth, max rate over the blocks
+    image_widths: tuple[int, ...] = (64, 128, 128)  # conv stem stage widths; each stage halves H, W
+    case_feature: bool = True     # text stems: add a word-shape embedding (Aa, AA, aa, 0, .)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 2000             # optimizer steps; every task gets one batch a step (sampler 'all')
+    lr: float = 2e-3              # AdamW peak learning rate
+    weight_decay: float = 0.05    # AdamW decoupled decay, on matrices only
+    betas: tuple[float, float] = (0.9, 0.99)
+    warmup_frac: float = 0.05     # share of steps with linear warm-up, then cosine to 0
+    clip_norm: float = 1.0        # global gradient-norm clip (0: off)
+    eval_every: int = 250         # steps between validation passes (and at the end)
+    log_every: int = 25           # steps between loss reads (the only host syncs of the loop)
+    timing_warmup: int = 5        # first steps left out of throughput figures
+
+
+@dataclass
+class RunConfig:
+    variant: str = "hard-ew"
+    architecture: str = "hard"
+    weighting: str = "ew"
+    sampler: str = "all"
+    tasks: dict[str, TaskConfig] = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    seed: int = 0
+    limit_train: int | None = None   # cap on train examples per task (seeded subset)
+    limit_eval: int | None = None    # cap on validation and test examples per task
+    holdout_seed: int = 0            # fixes the validation hold-out for every run and seed
+    # Where and how to run: these change no result and stay out of the hash.
+    device: str = "auto"
+    data_dir: str | None = None
+
+    RUNTIME_FIELDS = ("device", "data_dir")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def config_hash(self) -> str:
+        """Hash of everything that defines what is trained (not where it runs)."""
+        d = self.to_dict()
+        for k in self.RUNTIME_FIELDS:
+            d.pop(k, None)
+        blob = json.dumps(d, sort_keys=True, default=list).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Turn a CLI string (parsed as JSON when it is JSON) into the field's type."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # a bare string
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (types.UnionType, typing.Union):  # X | None
+        if value is None or value in ("none", "None"):
+            return None
+        typ = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(typ), typing.get_args(typ)
+    try:
+        if origin is tuple:
+            seq = value if isinstance(value, (list, tuple)) else [value]
+            return tuple(_coerce(v, args[0], key) for v in seq)
+        if typ is bool:
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if typ is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if typ is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if typ is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise ConfigError(f"bad value {value!r} for {key} (expected {getattr(typ, '__name__', typ)})")
+
+
+def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
+    """Apply one override such as ``train.lr=1e-3`` or ``tasks.imdb.max_len=128``."""
+    parts = key.split(".")
+    obj: Any = cfg
+    path = []
+    for i, part in enumerate(parts):
+        path.append(part)
+        last = i == len(parts) - 1
+        if isinstance(obj, dict):
+            if part not in obj:
+                raise ConfigError(f"unknown config key {'.'.join(path)!r}: "
+                                  f"known: {', '.join(sorted(obj)) or 'none'}")
+            if last:
+                raise ConfigError(f"{key!r} names a whole section; set one of its fields")
+            obj = obj[part]
+            continue
+        names = [f.name for f in fields(obj)]
+        if part not in names:
+            import difflib
+            close = difflib.get_close_matches(part, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise ConfigError(f"unknown config key {'.'.join(path)!r}{hint}")
+        if last:
+            typ = get_type_hints(type(obj))[part]
+            setattr(obj, part, _coerce(value, typ, key))
+        else:
+            obj = getattr(obj, part)
+            if not (is_dataclass(obj) or isinstance(obj, dict)):
+                raise ConfigError(f"{'.'.join(path)!r} is a value, not a section")
+
+
+def apply_overrides(cfg: RunConfig, overrides: dict[str, Any] | list[str]) -> RunConfig:
+    """Apply ``{"a.b": v}`` or ``["a.b=v", ...]`` to a copy of ``cfg``."""
+    cfg = dataclasses.replace(cfg)
+    cfg = from_dict(cfg.to_dict())
+    items = overrides.items() if isinstance(overrides, dict) else [_split(o) for o in overrides]
+    for k, v in items:
+        set_dotted(cfg, k, v)
+    return cfg
+
+
+def _split(text: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise ConfigError(f"bad override {text!r}: expected KEY=VALUE, e.g. train.lr=1e-3")
+    k, v = text.split("=", 1)
+    return k.strip(), v.strip()
+
+
+def from_dict(d: dict[str, Any]) -> RunConfig:
+    """Rebuild a ``RunConfig`` from ``to_dict`` output (e.g. a results record)."""
+    d = dict(d)
+    d["tasks"] = {k: TaskConfig(**v) for k, v in d.get("tasks", {}).items()}
+    d["model"] = ModelConfig(**{**d.get("model", {}),
+                                "image_widths": tuple(d.get("model", {}).get("image_widths", (64, 128, 128)))})
+    train = dict(d.get("train", {}))
+    if "betas" in train:
+        train["betas"] = tuple(train["betas"])
+    d["train"] = TrainConfig(**train)
+    return RunConfig(**d)

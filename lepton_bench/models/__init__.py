@@ -1,0 +1,9 @@
+"""Models: per-task stems -> a shared (or not) transformer trunk -> per-task heads.
+
+This package knows tensors only, never files or datasets: ``train`` hands it a
+``TaskIO`` per task that says what goes in and what comes out.
+"""
+
+from .architectures import ARCHITECTURES, MultiTaskModel, TaskIO, build_model
+
+__all__ = ["ARCHITECTURES", "MultiTaskModel", "TaskIO", "build_model"]

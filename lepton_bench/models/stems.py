@@ -1,0 +1,73 @@
+"""Stems turn one input type into a sequence of d-wide tokens (+ a key-padding mask).
+
+They are what the Lepton articles call modality encoders. Each task has its own stem
+(its own vocabulary, its own image statistics); sharing starts at the trunk.
+"""
+
+from __future__ import annotations
+
+import torch
+from timm.layers import ConvNormAct, trunc_normal_
+from torch import nn
+
+# CIFAR-10 channel statistics (train split), in [0, 1] units.
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR_STD = (0.2470, 0.2435, 0.2616)
+
+
+class ConvStem(nn.Module):
+    """uint8 image (B, 3, H, W) -> (B, H/2^s * W/2^s, d) feature tokens.
+
+    Each stage is conv -> 2x max-pool -> conv (airbench's layout: pooling right after
+    the first conv keeps the second conv 4x cheaper).
+    """
+
+    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32,
+                 mean=CIFAR_MEAN, std=CIFAR_STD, dropout: float = 0.0):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        stages, c_in = [], 3
+        for w in widths:
+            stages += [ConvNormAct(c_in, w, 3, act_layer=nn.GELU), nn.MaxPool2d(2),
+                       ConvNormAct(w, w, 3, act_layer=nn.GELU)]
+            c_in = w
+        self.stages = nn.Sequential(*stages)
+        self.proj = nn.Conv2d(c_in, dim, 1)
+        side = image_size // 2 ** len(widths)
+        if side < 1:
+            raise ValueError(f"{len(widths)} stages shrink a {image_size}px image to nothing")
+        self.num_tokens = side * side
+        self.pos = nn.Parameter(torch.zeros(1, self.num_tokens, dim))
+        trunc_normal_(self.pos, std=0.02)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        x = (batch["x"].float() - self.mean) / self.std
+        x = self.proj(self.stages(x))                 # (B, d, h, w)
+        x = x.flatten(2).transpose(1, 2) + self.pos   # (B, h*w, d)
+        return self.drop(x), None
+
+
+class EmbeddingStem(nn.Module):
+    """Word ids (B, L) -> (B, L, d): word embedding + learned position (+ word shape).
+
+    Id 0 is <pad>; the mask it returns is True on real tokens.
+    """
+
+    def __init__(self, dim: int, vocab_size: int, max_len: int, num_shapes: int = 0,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.shape = nn.Embedding(num_shapes, dim, padding_idx=0) if num_shapes else None
+        self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
+        for p in (self.tok.weight, self.pos):
+            trunc_normal_(p, std=0.02)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch["ids"]
+        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
+        if self.shape is not None:
+            x = x + self.shape(batch["shape"])
+        return self.drop(x), ids != 0

@@ -1,0 +1,267 @@
+"""One run, top to bottom: data -> model -> steps -> validation -> test -> record.
+
+Read it like nanoGPT's train.py. The only host syncs inside the loop are the loss
+reads every ``log_every`` steps (which also catch a non-finite loss) and evaluation.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import zlib
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .config import RunConfig
+from .data import TaskData, TrainStream, eval_batches, load_task
+from .errors import ConfigError, TrainingError
+from .measure import (count_flops, environment, now, peak_memory, reset_peak_memory,
+                      resolve_device, seed_everything)
+from .models import MultiTaskModel, TaskIO, build_model
+from .results import SCHEMA_VERSION
+from .sampling import SAMPLERS
+from .tasks import TASKS, TaskSpec
+from .weighting import WEIGHTINGS
+
+Progress = Callable[[str, dict], None]   # (event, info): "data", "step", "eval", "test"
+
+
+def stream_seed(seed: int, task: str) -> int:
+    """A task's data order depends on (seed, task) only: STL and MTL see the same batches."""
+    return seed * 1_000_003 + zlib.crc32(task.encode())
+
+
+def task_io(spec: TaskSpec, data: TaskData, max_len: int) -> TaskIO:
+    return TaskIO(spec.name, spec.input, spec.output, spec.num_labels, vocab_size=data.vocab_size,
+                  max_len=max_len, num_shapes=data.num_shapes)
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """AdamW; decay on weight matrices only (not biases, norms, embeddings, positions)."""
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.ndim >= 2 and id(p) not in embeddings and not name.endswith("pos"):
+            decay.append(p)
+        else:
+            no_decay.append(p)
+    t = cfg.train
+    groups = [{"params": decay, "weight_decay": t.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
+
+
+def lr_lambda(steps: int, warmup_frac: float) -> Callable[[int], float]:
+    warm = max(1, round(warmup_frac * steps))
+
+    def f(step: int) -> float:  # linear warm-up, then cosine to 0
+        if step < warm:
+            return (step + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
+
+    return f
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskModel, spec: TaskSpec, data: TaskData, split: str, batch_size: int,
+             device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+    """(metrics, timing) of one task on one split. Padding never counts."""
+    model.eval()
+    s = data.splits[split]
+    preds, golds = [], []
+    t0, tokens = now(device), 0
+    for idx, batch in eval_batches(s, batch_size, device):
+        logits = model(spec.name, batch)
+        p = logits.argmax(-1).cpu()
+        if spec.output == "tag":
+            lengths = batch["lengths"].cpu()
+            tokens += int(lengths.sum())
+            for i, row in enumerate(idx.tolist()):
+                gold = s.gold[row]
+                pred = p[i, : lengths[i]].tolist()
+                preds.append(pred + [0] * (len(gold) - len(pred)))   # words cut at max_len: "O"
+                golds.append(gold)
+        else:
+            if "lengths" in batch:
+                tokens += int(batch["lengths"].sum())
+            preds.append(p)
+            golds.append(batch["y"].cpu())
+    seconds = now(device) - t0
+    if spec.output != "tag":
+        preds, golds = torch.cat(preds).tolist(), torch.cat(golds).tolist()
+    timing = {"seconds": seconds, "samples_per_s": len(s) / seconds}
+    if tokens:
+        timing["tokens_per_s"] = tokens / seconds
+    model.train()
+    return spec.compute_metrics(preds, golds), timing
+
+
+def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
+    """Train and evaluate one configuration; return its results record."""
+    say = progress or (lambda event, info: None)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    device = resolve_device(cfg.device)
+    names = list(cfg.tasks)
+    if not names:
+        raise ConfigError("no tasks to train")
+    specs = {t: TASKS.get(t) for t in names}
+    sampler = SAMPLERS.get(cfg.sampler)(names, seed=cfg.seed)
+    weighting = WEIGHTINGS.get(cfg.weighting)(names)
+    t = cfg.train
+    if t.steps < 1:
+        raise ConfigError(f"train.steps must be at least 1, got {t.steps}")
+
+    # ---- data (cached tensors; moved to the device once)
+    t0 = time.perf_counter()
+    data = {}
+    for n in names:
+        say("data", {"task": n})
+        data[n] = load_task(specs[n], cfg.tasks[n], cfg.data_dir, cfg.holdout_seed,
+                            cfg.limit_train, cfg.limit_eval)
+    data_seconds = time.perf_counter() - t0
+    streams = {n: TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size,
+                              stream_seed(cfg.seed, n), device, augment=specs[n].input == "image")
+               for n in names}
+    eval_data = {n: TaskData(n, {k: v.to(device) for k, v in data[n].splits.items() if k != "train"},
+                             data[n].source) for n in names}
+
+    # ---- model, optimizer, schedule
+    seed_everything(cfg.seed)
+    ios = [task_io(specs[n], data[n], cfg.tasks[n].max_len) for n in names]
+    model = build_model(cfg.architecture, ios, cfg.model).to(device)
+    opt = make_optimizer(model, cfg)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.steps, t.warmup_frac))
+
+    # ---- FLOPs of one training step (forward + backward of every task), off the budget
+    flops = {}
+    for n in names:
+        probe = next(TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size, 0, device))
+        flops[n] = count_flops(lambda: specs[n].loss(model(n, probe), probe["y"]).backward())
+    opt.zero_grad(set_to_none=True)
+    seed_everything(cfg.seed)
+
+    # ---- train
+    reset_peak_memory(device)
+    loss_sum = {n: torch.zeros((), device=device) for n in names}
+    loss_count = dict.fromkeys(names, 0)
+    seen = {n: torch.zeros((), dtype=torch.long, device=device) for n in names}
+    token_count = {n: torch.zeros((), dtype=torch.long, device=device) for n in names}
+    train_curve, val_curve = [], []
+    best = {"score": -math.inf, "step": 0, "state": None, "metrics": {}}
+    train_seconds = eval_seconds = timed_seconds = 0.0
+    clock = now(device)
+    timed_from = clock if t.timing_warmup == 0 else None
+    model.train()
+    try:
+        for step in range(1, t.steps + 1):
+            losses = {}
+            for n in sampler.tasks_at(step):
+                batch = next(streams[n])
+                losses[n] = specs[n].loss(model(n, batch), batch["y"], cfg.tasks[n].label_smoothing)
+                if step > t.timing_warmup:
+                    seen[n] += len(batch["y"])
+                    if "lengths" in batch:
+                        token_count[n] += batch["lengths"].sum()
+            total = weighting.combine(losses, step)
+            extra = model.extra_loss()
+            if extra is not None:
+                total = total + extra
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if t.clip_norm > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
+            opt.step()
+            sched.step()
+            for n, v in losses.items():
+                loss_sum[n] += v.detach()
+                loss_count[n] += 1
+
+            if step == t.timing_warmup:  # throughput counts from here on
+                timed_from = now(device)
+            if step % t.log_every == 0 or step == t.steps:
+                point = {"step": step, "lr": sched.get_last_lr()[0]}
+                for n in names:
+                    if loss_count[n]:
+                        v = float(loss_sum[n]) / loss_count[n]   # host sync, every log_every steps
+                        if not math.isfinite(v):
+                            raise TrainingError(
+                                f"non-finite loss ({v}) for task {n} at step {step} of {cfg.variant}; "
+                                f"lower the learning rate (--set train.lr=...)")
+                        point[n] = v
+                        loss_sum[n].zero_()
+                        loss_count[n] = 0
+                train_curve.append(point)
+                say("step", {"step": step, "losses": {n: point[n] for n in names if n in point}})
+            if step % t.eval_every == 0 or step == t.steps:
+                stop = now(device)
+                train_seconds += stop - clock
+                if timed_from is not None:
+                    timed_seconds += stop - max(clock, timed_from)
+                val = {n: evaluate(model, specs[n], eval_data[n], "validation",
+                                   cfg.tasks[n].eval_batch_size, device)[0] for n in names}
+                # one checkpoint serves every task: select on the mean primary metric
+                score = sum(val[n][specs[n].primary] for n in names) / len(names)
+                val_curve.append({"step": step, **val})
+                if score > best["score"]:
+                    best = {"score": score, "step": step, "metrics": val,
+                            "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                say("eval", {"step": step, "score": score, "val": val})
+                clock = now(device)
+                eval_seconds += clock - stop
+    except torch.OutOfMemoryError as e:
+        raise TrainingError(f"out of memory on {device} in {cfg.variant} "
+                            f"({str(e).splitlines()[0]}); lower tasks.<task>.batch_size") from None
+    except MemoryError:
+        raise TrainingError(f"out of host memory in {cfg.variant}; lower tasks.<task>.batch_size "
+                            f"or --limit-train") from None
+    memory = peak_memory(device)
+
+    # ---- test once, with the best validation checkpoint
+    model.load_state_dict(best["state"])
+    test, inference = {}, {}
+    for n in names:
+        test[n], inference[n] = evaluate(model, specs[n], eval_data[n], "test",
+                                         cfg.tasks[n].eval_batch_size, device)
+        say("test", {"task": n, "test": test[n]})
+
+    timed_steps = max(t.steps - t.timing_warmup, 0)
+    steps_per_s = timed_steps / timed_seconds if timed_seconds > 0 else None
+    per_task = {}
+    for n in names:
+        per_task[n] = {
+            "samples_per_s": int(seen[n]) / timed_seconds if timed_seconds > 0 else None,
+            "tokens_per_s": int(token_count[n]) / timed_seconds if timed_seconds > 0 and int(token_count[n]) else None,
+            "train_examples": data[n].sizes()["train"],
+            "examples_seen": streams[n].examples,
+            "epochs": streams[n].examples / max(1, data[n].sizes()["train"]),
+            "flops_per_step": flops[n],
+            "flops_per_sample": flops[n] / cfg.tasks[n].batch_size,
+            "infer_samples_per_s": inference[n]["samples_per_s"],
+            "infer_tokens_per_s": inference[n].get("tokens_per_s"),
+            "infer_seconds": inference[n]["seconds"],
+        }
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": f"{cfg.variant}-s{cfg.seed}-{cfg.config_hash()}",
+        "status": "ok",
+        "variant": cfg.variant, "tasks": names, "seed": cfg.seed,
+        "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
+        "metrics": {n: {"test": test[n], "val": best["metrics"][n], "primary": specs[n].primary}
+                    for n in names},
+        "selection": {"rule": "best mean validation primary metric over tasks",
+                      "best_step": best["step"], "best_val_score": best["score"]},
+        "curves": {"train_loss": train_curve, "val": val_curve},
+        "cost": {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
+                 "data_seconds": data_seconds, "steps": t.steps, "steps_per_s": steps_per_s,
+                 "flops_per_step": sum(flops.values()), "params": model.parameter_counts(),
+                 "memory": memory, "tasks": per_task},
+        "data": {n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
+                     "truncated": data[n].truncated} for n in names},
+        "env": environment(device),
+        "started_at": started,
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    return record
