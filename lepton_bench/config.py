@@ -38,7 +38,7 @@ class ModelConfig:
     mlp_ratio: float = 4.0        # MLP hidden width / d
     dropout: float = 0.1          # on embeddings and block outputs
     drop_path: float = 0.0        # stochastic depth, max rate over the blocks
-    image_widths: tuple[int, ...] = (64, 128, 128)  # conv stem stage widths; each stage halves H, W
+    image_widths: tuple[int, ...] = (32, 64, 128)  # conv stem stage widths; each stage halves H, W
     case_feature: bool = True     # text stems: add a word-shape embedding (Aa, AA, aa, 0, .)
 
 
@@ -177,7 +177,7 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     d = dict(d)
     d["tasks"] = {k: TaskConfig(**v) for k, v in d.get("tasks", {}).items()}
     d["model"] = ModelConfig(**{**d.get("model", {}),
-                                "image_widths": tuple(d.get("model", {}).get("image_widths", (64, 128, 128)))})
+                                "image_widths": tuple(d.get("model", {}).get("image_widths", (32, 64, 128)))})
     train = dict(d.get("train", {}))
     if "betas" in train:
         train["betas"] = tuple(train["betas"])

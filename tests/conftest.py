@@ -1,0 +1,64 @@
+"""Shared fixtures: real data slices from ../shared/data, a private cache, tiny configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("LEPTON_BENCH_DATA", ROOT.parent / "shared" / "data"))
+
+# Small enough for seconds-long tests, large enough that every split has both IMDB classes.
+SLICE_ROWS = {"train": 160, "validation": 48, "test": 48}
+TINY = ["model.dim=32", "model.depth=1", "model.heads=2", "model.image_widths=[8,16]",
+        "train.eval_every=2", "train.log_every=1", "train.timing_warmup=1"]
+
+
+def pytest_configure(config):
+    if not SHARED_DATA.is_dir():
+        raise pytest.UsageError(f"tests need the offline data mirrors at {SHARED_DATA} "
+                                f"(set LEPTON_BENCH_DATA to their folder)")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test session gets its own tensor cache, so no test reads a stale one."""
+    monkeypatch.setenv("LEPTON_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def write_slice(src: Path, dst: Path, rows: dict[str, int], seed: int = 0) -> Path:
+    """Copy a seeded random slice of each split's parquet file, keeping the Hub layout."""
+    rng = np.random.default_rng(seed)
+    for f in sorted((src / "data").glob("*.parquet")):
+        split = f.name.split("-")[0]
+        table = pq.read_table(f)
+        idx = np.sort(rng.choice(table.num_rows, size=min(rows[split], table.num_rows), replace=False))
+        (dst / "data").mkdir(parents=True, exist_ok=True)
+        pq.write_table(table.take(idx), dst / "data" / f.name)
+    return dst
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """Real slices of all three datasets, in folders named like the full mirrors."""
+    root = tmp_path_factory.mktemp("slices")
+    for task in ("cifar10", "imdb", "conll2003"):
+        write_slice(SHARED_DATA / task, root / task, SLICE_ROWS)
+    return root
+
+
+@pytest.fixture
+def copy_task(data_dir, tmp_path):
+    """A private, editable copy of one task's slice: ``copy_task('imdb') -> root``."""
+    import shutil
+
+    def make(task: str) -> Path:
+        root = tmp_path / "data"
+        shutil.copytree(data_dir / task, root / task)
+        return root
+
+    return make

@@ -1,0 +1,91 @@
+"""The command line as a user meets it: help, list, runs, and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from lepton_bench.cli import main
+from lepton_bench.results import read_records
+
+from .conftest import ROOT, TINY
+
+
+def tiny_args(data_dir, out, *extra):
+    sets = [a for o in TINY for a in ("--set", o)]
+    return ["run", "--data-dir", str(data_dir), "--out", str(out), "--steps", "3", "--limit-eval", "16",
+            "--no-progress", *sets, *extra]
+
+
+def test_module_entry_point_help_and_list():
+    out = subprocess.run([sys.executable, "-m", "lepton_bench", "run", "--help"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert out.returncode == 0
+    for flag in ("--variant", "--tasks", "--seed", "--device", "--data-dir", "--steps", "--out", "--set"):
+        assert flag in out.stdout
+    out = subprocess.run([sys.executable, "-m", "lepton_bench", "list"], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "hard-ew" in out.stdout and "stl-cifar10" in out.stdout
+
+
+def test_list_kinds_and_patterns(capsys):
+    assert main(["list", "tasks"]) == 0
+    assert "conll2003" in capsys.readouterr().out
+    assert main(["list", "variants", "stl-*"]) == 0
+    out = capsys.readouterr().out
+    assert "stl-imdb" in out and "hard-ew" not in out
+    assert main(["list", "variants", "nothing*"]) == 1
+
+
+def test_run_appends_one_record(data_dir, tmp_path, capsys):
+    assert main(tiny_args(data_dir, tmp_path, "--variant", "stl-imdb")) == 0
+    recs = read_records(tmp_path / "runs.jsonl")
+    assert len(recs) == 1 and recs[0]["variant"] == "stl-imdb"
+    assert "record appended" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--variant", "hard-eww"], "unknown variant 'hard-eww'; did you mean hard-ew?"),
+    (["--variant", "hard-ew", "--tasks", "imbd"], "unknown task 'imbd'; did you mean imdb?"),
+    (["--variant", "stl-imdb", "--tasks", "imdb", "cifar10"], "single-task"),
+    (["--variant", "hard-ew", "--set", "train.lrr=1"], "did you mean lr?"),
+    (["--variant", "hard-ew", "--steps", "0"], "--steps must be at least 1"),
+    (["--variant", "hard-ew", "--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_bad_arguments_give_one_line_and_write_nothing(data_dir, tmp_path, capsys, args, message):
+    assert main(tiny_args(data_dir, tmp_path, *args)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and err.count("\n") == 1
+    assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_bad_data_fails_cleanly_and_keeps_earlier_results(copy_task, tmp_path, capsys):
+    root = copy_task("imdb")
+    out = tmp_path / "res"
+    assert main(tiny_args(root, out, "--variant", "stl-imdb")) == 0
+    before = (out / "runs.jsonl").read_bytes()
+    path = next((root / "imdb" / "data").glob("test-*"))
+    path.write_bytes(b"PAR1 garbage")
+    capsys.readouterr()
+    assert main(tiny_args(root, out, "--variant", "stl-imdb", "--seed", "1")) == 2
+    err = capsys.readouterr().err
+    assert "not a readable parquet file" in err and str(path) in err and "Traceback" not in err
+    assert (out / "runs.jsonl").read_bytes() == before
+    json.loads(before)
+
+
+def test_missing_data_dir(tmp_path, capsys):
+    assert main(["run", "--variant", "hard-ew", "--data-dir", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_cuda_asked_for_without_cuda(data_dir, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert main(tiny_args(data_dir, tmp_path, "--variant", "stl-imdb", "--device", "cuda")) == 2
+    assert "no CUDA device" in capsys.readouterr().err

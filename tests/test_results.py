@@ -1,0 +1,39 @@
+import json
+
+import pytest
+
+from lepton_bench.results import RECORD_KEYS, SCHEMA_VERSION, append_record, read_records
+
+
+def record(**kw):
+    r = {k: None for k in RECORD_KEYS}
+    r.update(schema_version=SCHEMA_VERSION, run_id="r", status="ok", metrics={"a": {"x": 1.0}})
+    r.update(kw)
+    return r
+
+
+def test_append_and_read(tmp_path):
+    path = tmp_path / "sub" / "runs.jsonl"
+    append_record(path, record(run_id="a"))
+    append_record(path, record(run_id="b", metrics={"t": {"loss": float("nan")}}))
+    recs = read_records(path)
+    assert [r["run_id"] for r in recs] == ["a", "b"]
+    assert recs[1]["metrics"]["t"]["loss"] is None   # NaN is not JSON: written as null
+
+
+def test_torn_line_is_skipped_and_next_record_starts_fresh(tmp_path):
+    path = tmp_path / "runs.jsonl"
+    append_record(path, record(run_id="a"))
+    with open(path, "a") as f:
+        f.write('{"schema_version": 1, "run_id": "tor')   # a writer killed mid-line
+    append_record(path, record(run_id="c"))
+    with pytest.warns(UserWarning, match="torn"):
+        recs = read_records(path)
+    assert [r["run_id"] for r in recs] == ["a", "c"]
+    assert all(json.loads(line) for line in path.read_text().splitlines()[::2])
+
+
+def test_incomplete_record_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="lacks"):
+        append_record(tmp_path / "r.jsonl", {"run_id": "x"})
+    assert not (tmp_path / "r.jsonl").exists()

@@ -1,0 +1,83 @@
+"""Training runs on real slices: every variant, determinism, budgets, failures."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lepton_bench.errors import TrainingError
+from lepton_bench.results import RECORD_KEYS, SCHEMA_VERSION
+from lepton_bench.tasks import TASKS, TaskSpec
+from lepton_bench.train import run
+from lepton_bench.variants import VARIANTS, make_config
+
+from .conftest import TINY
+
+
+def tiny(variant, data_dir, steps=4, seed=0, extra=(), **kw):
+    return make_config(variant, seed=seed, overrides=[*TINY, f"train.steps={steps}", *extra],
+                       device="cpu", data_dir=str(data_dir), limit_eval=24, **kw)
+
+
+@pytest.mark.parametrize("variant", VARIANTS.list())
+def test_every_variant_trains_and_writes_a_complete_record(variant, data_dir):
+    cfg = tiny(variant, data_dir)
+    rec = run(cfg)
+    assert set(RECORD_KEYS) <= set(rec) and rec["schema_version"] == SCHEMA_VERSION
+    assert rec["status"] == "ok" and rec["tasks"] == list(cfg.tasks)
+    for task in cfg.tasks:
+        spec = TASKS.get(task)
+        m = rec["metrics"][task]
+        assert m["primary"] == spec.primary
+        for split in ("val", "test"):
+            assert set(spec.metrics) <= set(m[split])
+            assert all(0.0 <= v <= 1.0 for v in m[split].values())
+        for point in rec["curves"]["train_loss"]:
+            assert math.isfinite(point[task])
+        cost = rec["cost"]["tasks"][task]
+        assert cost["examples_seen"] == 4 * cfg.tasks[task].batch_size   # the budget, exactly
+        assert cost["flops_per_step"] > 0 and cost["samples_per_s"] > 0
+        assert cost["infer_samples_per_s"] > 0
+    c = rec["cost"]
+    assert c["params"]["total"] == c["params"]["shared"] + sum(c["params"][f"task.{t}"] for t in cfg.tasks)
+    assert (c["params"]["shared"] > 0) == (len(cfg.tasks) > 1)
+    assert c["memory"]["peak_rss_mb"] > 0 and c["train_seconds"] > 0
+    assert rec["env"]["torch"] == torch.__version__
+    assert rec["config"]["train"]["steps"] == 4 and rec["config_hash"] == cfg.config_hash()
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(data_dir):
+    a = run(tiny("hard-ew", data_dir, steps=6))
+    b = run(tiny("hard-ew", data_dir, steps=6))
+    c = run(tiny("hard-ew", data_dir, steps=6, seed=1))
+    assert a["curves"] == b["curves"] and a["metrics"] == b["metrics"]
+    assert a["curves"]["train_loss"] != c["curves"]["train_loss"]
+
+
+def test_best_validation_checkpoint_is_the_one_tested(data_dir):
+    rec = run(tiny("stl-conll2003", data_dir, steps=6))
+    best = rec["selection"]["best_step"]
+    at_best = next(v for v in rec["curves"]["val"] if v["step"] == best)
+    assert at_best["conll2003"] == rec["metrics"]["conll2003"]["val"]
+    assert rec["selection"]["best_val_score"] == max(
+        v["conll2003"]["entity_f1"] for v in rec["curves"]["val"])
+
+
+def test_non_finite_loss_stops_the_run_with_a_clear_error(data_dir, monkeypatch):
+    real_loss = TaskSpec.loss
+    monkeypatch.setattr(TaskSpec, "loss", lambda self, *a, **k: real_loss(self, *a, **k) * float("nan"))
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) for task imdb at step 1"):
+        run(tiny("stl-imdb", data_dir))
+
+
+def test_out_of_memory_becomes_a_clear_error(data_dir, monkeypatch):
+    from lepton_bench.models import MultiTaskModel
+
+    def oom(self, *a, **k):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(MultiTaskModel, "extra_loss", oom)
+    with pytest.raises(TrainingError, match="out of memory .* lower tasks.<task>.batch_size"):
+        run(tiny("stl-imdb", data_dir))
