@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "tasks.imdb.max_len=128 --set model.depth=4 (repeatable)")
     r.add_argument("--out", default="results/adhoc", metavar="DIR",
                    help="append the record to DIR/runs.jsonl (default: results/adhoc)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bar")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; log one line per validation instead")
 
     ls = sub.add_parser("list", help="list registered variants, tasks, architectures, ...",
                         description="List what is registered, with a one-line description each.")
@@ -87,6 +88,7 @@ class _Bar:
         self.bar = tqdm(total=total, unit="step", disable=not enabled, dynamic_ncols=True,
                         file=sys.stderr)
         self.done = 0
+        self.log = not enabled   # no bar (a log file, CI): one plain line per validation instead
         self.post: dict[str, str] = {}
 
     def __call__(self, event: str, info: dict) -> None:
@@ -101,6 +103,10 @@ class _Bar:
         elif event == "eval":
             self.post["val"] = f"{info['score']:.4f}"
             self.bar.set_postfix(self.post)
+            if self.log:
+                print(f"step {info['step']}/{self.bar.total} val {info['score']:.4f} "
+                      + " ".join(f"{k}={v}" for k, v in self.post.items() if k != "val"),
+                      file=sys.stderr, flush=True)
         elif event == "test":
             self.bar.set_description(f"test {info['task']}")
 
@@ -138,9 +144,11 @@ def cmd_run(args) -> int:
     rows = []
     for task, m in record["metrics"].items():
         t = record["cost"]["tasks"][task]
-        rows.append([task, *(f"{k}={v:.4f}" for k, v in list(m["test"].items())[:2]),
-                     f"{t['samples_per_s']:.0f}" if t["samples_per_s"] else "-"])
-    print(tabulate(rows, headers=["task", "test", "", "train samples/s"], tablefmt="github"))
+        for i, (name, value) in enumerate(m["test"].items()):
+            rows.append([task if i == 0 else "", name, f"{m['val'][name]:.4f}", f"{value:.4f}",
+                         f"{t['samples_per_s']:.0f}" if i == 0 and t["samples_per_s"] else ""])
+    print(tabulate(rows, headers=["task", "metric", "val (best)", "test", "train samples/s"],
+                   tablefmt="github"))
     c = record["cost"]
     print(f"{record['run_id']}: train {c['train_seconds']:.0f}s, eval {c['eval_seconds']:.0f}s, "
           f"best step {record['selection']['best_step']}, peak RSS {c['memory']['peak_rss_mb']:.0f} MiB, "

@@ -13,10 +13,9 @@ import hashlib
 import io
 import json
 import os
-import re
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +46,7 @@ class Split:
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
-    def to(self, device: torch.device) -> "Split":
+    def to(self, device: torch.device) -> Split:
         return Split({k: v.to(device) for k, v in self.tensors.items()}, self.gold)
 
 
@@ -283,7 +282,7 @@ def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gol
     target = np.full((n, L), IGNORE, dtype=np.int64)
     truncated = 0
     encs = tok.encode_batch([w if w else ["<unk>"] for w in texts], is_pretokenized=True)
-    for i, (words, enc) in enumerate(zip(texts, encs)):
+    for i, (words, enc) in enumerate(zip(texts, encs, strict=True)):
         # first piece of each word: one id per word even if a word holds whitespace
         first = [UNK] * len(words)
         seen = set()

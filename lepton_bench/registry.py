@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable, Generic, Iterator, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
 
 from .errors import ConfigError
 

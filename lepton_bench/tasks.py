@@ -6,8 +6,8 @@ scikit-learn (accuracy, F1) and seqeval (entity F1, conlleval-compatible).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -78,7 +78,7 @@ def tagging_metrics(pred: Sequence[Sequence[int]], gold: Sequence[Sequence[int]]
     p = [[names[i] for i in s] for s in pred]
     g = [[names[i] for i in s] for s in gold]
     tokens = sum(len(s) for s in g)
-    correct = sum(a == b for ps, gs in zip(p, g) for a, b in zip(ps, gs))
+    correct = sum(a == b for ps, gs in zip(p, g, strict=True) for a, b in zip(ps, gs, strict=True))
     return {"entity_f1": float(f1_score(g, p, zero_division=0)),
             "token_accuracy": correct / tokens if tokens else 0.0}
 
@@ -108,5 +108,5 @@ CONLL2003 = TASKS.register("conll2003", TaskSpec(
     input="text", output="tag", columns={"input": "tokens", "label": "ner_tags"},
     labels=("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"),
     metrics=("entity_f1", "token_accuracy"), has_validation=True, pretokenized=True,
-    defaults=TaskConfig(batch_size=32, eval_batch_size=256, max_len=128, vocab_size=30000,
+    defaults=TaskConfig(batch_size=64, eval_batch_size=256, max_len=128, vocab_size=30000,
                         min_freq=1)))

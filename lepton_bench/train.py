@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 import time
 import zlib
+from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Callable
 
 import torch
 from torch import nn
@@ -18,8 +18,7 @@ from torch import nn
 from .config import RunConfig
 from .data import TaskData, TrainStream, eval_batches, load_task
 from .errors import ConfigError, TrainingError
-from .measure import (count_flops, environment, now, peak_memory, reset_peak_memory,
-                      resolve_device, seed_everything)
+from .measure import count_flops, environment, now, peak_memory, reset_peak_memory, resolve_device, seed_everything
 from .models import MultiTaskModel, TaskIO, build_model
 from .results import SCHEMA_VERSION
 from .sampling import SAMPLERS
@@ -139,7 +138,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     flops = {}
     for n in names:
         probe = next(TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size, 0, device))
-        flops[n] = count_flops(lambda: specs[n].loss(model(n, probe), probe["y"]).backward())
+        flops[n] = count_flops(lambda n=n, b=probe: specs[n].loss(model(n, b), b["y"]).backward())
     opt.zero_grad(set_to_none=True)
     seed_everything(cfg.seed)
 

@@ -6,8 +6,9 @@ A variant is the unit users pick (``--variant``) and grids multiply by seeds.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from .config import RunConfig, apply_overrides
 from .errors import ConfigError

@@ -12,7 +12,7 @@ from lepton_bench import data as D
 from lepton_bench.errors import DataError
 from lepton_bench.tasks import IGNORE, TASKS
 
-from .conftest import SLICE_ROWS, write_slice, SHARED_DATA
+from .conftest import SHARED_DATA, SLICE_ROWS, write_slice
 
 
 def load(task, root, **kw):
@@ -157,7 +157,7 @@ def test_corrupt_parquet(copy_task):
 def test_missing_column(copy_task):
     root = copy_task("imdb")
     edit(root, "imdb", "test", lambda t: t.rename_columns(["review", "label"]))
-    with pytest.raises(DataError, match=r"test-00000-of-00001.parquet: missing column 'text'.*columns are review, label"):
+    with pytest.raises(DataError, match=r"test-00000-of-00001.parquet: missing column 'text'.*are review, label"):
         load("imdb", root)
 
 

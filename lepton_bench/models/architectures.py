@@ -7,8 +7,8 @@ is what makes the STL/MTL comparison fair.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import nn
