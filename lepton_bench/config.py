@@ -23,6 +23,8 @@ class TaskConfig:
     batch_size: int = 64          # examples of this task per optimizer step
     eval_batch_size: int = 256    # examples per forward pass at evaluation
     max_len: int = 0              # tokens kept per text example (0: not a text task)
+    truncate: str = "head"        # longer texts keep their first max_len tokens, or with
+                                  # "head_tail" the first and last max_len/2 (Sun et al. 2019)
     vocab_size: int = 30000       # word-level vocabulary cap, incl. <pad>/<unk>
     min_freq: int = 2             # a word needs this many train occurrences to get an id
     holdout_frac: float = 0.1     # share of train held out for validation (no val split)

@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 import torch
 
 from .config import TaskConfig
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .tasks import IGNORE, TaskSpec
 
 CACHE_FORMAT = 1          # bump when the tensorized layout changes
@@ -259,6 +259,18 @@ def build_tokenizer(spec: TaskSpec, cfg: TaskConfig, train: RawSplit):
     return tok
 
 
+def clip(ids: list[int], max_len: int, how: str) -> list[int]:
+    """Keep the head of a long text, or its head and tail (reviews often end with the verdict)."""
+    if len(ids) <= max_len:
+        return ids
+    if how == "head":
+        return ids[:max_len]
+    if how == "head_tail":
+        head = max_len // 2
+        return ids[:head] + ids[len(ids) - (max_len - head):]
+    raise ConfigError(f"unknown truncation {how!r}: use head or head_tail")
+
+
 def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gold: bool) -> tuple[Split, int]:
     col, L = spec.columns["input"], cfg.max_len
     texts = raw.table.column(col).to_pylist()
@@ -269,7 +281,7 @@ def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gol
         truncated = 0
         for i, enc in enumerate(tok.encode_batch([t or "" for t in texts])):
             truncated += len(enc.ids) > L
-            row = enc.ids[:L]
+            row = clip(enc.ids, L, cfg.truncate)
             ids[i, : len(row)] = row
             lengths[i] = max(len(row), 1)   # an empty review keeps one <pad>-free slot
             if not row:
@@ -323,7 +335,7 @@ def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit]) -> Tas
 def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_seed: int,
               limit_train: int | None, limit_eval: int | None) -> str:
     relevant = {k: v for k, v in asdict(cfg).items()
-                if k in ("max_len", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
+                if k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
     blob = json.dumps({"format": CACHE_FORMAT, "task": spec.name, "columns": spec.columns,
                        "cfg": relevant, "seed": holdout_seed, "limits": [limit_train, limit_eval],
                        "source": fingerprint(spec, data_dir)}, sort_keys=True)

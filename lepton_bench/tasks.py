@@ -99,7 +99,7 @@ IMDB = TASKS.register("imdb", TaskSpec(
     hub_id="stanfordnlp/imdb", hub_config="plain_text", input="text", output="class",
     columns={"input": "text", "label": "label"}, labels=("neg", "pos"),
     metrics=("accuracy", "f1_pos", "macro_f1"),
-    defaults=TaskConfig(batch_size=32, eval_batch_size=128, max_len=256, vocab_size=30000,
+    defaults=TaskConfig(batch_size=32, eval_batch_size=128, max_len=256, truncate="head_tail", vocab_size=30000,
                         min_freq=2, holdout_frac=0.1, holdout_max=2500)))
 
 CONLL2003 = TASKS.register("conll2003", TaskSpec(

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lepton_bench import data as D
-from lepton_bench.errors import DataError
+from lepton_bench.errors import ConfigError, DataError
 from lepton_bench.tasks import IGNORE, TASKS
 
 from .conftest import SHARED_DATA, SLICE_ROWS, write_slice
@@ -252,3 +252,12 @@ def test_eval_batches_cover_every_example_once(data_dir):
     split = load("conll2003", data_dir).splits["validation"]
     seen = torch.cat([idx for idx, _ in D.eval_batches(split, 10, torch.device("cpu"))])
     assert sorted(seen.tolist()) == list(range(len(split)))
+
+
+def test_head_tail_truncation_keeps_both_ends():
+    assert D.clip(list(range(10)), 4, "head_tail") == [0, 1, 8, 9]
+    assert D.clip(list(range(10)), 5, "head_tail") == [0, 1, 7, 8, 9]
+    assert D.clip(list(range(10)), 4, "head") == [0, 1, 2, 3]
+    assert D.clip([1, 2], 4, "head_tail") == [1, 2]
+    with pytest.raises(ConfigError, match="unknown truncation"):
+        D.clip(list(range(10)), 4, "middle")
