@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="lepton-bench",
         description="Does one multi-task model beat one model per task? Train matched single-task "
                     "baselines and multi-task variants on CIFAR-10, IMDB and CoNLL-2003.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, to register its variants, weightings, ... (repeatable); "
+                        "installed plugins (entry points 'lepton_bench.plugins') load by themselves")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train and evaluate one variant, append its record",
@@ -92,7 +95,10 @@ class _Bar:
         self.post: dict[str, str] = {}
 
     def __call__(self, event: str, info: dict) -> None:
-        if event == "data":
+        if event == "start":
+            self.bar.total = info["steps"]
+            self.bar.refresh()
+        elif event == "data":
             self.bar.set_description(f"data {info['task']}")
         elif event == "step":
             self.bar.set_description("train")
@@ -159,6 +165,9 @@ def cmd_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        from .plugins import load_plugins
+
+        load_plugins(args.plugin)
         return {"run": cmd_run, "list": cmd_list}[args.command](args)
     except LeptonError as e:
         print(f"lepton-bench: error: {e}", file=sys.stderr)

@@ -42,6 +42,22 @@ class ModelConfig:
     drop_path: float = 0.0        # stochastic depth, max rate over the blocks
     image_widths: tuple[int, ...] = (32, 64, 128)  # conv stem stage widths; each stage halves H, W
     case_feature: bool = True     # text stems: add a word-shape embedding (Aa, AA, aa, 0, .)
+    soft_l2: float = 1e-2         # soft_l2: strength of the L2 pull of each task's trunk to their mean
+    experts: int = 3              # mmoe: shared expert trunks
+    adapter_dim: int = 32         # adapters: bottleneck width of the per-task adapters
+
+
+@dataclass
+class WeightingConfig:
+    static: dict[str, float] = field(default_factory=dict)  # 'static': task -> weight (missing: 1)
+    dwa_temperature: float = 2.0  # DWA softmax temperature T
+    dwa_window: int = 50          # DWA: steps per loss average (the paper's "epoch")
+    famo_lr: float = 0.025        # FAMO: Adam lr of the task logits
+    famo_decay: float = 1e-3      # FAMO: weight decay gamma of the task logits
+    gradnorm_alpha: float = 1.5   # GradNorm asymmetry alpha
+    gradnorm_lr: float = 0.025    # GradNorm: Adam lr of the task weights
+    cagrad_c: float = 0.5         # CAGrad: radius c of the conflict-averse ball
+    temperature: float = 2.0      # 'temperature' sampler: p ~ n^(1/temperature)
 
 
 @dataclass
@@ -66,6 +82,7 @@ class RunConfig:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    weighting_args: WeightingConfig = field(default_factory=WeightingConfig)
     seed: int = 0
     limit_train: int | None = None   # cap on train examples per task (seeded subset)
     limit_eval: int | None = None    # cap on validation and test examples per task
@@ -119,6 +136,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
             return float(value)
         if typ is str:
             return str(value)
+        if origin is dict and isinstance(value, dict):
+            return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     except (TypeError, ValueError):
         pass
     else:
@@ -184,4 +203,5 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     if "betas" in train:
         train["betas"] = tuple(train["betas"])
     d["train"] = TrainConfig(**train)
+    d["weighting_args"] = WeightingConfig(**d.get("weighting_args", {}))
     return RunConfig(**d)

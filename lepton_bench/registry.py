@@ -29,7 +29,7 @@ class Registry(Generic[T]):
                 raise ConfigError(f"{self.kind} {name!r} is already registered")
             self._items[name] = o
             doc = help or getattr(o, "help", None) or (getattr(o, "__doc__", None) or "")
-            self._help[name] = doc.strip().splitlines()[0] if doc.strip() else ""
+            self._help[name] = " ".join(doc.strip().split("\n\n")[0].split())  # first paragraph
             return o
 
         return add(obj) if obj is not None else add
@@ -43,8 +43,11 @@ class Registry(Generic[T]):
     def unknown_message(self, name: str) -> str:
         close = difflib.get_close_matches(name, list(self._items), n=3, cutoff=0.5)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        return (f"unknown {self.kind} {name!r}{hint} "
-                f"(known: {', '.join(sorted(self._items)) or 'none'})")
+        if len(self._items) > 12:
+            known = f"`lepton-bench list {self.kind}s` shows all {len(self._items)}"
+        else:
+            known = f"known: {', '.join(sorted(self._items)) or 'none'}"
+        return f"unknown {self.kind} {name!r}{hint} ({known})"
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted names matching an fnmatch ``pattern``."""

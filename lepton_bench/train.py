@@ -10,6 +10,7 @@ import math
 import time
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import torch
@@ -21,9 +22,9 @@ from .errors import ConfigError, TrainingError
 from .measure import count_flops, environment, now, peak_memory, reset_peak_memory, resolve_device, seed_everything
 from .models import MultiTaskModel, TaskIO, build_model
 from .results import SCHEMA_VERSION
-from .sampling import SAMPLERS
+from .sampling import SAMPLERS, Sampler
 from .tasks import TASKS, TaskSpec
-from .weighting import WEIGHTINGS
+from .weighting import WEIGHTINGS, Weighting
 
 Progress = Callable[[str, dict], None]   # (event, info): "data", "step", "eval", "test"
 
@@ -38,8 +39,9 @@ def task_io(spec: TaskSpec, data: TaskData, max_len: int) -> TaskIO:
                   max_len=max_len, num_shapes=data.num_shapes)
 
 
-def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """AdamW; decay on weight matrices only (not biases, norms, embeddings, positions)."""
+def make_optimizer(model: nn.Module, cfg: RunConfig, extra: list[torch.Tensor] = ()) -> torch.optim.Optimizer:
+    """AdamW; decay on weight matrices only (not biases, norms, embeddings, positions, nor the
+    weighting's own parameters such as UW's log-variances)."""
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -49,7 +51,7 @@ def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
             no_decay.append(p)
     t = cfg.train
     groups = [{"params": decay, "weight_decay": t.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+              {"params": no_decay + list(extra), "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
 
 
@@ -98,22 +100,49 @@ def evaluate(model: MultiTaskModel, spec: TaskSpec, data: TaskData, split: str, 
     return spec.compute_metrics(preds, golds), timing
 
 
-def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
-    """Train and evaluate one configuration; return its results record."""
+@dataclass
+class Setup:
+    """Everything a run trains with, built by ``prepare`` (also used by the benchmarks)."""
+
+    cfg: RunConfig
+    device: torch.device
+    specs: dict[str, TaskSpec]
+    data: dict[str, TaskData]
+    streams: dict[str, TrainStream]
+    eval_data: dict[str, TaskData]
+    sampler: Sampler
+    weighting: Weighting
+    model: MultiTaskModel
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    total_steps: int
+    data_seconds: float
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.specs)
+
+
+def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
+    """Check the config, load the data, build model, weighting, sampler, optimizer, schedule."""
     say = progress or (lambda event, info: None)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     device = resolve_device(cfg.device)
     names = list(cfg.tasks)
     if not names:
         raise ConfigError("no tasks to train")
     specs = {t: TASKS.get(t) for t in names}
-    sampler = SAMPLERS.get(cfg.sampler)(names, seed=cfg.seed)
-    weighting = WEIGHTINGS.get(cfg.weighting)(names)
+    sampler_cls, weighting_cls = SAMPLERS.get(cfg.sampler), WEIGHTINGS.get(cfg.weighting)
+    if weighting_cls.needs_every_task and not sampler_cls.every_task_every_step:
+        raise ConfigError(f"weighting {cfg.weighting} needs every task's loss at every step; "
+                          f"sampler {cfg.sampler} gives one task per step (use sampler 'all')")
+    weighting = weighting_cls(names, cfg.weighting_args, seed=cfg.seed).to(device)
     t = cfg.train
     if t.steps < 1:
         raise ConfigError(f"train.steps must be at least 1, got {t.steps}")
+    # one-task-per-step samplers take T x the steps, so as many batches are trained as with 'all'
+    total_steps = t.steps if sampler_cls.every_task_every_step else t.steps * len(names)
 
-    # ---- data (cached tensors; moved to the device once)
+    # data: cached tensors, moved to the device once
     t0 = time.perf_counter()
     data = {}
     for n in names:
@@ -124,15 +153,51 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     streams = {n: TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size,
                               stream_seed(cfg.seed, n), device, augment=specs[n].input == "image")
                for n in names}
+    sampler = sampler_cls(names, {n: data[n].sizes()["train"] for n in names}, total_steps, cfg.seed,
+                          cfg.weighting_args.temperature)
     eval_data = {n: TaskData(n, {k: v.to(device) for k, v in data[n].splits.items() if k != "train"},
                              data[n].source) for n in names}
 
-    # ---- model, optimizer, schedule
+    # model, optimizer, schedule
     seed_everything(cfg.seed)
     ios = [task_io(specs[n], data[n], cfg.tasks[n].max_len) for n in names]
     model = build_model(cfg.architecture, ios, cfg.model).to(device)
-    opt = make_optimizer(model, cfg)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(t.steps, t.warmup_frac))
+    weighting.check(model)
+    opt = make_optimizer(model, cfg, weighting.parameters())
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, t.warmup_frac))
+    return Setup(cfg, device, specs, data, streams, eval_data, sampler, weighting, model, opt, sched,
+                 total_steps, data_seconds)
+
+
+def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """One optimizer step on one batch per task; returns the (graph-free) task losses."""
+    cfg, model = s.cfg, s.model
+    losses = {n: s.specs[n].loss(model(n, b), b["y"], cfg.tasks[n].label_smoothing)
+              for n, b in batches.items()}
+    s.opt.zero_grad(set_to_none=True)
+    s.weighting.backward(losses, model, model.extra_loss())
+    if cfg.train.clip_norm > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+    s.opt.step()
+    s.sched.step()
+    if s.weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
+        with torch.no_grad():
+            after = {n: s.specs[n].loss(model(n, b), b["y"]) for n, b in batches.items()}
+        s.weighting.after_step(after)
+    else:
+        s.weighting.after_step({n: v.detach() for n, v in losses.items()})
+    return {n: v.detach() for n, v in losses.items()}
+
+
+def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
+    """Train and evaluate one configuration; return its results record."""
+    say = progress or (lambda event, info: None)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    s = prepare(cfg, say)
+    device, names, specs, data, streams = s.device, s.names, s.specs, s.data, s.streams
+    model, opt, sched, weighting, sampler = s.model, s.opt, s.sched, s.weighting, s.sampler
+    eval_data, total_steps, t = s.eval_data, s.total_steps, cfg.train
+    say("start", {"model": model, "steps": total_steps})
 
     # ---- FLOPs of one training step (forward + backward of every task), off the budget
     flops = {}
@@ -155,33 +220,22 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     timed_from = clock if t.timing_warmup == 0 else None
     model.train()
     try:
-        for step in range(1, t.steps + 1):
-            losses = {}
-            for n in sampler.tasks_at(step):
-                batch = next(streams[n])
-                losses[n] = specs[n].loss(model(n, batch), batch["y"], cfg.tasks[n].label_smoothing)
-                if step > t.timing_warmup:
+        for step in range(1, total_steps + 1):
+            batches = {n: next(streams[n]) for n in sampler.tasks_at(step)}
+            losses = train_step(s, batches)
+            if step > t.timing_warmup:
+                for n, batch in batches.items():
                     seen[n] += len(batch["y"])
                     if "lengths" in batch:
                         token_count[n] += batch["lengths"].sum()
-            total = weighting.combine(losses, step)
-            extra = model.extra_loss()
-            if extra is not None:
-                total = total + extra
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            if t.clip_norm > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), t.clip_norm)
-            opt.step()
-            sched.step()
             for n, v in losses.items():
-                loss_sum[n] += v.detach()
+                loss_sum[n] += v
                 loss_count[n] += 1
 
             if step == t.timing_warmup:  # throughput counts from here on
                 timed_from = now(device)
-            if step % t.log_every == 0 or step == t.steps:
-                point = {"step": step, "lr": sched.get_last_lr()[0]}
+            if step % t.log_every == 0 or step == total_steps:
+                point = {"step": step, "lr": sched.get_last_lr()[0], "weights": weighting.weights()}
                 for n in names:
                     if loss_count[n]:
                         v = float(loss_sum[n]) / loss_count[n]   # host sync, every log_every steps
@@ -194,7 +248,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
                         loss_count[n] = 0
                 train_curve.append(point)
                 say("step", {"step": step, "losses": {n: point[n] for n in names if n in point}})
-            if step % t.eval_every == 0 or step == t.steps:
+            if step % t.eval_every == 0 or step == total_steps:
                 stop = now(device)
                 train_seconds += stop - clock
                 if timed_from is not None:
@@ -226,7 +280,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
                                          cfg.tasks[n].eval_batch_size, device)
         say("test", {"task": n, "test": test[n]})
 
-    timed_steps = max(t.steps - t.timing_warmup, 0)
+    timed_steps = max(total_steps - t.timing_warmup, 0)
     steps_per_s = timed_steps / timed_seconds if timed_seconds > 0 else None
     per_task = {}
     for n in names:
@@ -254,7 +308,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
                       "best_step": best["step"], "best_val_score": best["score"]},
         "curves": {"train_loss": train_curve, "val": val_curve},
         "cost": {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                 "data_seconds": data_seconds, "steps": t.steps, "steps_per_s": steps_per_s,
+                 "data_seconds": s.data_seconds, "steps": total_steps, "steps_per_s": steps_per_s,
                  "flops_per_step": sum(flops.values()), "params": model.parameter_counts(),
                  "memory": memory, "tasks": per_task},
         "data": {n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,

@@ -36,11 +36,46 @@ def register_variant(v: Variant) -> Variant:
     return VARIANTS.register(v.name, v, help=v.help)
 
 
+# Single-task baselines: the yardstick of every other variant.
 for _t in ALL_TASKS:
     register_variant(Variant(f"stl-{_t}", "single", tasks=(_t,),
                              help=f"single-task baseline (STL) on {_t}"))
-register_variant(Variant("hard-ew", "hard", "ew",
-                         help="hard sharing: one trunk for all tasks, equal loss weights"))
+
+# Hard sharing with every weighting: loss-level ones, then torchjd's gradient aggregators.
+_WEIGHTING_HELP = {
+    "ew": "equal loss weights", "uw": "uncertainty weighting (Kendall 2018)",
+    "dwa": "dynamic weight average (Liu 2019)", "rlw": "random loss weighting (Lin 2022)",
+    "gls": "geometric loss strategy (Chennupati 2019)", "famo": "FAMO (Liu 2023)",
+    "gradnorm": "GradNorm (Chen 2018)", "pcgrad": "PCGrad gradient surgery (Yu 2020)",
+    "mgda": "MGDA min-norm gradient (Sener 2018)", "cagrad": "CAGrad (Liu 2021)",
+    "nash_mtl": "Nash-MTL bargaining (Navon 2022)", "imtl_g": "IMTL-G (Liu 2021)",
+    "aligned_mtl": "Aligned-MTL (Senushkin 2023)", "upgrad": "UPGrad (Quinton & Rey 2024)",
+    "dualproj": "DualProj (Quinton & Rey 2024)", "graddrop": "GradDrop (Chen 2020)",
+}
+for _w, _h in _WEIGHTING_HELP.items():
+    register_variant(Variant(f"hard-{_w}", "hard", _w, help=f"hard sharing, {_h}"))
+
+# The static-weight sweep: one task up-weighted at a time (Xin et al. 2022: the baseline that
+# adaptive weightings must beat), together with hard-ew as the (1, 1, 1) point.
+for _t in ALL_TASKS:
+    register_variant(Variant(f"hard-static-{_t}x2", "hard", "static",
+                             overrides={"weighting_args.static": {_t: 2.0}},
+                             help=f"hard sharing, static weights, {_t} x2 (weight sweep)"))
+
+# Soft sharing architectures, each with equal weights and one adaptive weighting.
+for _a, _w, _h in (("soft_l2", "ew", "per-task trunks tied by an L2 penalty"),
+                   ("soft_l2", "uw", "per-task trunks tied by an L2 penalty"),
+                   ("mmoe", "ew", "multi-gate mixture of 3 shared expert trunks"),
+                   ("mmoe", "uw", "multi-gate mixture of 3 shared expert trunks"),
+                   ("adapters", "ew", "shared trunk + per-task bottleneck adapters"),
+                   ("adapters", "dwa", "shared trunk + per-task bottleneck adapters")):
+    register_variant(Variant(f"{_a}-{_w}", _a, _w, help=f"{_h}, {_WEIGHTING_HELP[_w]}"))
+
+# Task samplers other than 'all' (one task per step, T x the steps).
+for _s, _h in (("round_robin", "tasks in turn"), ("proportional", "p ~ train-set size"),
+               ("temperature", "p ~ size^(1/2)"), ("annealed", "p ~ size^alpha, alpha 1 -> 0.2")):
+    register_variant(Variant(f"hard-ew-{_s}", "hard", "ew", _s,
+                             help=f"hard sharing, equal weights, one task per step: {_h}"))
 
 
 def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,

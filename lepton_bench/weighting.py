@@ -1,36 +1,377 @@
-"""Weightings turn the per-task losses of a step into the one scalar that is backpropagated."""
+"""How the task losses of a step become parameter gradients.
+
+Two families behind one registry:
+
+* **loss weightings** (written here, small and stateful) turn the per-task losses into one scalar:
+  ``ew``, ``static``, ``uw``, ``dwa``, ``rlw``, ``gls``, ``famo``, ``gradnorm``;
+* **gradient aggregators** (from torchjd) combine the per-task gradients of the *shared*
+  parameters (the rows of the Jacobian) into one update, while each task-specific parameter
+  gets its own task's gradient: ``pcgrad``, ``mgda``, ``cagrad``, ``nash_mtl``, ``imtl_g``,
+  ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop``.
+
+A weighting knows losses and gradients, never data.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
+from .config import WeightingConfig
+from .errors import ConfigError
 from .registry import Registry
 
 
 class Weighting(ABC):
-    """Base class. ``combine`` may keep state (loss histories, learned weights)."""
+    """Base class: ``backward`` fills the ``.grad`` of the model's parameters from the losses."""
 
-    def __init__(self, tasks: Sequence[str]):
+    needs_every_task = False      # True: needs every task's loss at every step (sampler 'all')
+    needs_losses_after_step = False   # True: ``after_step`` wants the losses re-computed after the update
+
+    def __init__(self, tasks: Sequence[str], cfg: WeightingConfig | None = None, seed: int = 0):
         self.tasks = list(tasks)
+        self.cfg = cfg or WeightingConfig()
+        self.seed = seed
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> Weighting:
+        self.device = device
+        return self
+
+    def parameters(self) -> list[torch.Tensor]:
+        """Learnable weighting parameters trained by the run's optimizer (e.g. UW's log-variances)."""
+        return []
+
+    def check(self, model: nn.Module) -> None:
+        """Refuse a model this method cannot work on (e.g. no shared parameters)."""
+
+    def backward(self, losses: dict[str, torch.Tensor], model: nn.Module,
+                 extra: torch.Tensor | None = None) -> None:
+        total = self.combine(losses)
+        (total if extra is None else total + extra).backward()
 
     @abstractmethod
-    def combine(self, losses: dict[str, torch.Tensor], step: int) -> torch.Tensor:
-        """The scalar to backpropagate."""
+    def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The scalar to backpropagate, from the losses of the tasks that ran this step."""
+
+    def after_step(self, losses: dict[str, torch.Tensor]) -> None:
+        """Called after the optimizer step (with re-computed losses if ``needs_losses_after_step``)."""
 
     def weights(self) -> dict[str, float]:
-        """The current task weights, for records (host values; call off the hot path)."""
-        return {t: 1.0 for t in self.tasks}
+        """Current task weights, for records (host values; call off the hot path)."""
+        return dict.fromkeys(self.tasks, 1.0)
+
+    def _stack(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        missing = [t for t in self.tasks if t not in losses]
+        if missing:
+            raise ConfigError(f"{type(self).__name__} needs a loss of every task at every step; "
+                              f"missing {', '.join(missing)} (use the 'all' sampler)")
+        return torch.stack([losses[t] for t in self.tasks])
 
 
 WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")
 
 
+# ---------------------------------------------------------------- loss weightings
+
 @WEIGHTINGS.register("ew")
 class EqualWeighting(Weighting):
-    """Equal weights: the plain sum of task losses, so each task's gradient has its STL scale."""
+    """Equal weights: the plain sum of task losses, so each task's gradient keeps its STL scale."""
 
-    def combine(self, losses: dict[str, torch.Tensor], step: int) -> torch.Tensor:
+    def combine(self, losses):
         return torch.stack(list(losses.values())).sum()
+
+
+@WEIGHTINGS.register("static")
+class StaticWeighting(Weighting):
+    """Fixed weights from ``weighting_args.static`` (missing tasks: 1). A weight sweep is the
+    baseline every adaptive method must beat (Xin et al. 2022, "Do current MTL methods work?")."""
+
+    def __init__(self, tasks, cfg=None, seed=0):
+        super().__init__(tasks, cfg, seed)
+        unknown = set(self.cfg.static) - set(self.tasks)
+        if unknown:
+            raise ConfigError(f"static weights for tasks not in this run: {', '.join(sorted(unknown))}")
+        self.w = {t: float(self.cfg.static.get(t, 1.0)) for t in self.tasks}
+
+    def combine(self, losses):
+        return sum(self.w[t] * v for t, v in losses.items())
+
+    def weights(self):
+        return dict(self.w)
+
+
+@WEIGHTINGS.register("uw")
+class UncertaintyWeighting(Weighting):
+    """Homoscedastic uncertainty (Kendall et al., CVPR 2018): sum of exp(-s_t)/2 * L_t + s_t/2,
+    with the log-variances s_t learned by the run's optimizer."""
+
+    def to(self, device):
+        super().to(device)
+        self.log_vars = torch.zeros(len(self.tasks), device=device, requires_grad=True)
+        return self
+
+    def parameters(self):
+        return [self.log_vars]
+
+    def combine(self, losses):
+        idx = [self.tasks.index(t) for t in losses]
+        s = self.log_vars[idx]
+        return (0.5 * torch.exp(-s) * torch.stack(list(losses.values())) + 0.5 * s).sum()
+
+    def weights(self):
+        return {t: float(0.5 * torch.exp(-v)) for t, v in zip(self.tasks, self.log_vars.detach(), strict=True)}
+
+
+@WEIGHTINGS.register("dwa")
+class DynamicWeightAverage(Weighting):
+    """Dynamic Weight Average (Liu et al., CVPR 2019): w_t = T softmax(r_t / temp), with r_t the
+    ratio of task t's last two average losses. The paper averages per epoch; here per
+    ``dwa_window`` steps. Weights are 1 until two windows have passed. No host syncs."""
+
+    needs_every_task = True
+
+    def to(self, device):
+        super().to(device)
+        T = len(self.tasks)
+        self.w = torch.ones(T, device=device)
+        self._sum = torch.zeros(T, device=device)
+        self._count = 0
+        self.history: list[torch.Tensor] = []   # window averages, newest last
+        return self
+
+    def combine(self, losses):
+        L = self._stack(losses)
+        self._sum += L.detach()
+        self._count += 1
+        if self._count == self.cfg.dwa_window:
+            self.push(self._sum / self._count)
+            self._sum.zero_()
+            self._count = 0
+        return (self.w * L).sum()
+
+    def push(self, average: torch.Tensor) -> None:
+        """Add one window's average losses and recompute the weights."""
+        self.history = [*self.history[-1:], average]
+        if len(self.history) == 2:
+            r = self.history[1] / self.history[0]
+            self.w = len(self.tasks) * torch.softmax(r / self.cfg.dwa_temperature, dim=0)
+
+    def weights(self):
+        return {t: float(v) for t, v in zip(self.tasks, self.w, strict=True)}
+
+
+@WEIGHTINGS.register("rlw")
+class RandomLossWeighting(Weighting):
+    """Random Loss Weighting (Lin et al., TMLR 2022): weights softmax(z), z ~ N(0, I), drawn anew
+    every step. The litmus test: a method that does not beat it has learned nothing."""
+
+    def to(self, device):
+        super().to(device)
+        self.gen = torch.Generator().manual_seed(self.seed)
+        self.w = torch.ones(len(self.tasks), device=device) / len(self.tasks)
+        return self
+
+    def combine(self, losses):
+        z = torch.randn(len(self.tasks), generator=self.gen)
+        self.w = torch.softmax(z, dim=0).to(self.device, non_blocking=True)
+        idx = [self.tasks.index(t) for t in losses]
+        return (self.w[idx] * torch.stack(list(losses.values()))).sum()
+
+    def weights(self):
+        return {t: float(v) for t, v in zip(self.tasks, self.w, strict=True)}
+
+
+@WEIGHTINGS.register("gls")
+class GeometricLossStrategy(Weighting):
+    """Geometric Loss Strategy (Chennupati et al., CVPR-W 2019): the geometric mean of the task
+    losses, (prod_t L_t)^(1/T), which is invariant to each loss's scale."""
+
+    needs_every_task = True
+
+    def combine(self, losses):
+        return torch.exp(torch.log(self._stack(losses)).mean())
+
+
+@WEIGHTINGS.register("famo")
+class FAMO(Weighting):
+    """Fast Adaptive Multitask Optimization (Liu et al., NeurIPS 2023). Weights z = softmax(xi);
+    the step minimises sum_t z_t log L_t (scaled by c = 1 / sum_t z_t / L_t). After the update,
+    xi moves (Adam, lr ``famo_lr``, decay ``famo_decay``) to favour the tasks whose log-loss fell
+    least: grad xi = J_softmax^T (log L_t(before) - log L_t(after)), losses on the same batch."""
+
+    needs_every_task = True
+    needs_losses_after_step = True
+    eps = 1e-8
+
+    def to(self, device):
+        super().to(device)
+        self.xi = torch.zeros(len(self.tasks), device=device, requires_grad=True)
+        self.opt = torch.optim.Adam([self.xi], lr=self.cfg.famo_lr, weight_decay=self.cfg.famo_decay)
+        self.prev: torch.Tensor | None = None
+        return self
+
+    def combine(self, losses):
+        L = self._stack(losses)
+        self.prev = L.detach()
+        z = torch.softmax(self.xi.detach(), dim=0)
+        D = L + self.eps
+        c = (z / D).sum().detach()
+        return (torch.log(D) * z / c).sum()
+
+    def after_step(self, losses):
+        if self.prev is None:
+            return
+        delta = torch.log(self.prev + self.eps) - torch.log(self._stack(losses).detach() + self.eps)
+        with torch.enable_grad():
+            z = torch.softmax(self.xi, dim=0)
+            (grad,) = torch.autograd.grad(z, self.xi, grad_outputs=delta)
+        self.opt.zero_grad()
+        self.xi.grad = grad
+        self.opt.step()
+
+    def weights(self):
+        return {t: float(v) for t, v in zip(self.tasks, torch.softmax(self.xi.detach(), 0), strict=True)}
+
+
+@WEIGHTINGS.register("gradnorm")
+class GradNorm(Weighting):
+    """GradNorm (Chen et al., ICML 2018): learn weights w_t so that the gradient norms
+    G_t = ||grad_W w_t L_t|| on the last shared layer W approach mean(G) * r_t^alpha, with
+    r_t = (L_t/L_t(0)) / mean(L/L(0)) each task's relative inverse training rate. The weights
+    are renormalised to sum to T after each update."""
+
+    needs_every_task = True
+
+    def to(self, device):
+        super().to(device)
+        self.w = torch.ones(len(self.tasks), device=device, requires_grad=True)
+        self.opt = torch.optim.Adam([self.w], lr=self.cfg.gradnorm_lr)
+        self.L0: torch.Tensor | None = None
+        return self
+
+    def check(self, model):
+        if not model.parameter_split()[0]:
+            raise ConfigError("gradnorm needs shared parameters; this architecture has none")
+
+    def combine(self, losses):
+        return (self.w.detach() * self._stack(losses)).sum()
+
+    def targets(self, L: torch.Tensor, G: torch.Tensor) -> torch.Tensor:
+        """mean(G) * r_t^alpha, detached: the gradient norm each task should have."""
+        if self.L0 is None:
+            self.L0 = L.detach()
+        ratio = L.detach() / self.L0
+        return (G.mean() * (ratio / ratio.mean()) ** self.cfg.gradnorm_alpha).detach()
+
+    def update(self, L: torch.Tensor, grad_norms: torch.Tensor) -> None:
+        """One GradNorm step on w from the unweighted gradient norms ||grad_W L_t||."""
+        with torch.enable_grad():
+            G = self.w * grad_norms
+            target = self.targets(L, G.detach())
+            (grad,) = torch.autograd.grad((G - target).abs().sum(), self.w)
+        self.opt.zero_grad()
+        self.w.grad = grad
+        self.opt.step()
+        with torch.no_grad():
+            self.w.clamp_(min=1e-3)
+            self.w.mul_(len(self.tasks) / self.w.sum())
+
+    def backward(self, losses, model, extra=None):
+        L = self._stack(losses)
+        W = last_shared_weight(model)
+        norms = torch.stack([torch.autograd.grad(L[i], W, retain_graph=True)[0].norm()
+                             for i in range(len(self.tasks))])
+        total = self.combine(losses)   # uses the weights before this step's update
+        (total if extra is None else total + extra).backward()
+        self.update(L, norms)
+
+    def weights(self):
+        return {t: float(v) for t, v in zip(self.tasks, self.w.detach(), strict=True)}
+
+
+def last_shared_weight(model: nn.Module) -> torch.Tensor:
+    """The last shared weight matrix (GradNorm's W): the trunk's final MLP projection."""
+    shared = [p for p in model.parameter_split()[0] if p.ndim == 2]
+    if not shared:
+        raise ConfigError("this architecture has no shared weight matrix")
+    return shared[-1]
+
+
+# ---------------------------------------------------------------- gradient aggregation (torchjd)
+
+class GradientAggregation(Weighting):
+    """Per-task gradients of the shared parameters (one Jacobian row per task, by
+    ``torchjd.autojac.backward``) combined by a torchjd aggregator; the task-specific
+    parameters get their own task's gradient by ordinary backprop."""
+
+    needs_every_task = True
+    extra: str = "full"   # the torchjd extra the aggregator needs
+
+    def make(self) -> Callable:
+        raise ConfigError(f"{type(self).__name__} has no aggregator")
+
+    def to(self, device):
+        super().to(device)
+        try:
+            self.aggregator = self.make()
+        except ImportError as e:
+            raise ConfigError(f"{type(self).__name__} needs an optional dependency ({e}); "
+                              f"pip install 'torchjd[{self.extra}]'") from None
+        return self
+
+    def check(self, model):
+        if not model.parameter_split()[0]:
+            raise ConfigError(f"{type(self).__name__} aggregates gradients of shared parameters; "
+                              f"this architecture shares none")
+
+    def combine(self, losses):
+        return self._stack(losses).sum()   # only for reporting; backward does the work
+
+    def backward(self, losses, model, extra=None):
+        from torchjd.autojac import backward as jac_backward
+        from torchjd.autojac import jac_to_grad
+
+        L = list(self._stack(losses))
+        shared, own = model.parameter_split()
+        task_params = [p for ps in own.values() for p in ps]
+        total = sum(L) if extra is None else sum(L) + extra
+        # each task parameter only reaches its own loss: the sum's gradient is that task's gradient
+        torch.autograd.backward(total, inputs=task_params, retain_graph=True)
+        # chunk size 1: one backward per task instead of vmap, which SDPA's backward may not support
+        jac_backward(L, inputs=shared, parallel_chunk_size=1)
+        jac_to_grad(shared, self.aggregator)
+
+
+def _aggregator(name: str, factory: Callable[[GradientAggregation], Callable], doc: str,
+                extra: str = "full") -> None:
+    cls = type(name, (GradientAggregation,), {"make": lambda self: factory(self), "__doc__": doc,
+                                              "extra": extra})
+    WEIGHTINGS.register(name, cls, help=doc.split("\n")[0])
+
+
+def _agg(attr: str, **kw) -> Callable:
+    def factory(self):
+        import torchjd.aggregation as A
+
+        return getattr(A, attr)(**{k: (v(self) if callable(v) else v) for k, v in kw.items()})
+    return factory
+
+
+_aggregator("pcgrad", _agg("PCGrad"), "PCGrad (Yu et al., NeurIPS 2020): project away conflicting components.")
+_aggregator("mgda", _agg("MGDA"), "MGDA (Sener & Koltun, NeurIPS 2018): the min-norm point of the task gradients.")
+_aggregator("cagrad", _agg("CAGrad", c=lambda self: self.cfg.cagrad_c),
+            "CAGrad (Liu et al., NeurIPS 2021): best worst-case improvement near the mean gradient.", "cagrad")
+_aggregator("nash_mtl", _agg("NashMTL", n_tasks=lambda self: len(self.tasks)),
+            "Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution.", "nash-mtl")
+_aggregator("imtl_g", _agg("IMTLG"), "IMTL-G (Liu et al., ICLR 2021): equal projections on the update.")
+_aggregator("aligned_mtl", _agg("AlignedMTL"),
+            "Aligned-MTL (Senushkin et al., CVPR 2023): align the gradients' principal components.")
+_aggregator("upgrad", _agg("UPGrad"), "UPGrad (Quinton & Rey, 2024): project onto each gradient's dual cone.",
+            "quadprog-projector")
+_aggregator("dualproj", _agg("DualProj"), "DualProj (Quinton & Rey, 2024): mean projected onto the dual cone.",
+            "quadprog-projector")
+_aggregator("graddrop", _agg("GradDrop"), "GradDrop (Chen et al., NeurIPS 2020): sign-consistent dropout.")

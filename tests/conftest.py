@@ -62,3 +62,10 @@ def copy_task(data_dir, tmp_path):
         return root
 
     return make
+
+
+# Installed plugins (CI installs examples/plugin) join the registries before the tests are
+# collected, so the registry-parametrized tests train their variants too.
+from lepton_bench.plugins import load_plugins  # noqa: E402
+
+load_plugins()

@@ -48,7 +48,7 @@ def test_run_appends_one_record(data_dir, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--variant", "hard-eww"], "unknown variant 'hard-eww'; did you mean hard-ew?"),
+    (["--variant", "hard-eww"], "unknown variant 'hard-eww'; did you mean hard-ew, "),
     (["--variant", "hard-ew", "--tasks", "imbd"], "unknown task 'imbd'; did you mean imdb?"),
     (["--variant", "stl-imdb", "--tasks", "imdb", "cifar10"], "single-task"),
     (["--variant", "hard-ew", "--set", "train.lrr=1"], "did you mean lr?"),

@@ -76,3 +76,40 @@ def test_padding_changes_nothing(task):
     if io.output == "tag":
         full = full[:, :n]
     torch.testing.assert_close(full, own, rtol=1e-4, atol=1e-5)
+
+
+def test_soft_l2_shares_nothing_and_pulls_trunks_together():
+    model = build_model("soft_l2", [IOS["imdb"], IOS["conll2003"]], ModelConfig(dim=16, depth=1, heads=2, soft_l2=0.5))
+    assert model.parameter_counts()["shared"] == 0
+    trunks = list(model.trunks.values())
+    trunks[1].load_state_dict(trunks[0].state_dict())
+    assert model.extra_loss().item() == 0.0
+    with torch.no_grad():
+        next(trunks[1].parameters()).view(-1)[0] += 2.0
+    # two trunks 2 apart in one value: each is 1 from the mean, 0.5 * (1 + 1)
+    assert model.extra_loss().item() == pytest.approx(1.0)
+
+
+def test_mmoe_shares_the_experts_and_gates_per_task():
+    model = build_model("mmoe", list(IOS.values()), ModelConfig(dim=16, depth=1, heads=2, experts=3,
+                                                                image_widths=(8,)))
+    c = model.parameter_counts()
+    experts = sum(p.numel() for p in model.trunks.parameters())
+    assert len(model.trunks) == 3 and c["shared"] == experts
+    gate = sum(p.numel() for p in model.gates["imdb"].parameters())
+    own = sum(p.numel() for m in (model.stems["imdb"], model.heads["imdb"]) for p in m.parameters())
+    assert c["task.imdb"] == own + gate
+
+
+def test_adapters_start_as_identity_and_are_per_task():
+    cfg = ModelConfig(dim=16, depth=2, heads=2, adapter_dim=4, image_widths=(8,))
+    model = build_model("adapters", list(IOS.values()), cfg).eval()
+    hard = build_model("hard", list(IOS.values()), cfg).eval()
+    hard.load_state_dict(model.state_dict(), strict=False)
+    batch = batch_for(IOS["imdb"])
+    with torch.no_grad():
+        torch.testing.assert_close(model("imdb", batch), hard("imdb", batch))
+    c = model.parameter_counts()
+    assert c["shared"] == sum(p.numel() for p in model.trunks["shared"].parameters())
+    adapters = sum(p.numel() for p in model.adapters["imdb"].parameters())
+    assert adapters == 2 * (2 * 16 + 16 * 4 + 4 + 4 * 16 + 16)

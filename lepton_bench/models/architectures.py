@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .heads import ClassificationHead, TaggingHead
 from .stems import ConvStem, EmbeddingStem
-from .trunk import Trunk
+from .trunk import Adapter, Trunk
 
 
 @dataclass(frozen=True)
@@ -66,8 +66,11 @@ class MultiTaskModel(nn.Module):
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x, mask = self.stems[task](batch)
-        x = self.trunks[self.trunk_of[task]](x, mask)
-        return self.heads[task](x, mask)
+        return self.heads[task](self.body(task, x, mask), mask)
+
+    def body(self, task: str, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Stem tokens -> trunk tokens; architectures that share differently override this."""
+        return self.trunks[self.trunk_of[task]](x, mask)
 
     def task_modules(self, task: str) -> list[nn.Module]:
         """Every module that task's forward pass goes through."""
@@ -114,6 +117,82 @@ def single(tasks: Sequence[TaskIO], cfg: ModelConfig) -> MultiTaskModel:
 def hard(tasks: Sequence[TaskIO], cfg: ModelConfig) -> MultiTaskModel:
     """Hard parameter sharing: one trunk for all tasks, own stem and head per task."""
     return MultiTaskModel(tasks, cfg, {t.name: "shared" for t in tasks})
+
+
+class SoftL2Model(MultiTaskModel):
+    """One trunk per task, each pulled towards the trunks' mean by an L2 penalty
+    (Duong et al., ACL 2015; Yang & Hospedales, 2017). Nothing is shared, so parameters are
+    all task-specific; the penalty is ``model.soft_l2`` x sum of squared distances."""
+
+    def __init__(self, tasks, cfg):
+        super().__init__(tasks, cfg, {t.name: t.name for t in tasks})
+        self.strength = cfg.soft_l2
+
+    def extra_loss(self):
+        if len(self.trunks) < 2 or self.strength == 0:
+            return None
+        trunks = list(self.trunks.values())
+        total = 0.0
+        for params in zip(*(t.parameters() for t in trunks), strict=True):
+            stacked = torch.stack(params)
+            total = total + ((stacked - stacked.mean(0, keepdim=True)) ** 2).sum()
+        return self.strength * total
+
+
+class MMoEModel(MultiTaskModel):
+    """Multi-gate Mixture-of-Experts (Ma et al., KDD 2018): ``model.experts`` shared expert
+    trunks; each task mixes their outputs per token with its own softmax gate over the stem's
+    tokens. Costs ``experts`` times a hard-shared trunk."""
+
+    def __init__(self, tasks, cfg):
+        super().__init__(tasks, cfg, {t.name: "expert0" for t in tasks})
+        self.trunks = nn.ModuleDict({
+            f"expert{i}": Trunk(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.drop_path)
+            for i in range(cfg.experts)})
+        self.gates = nn.ModuleDict({t.name: nn.Linear(cfg.dim, cfg.experts) for t in tasks})
+
+    def body(self, task, x, mask):
+        g = torch.softmax(self.gates[task](x), dim=-1)                      # (B, N, E)
+        outs = torch.stack([e(x, mask) for e in self.trunks.values()], -1)  # (B, N, d, E)
+        return (outs * g.unsqueeze(-2)).sum(-1)
+
+    def task_modules(self, task):
+        return [self.stems[task], *self.trunks.values(), self.gates[task], self.heads[task]]
+
+
+class AdapterModel(MultiTaskModel):
+    """One shared trunk with a per-task bottleneck adapter after every block (Houlsby et al.,
+    ICML 2019; Rebuffi et al., 2017): ``model.adapter_dim`` wide, starting as the identity."""
+
+    def __init__(self, tasks, cfg):
+        super().__init__(tasks, cfg, {t.name: "shared" for t in tasks})
+        self.adapters = nn.ModuleDict({
+            t.name: nn.ModuleList(Adapter(cfg.dim, cfg.adapter_dim) for _ in range(cfg.depth))
+            for t in tasks})
+
+    def body(self, task, x, mask):
+        return self.trunks["shared"](x, mask, self.adapters[task])
+
+    def task_modules(self, task):
+        return [*super().task_modules(task), self.adapters[task]]
+
+
+@ARCHITECTURES.register("soft_l2")
+def soft_l2(tasks, cfg):
+    """Soft sharing: a trunk per task, tied to the others by an L2 penalty."""
+    return SoftL2Model(tasks, cfg)
+
+
+@ARCHITECTURES.register("mmoe")
+def mmoe(tasks, cfg):
+    """Multi-gate mixture of experts: shared expert trunks, a softmax gate per task."""
+    return MMoEModel(tasks, cfg)
+
+
+@ARCHITECTURES.register("adapters")
+def adapters(tasks, cfg):
+    """Shared trunk + per-task bottleneck adapters after each block."""
+    return AdapterModel(tasks, cfg)
 
 
 def build_model(architecture: str, tasks: Sequence[TaskIO], cfg: ModelConfig) -> MultiTaskModel:

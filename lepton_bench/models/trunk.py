@@ -17,9 +17,27 @@ class Trunk(nn.Module):
             for r in rates)
         self.norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None,
+                adapters: nn.ModuleList | None = None) -> torch.Tensor:
         # A boolean (B, 1, 1, N) key-padding mask, True = attend, goes straight to SDPA.
         attn_mask = None if mask is None else mask[:, None, None, :]
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             x = block(x, attn_mask=attn_mask)
+            if adapters is not None:
+                x = adapters[i](x)
         return self.norm(x)
+
+
+class Adapter(nn.Module):
+    """Bottleneck adapter (Houlsby et al., ICML 2019): x + up(GELU(down(LN(x)))), starting as identity."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.down = nn.Linear(dim, hidden)
+        self.up = nn.Linear(hidden, dim)
+        nn.init.zeros_(self.up.weight)
+        nn.init.zeros_(self.up.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.up(torch.nn.functional.gelu(self.down(self.norm(x))))

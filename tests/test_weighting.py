@@ -1,0 +1,166 @@
+"""Every weighting against answers worked out by hand; how aggregated gradients reach parameters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from lepton_bench.config import WeightingConfig
+from lepton_bench.errors import ConfigError
+from lepton_bench.weighting import WEIGHTINGS, DynamicWeightAverage
+
+TASKS = ["a", "b"]
+
+
+def make(name, **cfg):
+    return WEIGHTINGS.get(name)(TASKS, WeightingConfig(**cfg), seed=0).to(torch.device("cpu"))
+
+
+def losses(*values, grad=True):
+    return {t: torch.tensor(float(v), requires_grad=grad) for t, v in zip(TASKS, values, strict=True)}
+
+
+def test_ew_and_static():
+    assert make("ew").combine(losses(1, 2)).item() == 3
+    assert make("static", static={"a": 2.0}).combine(losses(1, 2)).item() == 4
+    with pytest.raises(ConfigError, match="not in this run: z"):
+        make("static", static={"z": 2.0})
+
+
+def test_uw_loss_form_and_its_optimum():
+    w = make("uw")
+    L = losses(1.0, 4.0)
+    assert w.combine(L).item() == pytest.approx(0.5 * 5)   # s = 0: half the sum
+    # d/ds_t [exp(-s_t) L_t / 2 + s_t / 2] = 0 at s_t = log L_t
+    with torch.no_grad():
+        w.log_vars.copy_(torch.log(torch.tensor([1.0, 4.0])))
+    w.combine(L).backward()
+    torch.testing.assert_close(w.log_vars.grad, torch.zeros(2))
+    assert w.parameters() == [w.log_vars]
+
+
+def test_dwa_weights_from_loss_histories():
+    w = make("dwa", dwa_temperature=2.0)
+    w.push(torch.tensor([1.0, 1.0]))
+    assert w.weights() == {"a": 1.0, "b": 1.0}   # one window: not enough history
+    w.push(torch.tensor([0.5, 2.0]))             # r = [0.5, 2]
+    ea, eb = math.exp(0.5 / 2), math.exp(2 / 2)
+    assert w.weights()["a"] == pytest.approx(2 * ea / (ea + eb))
+    assert w.weights()["b"] == pytest.approx(2 * eb / (ea + eb))
+
+
+def test_dwa_averages_over_its_window():
+    w = make("dwa", dwa_window=2, dwa_temperature=1.0)
+    for L in ([1, 1], [1, 1], [2, 1], [2, 1]):   # window averages: [1, 1] then [2, 1]
+        w.combine(losses(*L))
+    e2, e1 = math.exp(2), math.exp(1)
+    assert w.weights()["a"] == pytest.approx(2 * e2 / (e2 + e1))
+    assert isinstance(w, DynamicWeightAverage)
+
+
+def test_rlw_draws_seeded_softmax_weights():
+    w1, w2 = make("rlw"), make("rlw")
+    draws = []
+    for _ in range(3):
+        w1.combine(losses(1, 1))
+        w2.combine(losses(1, 1))
+        assert w1.weights() == w2.weights()
+        assert sum(w1.weights().values()) == pytest.approx(1.0)
+        draws.append(w1.weights()["a"])
+    assert len(set(draws)) == 3
+
+
+def test_gls_is_the_geometric_mean():
+    L = losses(1.0, 4.0)
+    total = make("gls").combine(L)
+    assert total.item() == pytest.approx(2.0)
+    total.backward()   # d sqrt(a b) / da = sqrt(b/a) / 2 = 1
+    assert L["a"].grad.item() == pytest.approx(1.0)
+    assert L["b"].grad.item() == pytest.approx(0.25)
+
+
+def test_famo_step_and_update():
+    w = make("famo", famo_lr=0.025)
+    L = losses(1.0, 2.0)
+    total = w.combine(L)     # z = [.5, .5], c = .5/1 + .5/2 = .75
+    assert total.item() == pytest.approx((0.5 * math.log(1) + 0.5 * math.log(2)) / 0.75, rel=1e-5)
+    total.backward()         # d/dL_t = z_t / (c L_t)
+    assert L["a"].grad.item() == pytest.approx(0.5 / 0.75, rel=1e-5)
+    assert L["b"].grad.item() == pytest.approx(0.25 / 0.75, rel=1e-5)
+    # task a's loss halved, b's did not move: b's logit rises, a's falls (Adam's first step = lr)
+    w.after_step(losses(0.5, 2.0, grad=False))
+    torch.testing.assert_close(w.xi.detach(), torch.tensor([-0.025, 0.025]), rtol=1e-3, atol=1e-5)
+    assert w.weights()["b"] > 0.5
+
+
+def test_gradnorm_targets_and_update():
+    w = make("gradnorm", gradnorm_alpha=1.5)
+    L = torch.tensor([1.0, 1.0])
+    w.targets(L, torch.tensor([1.0, 1.0]))          # sets L(0)
+    t = w.targets(torch.tensor([0.5, 1.0]), torch.tensor([1.0, 3.0]))
+    r = torch.tensor([0.5, 1.0]) / 0.75             # relative inverse training rates
+    torch.testing.assert_close(t, 2.0 * r ** 1.5)
+    # alpha = 0: both target mean(G) = 2: the weaker gradient's weight rises, then sum(w) = T
+    w = make("gradnorm", gradnorm_alpha=0.0, gradnorm_lr=0.025)
+    w.update(torch.tensor([1.0, 1.0]), torch.tensor([1.0, 3.0]))
+    torch.testing.assert_close(w.w.detach(), torch.tensor([1.025, 0.975]), rtol=1e-4, atol=1e-5)
+
+
+class Toy(nn.Module):
+    """theta is shared; each task has its own scalar. L_a = g_a.theta + a, L_b = g_b.theta + 2b."""
+
+    def __init__(self):
+        super().__init__()
+        self.theta = nn.Parameter(torch.zeros(2))
+        self.a = nn.Parameter(torch.zeros(()))
+        self.b = nn.Parameter(torch.zeros(()))
+
+    def parameter_split(self):
+        return [self.theta], {"a": [self.a], "b": [self.b]}
+
+    def losses(self, ga, gb):
+        return {"a": torch.tensor(ga) @ self.theta + self.a, "b": torch.tensor(gb) @ self.theta + 2 * self.b}
+
+
+def aggregate(name, ga, gb):
+    model = Toy()
+    make(name).backward(model.losses(ga, gb), model)
+    assert model.a.grad.item() == 1.0 and model.b.grad.item() == 2.0   # own task's gradient only
+    return model.theta.grad
+
+
+def test_pcgrad_projects_conflicting_gradients_by_hand():
+    # g_a.g_b = -1 < 0: g_a' = g_a - (g_a.g_b/|g_b|^2) g_b = [.5, .5]; g_b' = g_b - (g_b.g_a/|g_a|^2) g_a = [0, 1]
+    torch.testing.assert_close(aggregate("pcgrad", [1.0, 0.0], [-1.0, 1.0]), torch.tensor([0.5, 1.5]))
+
+
+def test_pcgrad_leaves_agreeing_gradients_alone():
+    torch.testing.assert_close(aggregate("pcgrad", [1.0, 0.0], [1.0, 1.0]), torch.tensor([2.0, 1.0]))
+
+
+def test_mgda_is_the_min_norm_point():
+    # min over alpha of |alpha [1,0] + (1-alpha) [-1,1]|^2: alpha = 0.6 -> [0.2, 0.4]
+    torch.testing.assert_close(aggregate("mgda", [1.0, 0.0], [-1.0, 1.0]), torch.tensor([0.2, 0.4]),
+                               rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", [n for n in WEIGHTINGS.list() if getattr(WEIGHTINGS.get(n), "make", None)
+                                  and n not in ("pcgrad", "mgda")])
+def test_every_aggregator_gives_a_finite_update_and_own_task_gradients(name):
+    g = aggregate(name, [1.0, 0.0], [-1.0, 1.0])
+    assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+def test_gradient_methods_refuse_models_without_shared_parameters():
+    from lepton_bench.config import ModelConfig
+    from lepton_bench.models import TaskIO, build_model
+
+    model = build_model("soft_l2", [TaskIO("a", "text", "class", 2, 10, 8), TaskIO("b", "text", "class", 2, 10, 8)],
+                        ModelConfig(dim=16, depth=1, heads=2))
+    with pytest.raises(ConfigError, match="shares none"):
+        make("pcgrad").check(model)
+    with pytest.raises(ConfigError, match="no shared parameters|none"):
+        make("gradnorm").check(model)
