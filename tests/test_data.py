@@ -261,3 +261,33 @@ def test_head_tail_truncation_keeps_both_ends():
     assert D.clip([1, 2], 4, "head_tail") == [1, 2]
     with pytest.raises(ConfigError, match="unknown truncation"):
         D.clip(list(range(10)), 4, "middle")
+
+
+def test_hub_path_reads_the_hub_dataset(data_dir, monkeypatch):
+    """Without --data-dir the Hub id is loaded through datasets (stubbed here: no network)."""
+    import datasets
+
+    calls, real_load = [], datasets.load_dataset
+
+    def fake_load(path, name=None, revision=None, **kw):
+        calls.append((path, name, revision))
+        files = {s: str(next((data_dir / "conll2003" / "data").glob(f"{s}-*"))) for s in SLICE_ROWS}
+        return real_load("parquet", data_files=files)
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load)
+    spec = TASKS.get("conll2003")
+    d = D.load_task(spec, spec.defaults, None)
+    assert calls == [("eriktks/conll2003", "conll2003", "refs/convert/parquet")]
+    assert d.sizes() == SLICE_ROWS and d.source == "eriktks/conll2003[train]"
+
+
+def test_unreachable_hub_is_a_clear_error(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'uoft-cs/cifar10' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    spec = TASKS.get("cifar10")
+    with pytest.raises(DataError, match=r"cannot load uoft-cs/cifar10 from the Hub .* pass --data-dir"):
+        D.load_task(spec, spec.defaults, None)
