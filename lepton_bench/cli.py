@@ -9,17 +9,18 @@ from pathlib import Path
 
 from .errors import LeptonError
 
-KINDS = ("variants", "tasks", "architectures", "weightings", "samplers")
+KINDS = ("variants", "grids", "tasks", "architectures", "weightings", "samplers")
 
 
 def _registries():
+    from .grid import GRIDS
     from .models import ARCHITECTURES
     from .sampling import SAMPLERS
     from .tasks import TASKS
     from .variants import VARIANTS
     from .weighting import WEIGHTINGS
 
-    return {"variants": VARIANTS, "tasks": TASKS, "architectures": ARCHITECTURES,
+    return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "architectures": ARCHITECTURES,
             "weightings": WEIGHTINGS, "samplers": SAMPLERS}
 
 
@@ -33,12 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "installed plugins (entry points 'lepton_bench.plugins') load by themselves")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", help="train and evaluate one variant, append its record",
-                       description="Train one variant on its tasks, validate every --eval-every "
-                                   "steps, test the best validation checkpoint once, and append "
-                                   "one JSON record to OUT/runs.jsonl.")
-    r.add_argument("--variant", required=True, metavar="NAME",
-                   help="registered variant, e.g. hard-ew or stl-cifar10 (see: list variants)")
+    r = sub.add_parser("run", help="train one variant, or a whole grid of variants x seeds",
+                       description="--variant: train one variant on its tasks, validate every "
+                                   "train.eval_every steps, test the best validation checkpoint once, "
+                                   "and append one JSON record to OUT/runs.jsonl. --grid: run every "
+                                   "variant x seed of a preset, each in its own process, into "
+                                   "OUT/<grid>/runs.jsonl; finished runs are skipped (resume).")
+    what = r.add_mutually_exclusive_group(required=True)
+    what.add_argument("--variant", metavar="NAME",
+                      help="registered variant, e.g. hard-ew or stl-cifar10 (see: list variants)")
+    what.add_argument("--grid", metavar="NAME", help="registered grid: smoke, quick or full (see: list grids)")
     r.add_argument("--tasks", nargs="+", metavar="TASK",
                    help="train these tasks instead of the variant's own (cifar10 imdb conll2003)")
     r.add_argument("--seed", type=int, default=0, help="seeds model init, data order and augmentation "
@@ -57,10 +62,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=1e-3 --set "
                         "tasks.imdb.max_len=128 --set model.depth=4 (repeatable)")
-    r.add_argument("--out", default="results/adhoc", metavar="DIR",
-                   help="append the record to DIR/runs.jsonl (default: results/adhoc)")
+    r.add_argument("--out", metavar="DIR",
+                   help="--variant: append the record to DIR/runs.jsonl (default: results/adhoc); "
+                        "--grid: write DIR/<grid>/ (default: results)")
+    g = r.add_argument_group("grid options")
+    g.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 (default: the grid's)")
+    g.add_argument("--variants", metavar="PATTERN", help="only the grid's variants matching these "
+                   "comma-separated fnmatch patterns, e.g. 'stl-*,hard-ew'")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="runs at a time, each in its own process with cores/N threads (default: 1)")
+    g.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    g.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done) and stop")
     r.add_argument("--no-progress", action="store_true",
                    help="no progress bar; log one line per validation instead")
+
+    rp = sub.add_parser("report", help="write reports/<grid>/README.md and plots from a results folder",
+                        description="Turn the records of a grid into a markdown report with plots.")
+    rp.add_argument("results", help="a results folder (results/<grid>) or its runs.jsonl")
+    rp.add_argument("--out", metavar="DIR", help="write the report here (default: reports/<grid>)")
+
+    wk = sub.add_parser("_worker", help="(internal) one grid run, in the child process the grid starts")
+    wk.add_argument("config")
+    wk.add_argument("record")
 
     ls = sub.add_parser("list", help="list registered variants, tasks, architectures, ...",
                         description="List what is registered, with a one-line description each.")
@@ -120,8 +143,79 @@ class _Bar:
         self.bar.close()
 
 
+def cmd_grid(args) -> int:
+    from tqdm import tqdm
+
+    from .grid import plan, read_record_files, run_grid
+
+    if args.workers < 1:
+        raise LeptonError(f"--workers must be at least 1, got {args.workers}")
+    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
+    runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides,
+                device=args.device, data_dir=args.data_dir)
+    results_dir = Path(args.out or "results") / args.grid
+    if args.dry_run:
+        return _print_plan(runs, read_record_files(results_dir), results_dir, args.retry_failed)
+    bar = tqdm(total=len(runs), unit="run", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+
+    def progress(event, info):
+        if event == "plan":
+            bar.update(info["skipped"])
+            bar.set_postfix(skipped=info["skipped"])
+        elif event == "run":
+            rec = info["record"]
+            bar.update(1)
+            bar.set_postfix(finished=info["finished"], failed=info["failed"], remaining=info["remaining"])
+            if rec["status"] != "ok":
+                bar.write(f"failed: {rec['run_id']}: {rec.get('error')}", file=sys.stderr)
+            elif args.no_progress:
+                print(f"done: {rec['run_id']} ({rec['_seconds']:.0f}s)", file=sys.stderr, flush=True)
+
+    try:
+        s = run_grid(runs, results_dir, workers=args.workers, retry_failed=args.retry_failed,
+                     plugins=args.plugin, progress=progress)
+    finally:
+        bar.close()
+    print(f"grid {args.grid}: {s.planned} runs planned, {s.skipped} already recorded, {s.finished} finished, "
+          f"{s.failed} failed; records in {s.results}")
+    print(f"report: python -m lepton_bench report {results_dir}")
+    return 0 if s.failed == 0 else 1
+
+
+def _print_plan(runs, done, results_dir, retry_failed) -> int:
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    rows, todo = [], 0
+    secs = {}
+    for rec in done.values():   # seconds per variant seen so far, for an estimate
+        if rec["status"] == "ok":
+            secs.setdefault(rec["variant"], []).append(rec["cost"]["train_seconds"] + rec["cost"]["eval_seconds"])
+    estimate = 0.0
+    for r in runs:
+        rec = done.get(r.run_id)
+        state = "done" if rec and rec["status"] == "ok" else ("failed" if rec else "to run")
+        if state == "to run" or (state == "failed" and retry_failed):
+            todo += 1
+            if r.config.variant in secs:
+                estimate += sum(secs[r.config.variant]) / len(secs[r.config.variant])
+        rows.append([r.run_id, r.config.variant, r.config.seed, r.config.train.steps, state])
+    print(tabulate(rows, headers=["run", "variant", "seed", "steps", "state"], tablefmt="github"))
+    counts = Counter(row[-1] for row in rows)
+    print(f"\n{len(runs)} runs into {results_dir}: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + (f"; about {estimate / 60:.0f} min for the runs whose variant has finished before" if estimate else ""))
+    return 0
+
+
 def cmd_run(args) -> int:
     from tabulate import tabulate
+
+    if args.grid:
+        return cmd_grid(args)
+    for flag, value in (("--seeds", args.seeds), ("--variants", args.variants)):
+        if value is not None:
+            raise LeptonError(f"{flag} is a grid option; use it with --grid")
 
     from .results import append_record
     from .train import run
@@ -144,7 +238,7 @@ def cmd_run(args) -> int:
         record = run(cfg, bar)
     finally:
         bar.close()
-    out = Path(args.out) / "runs.jsonl"
+    out = Path(args.out or "results/adhoc") / "runs.jsonl"
     append_record(out, record)
 
     rows = []
@@ -162,13 +256,28 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_worker(args) -> int:
+    from .grid import worker
+
+    return worker(args.config, args.record)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+
+    path = write_report(Path(args.results), Path(args.out) if args.out else None)
+    print(f"report written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         from .plugins import load_plugins
 
         load_plugins(args.plugin)
-        return {"run": cmd_run, "list": cmd_list}[args.command](args)
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report,
+                "_worker": cmd_worker}[args.command](args)
     except LeptonError as e:
         print(f"lepton-bench: error: {e}", file=sys.stderr)
         return 2

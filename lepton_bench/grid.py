@@ -1,0 +1,239 @@
+"""Grids: named presets of variants x seeds x budget, run as one fault-isolated, resumable job.
+
+Every run is a child process (clean peak-memory figures; a crash stays contained) that writes
+its record to ``results/<grid>/records/<run_id>.json`` atomically (temp file + rename). The
+records folder is the truth: ``runs.jsonl`` is rebuilt from it (again temp + rename) after each
+run, so a grid killed at any moment, even with SIGKILL, resumes with every run recorded once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import RunConfig, from_dict
+from .errors import ConfigError, LeptonError
+from .registry import Registry
+from .results import RECORD_KEYS, SCHEMA_VERSION, _clean
+from .variants import VARIANTS, make_config
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    variants: tuple[str, ...]                 # fnmatch patterns over the variant registry
+    seeds: int = 1
+    overrides: dict[str, Any] = field(default_factory=dict)   # dotted config keys, every run
+    limit_train: int | None = None
+    limit_eval: int | None = None
+    help: str = ""
+
+
+GRIDS: Registry[Grid] = Registry("grid")
+
+
+def register_grid(g: Grid) -> Grid:
+    return GRIDS.register(g.name, g, help=g.help)
+
+
+register_grid(Grid(
+    "smoke", ("*",), seeds=1, limit_train=256, limit_eval=128,
+    overrides={"train.steps": 6, "train.eval_every": 3, "train.log_every": 3, "train.timing_warmup": 1},
+    help="every variant, 6 steps on 256 real examples per task: seconds a run (what CI runs)"))
+register_grid(Grid(
+    "quick", ("stl-*", "hard-ew", "hard-uw", "hard-pcgrad", "hard-static-*", "adapters-ew"), seeds=3,
+    overrides={"train.steps": 300, "train.eval_every": 100}, limit_train=None, limit_eval=2000,
+    help="STL baselines + representative MTL variants, 3 seeds, real data, 300 steps: about an hour on 2 CPU cores"))
+register_grid(Grid(
+    "full", ("*",), seeds=3,
+    help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))
+
+
+@dataclass
+class PlannedRun:
+    run_id: str
+    config: RunConfig
+
+
+def run_id(cfg: RunConfig) -> str:
+    return f"{cfg.variant}-s{cfg.seed}-{cfg.config_hash()}"
+
+
+def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
+         overrides: Sequence[str] = (), device: str = "auto", data_dir: str | None = None) -> list[PlannedRun]:
+    """The runs of a grid: its variants (optionally narrowed by a pattern) x seeds."""
+    g = GRIDS.get(grid)
+    names = list(dict.fromkeys(n for pattern in g.variants for n in VARIANTS.list(pattern)))
+    if variants:   # comma-separated fnmatch patterns
+        wanted = {n for pattern in variants.split(",") for n in VARIANTS.list(pattern.strip())}
+        names = [n for n in names if n in wanted]
+        if not names:
+            raise ConfigError(f"no variant of grid {grid} matches {variants!r}")
+    runs = []
+    for seed in range(seeds if seeds is not None else g.seeds):
+        for name in names:
+            cfg = make_config(name, seed=seed, overrides=[*(f"{k}={json.dumps(v)}" for k, v in g.overrides.items()),
+                                                          *overrides],
+                              device=device, data_dir=data_dir, limit_train=g.limit_train,
+                              limit_eval=g.limit_eval)
+            runs.append(PlannedRun(run_id(cfg), cfg))
+    return runs
+
+
+# ---------------------------------------------------------------- records on disk
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(_clean(obj), f, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_record_files(results_dir: Path) -> dict[str, dict]:
+    """run_id -> record, from ``records/*.json`` (temp files of killed writers are ignored)."""
+    out = {}
+    for path in sorted((results_dir / "records").glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("schema_version") == SCHEMA_VERSION:
+            out[rec["run_id"]] = rec
+    return out
+
+
+def merge(results_dir: Path) -> Path:
+    """Rebuild ``runs.jsonl`` from the record files: one line per run, written atomically."""
+    records = sorted(read_record_files(results_dir).values(), key=lambda r: (r["finished_at"], r["run_id"]))
+    path = results_dir / "runs.jsonl"
+    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".runs.jsonl.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def failed_record(cfg: RunConfig, error: str, started: str, detail: str = "") -> dict:
+    from .measure import environment, resolve_device
+
+    try:
+        env = environment(resolve_device(cfg.device))
+    except LeptonError:
+        env = {}
+    rec = {k: None for k in RECORD_KEYS}
+    rec.update(schema_version=SCHEMA_VERSION, run_id=run_id(cfg), status="failed", variant=cfg.variant,
+               tasks=list(cfg.tasks), seed=cfg.seed, config=cfg.to_dict(), config_hash=cfg.config_hash(),
+               metrics={}, curves={}, cost={}, env=env, error=error, error_detail=detail[-4000:],
+               started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    return rec
+
+
+def worker(config_path: str, record_path: str) -> int:
+    """Child process: train one config, write its record (ok or failed) atomically."""
+    from .plugins import load_plugins
+    from .train import run
+
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    cfg = from_dict(json.loads(Path(config_path).read_text()))
+    plugins = cfg_plugins()
+    try:
+        load_plugins(plugins)
+        record = run(cfg)
+    except Exception as e:   # any failure of one run is recorded, never raised into the grid
+        msg = str(e).splitlines()[0] if str(e) else ""
+        record = failed_record(cfg, f"{type(e).__name__}: {msg}", started, traceback.format_exc())
+    write_json_atomic(Path(record_path), record)
+    return 0 if record["status"] == "ok" else 1
+
+
+def _written_since(path: Path, started: str) -> bool:
+    try:
+        return json.loads(path.read_text()).get("started_at", "") >= started
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def cfg_plugins() -> list[str]:
+    return [p for p in os.environ.get("LEPTON_BENCH_PLUGINS", "").split(",") if p]
+
+
+# ---------------------------------------------------------------- the runner
+
+@dataclass
+class GridSummary:
+    planned: int
+    skipped: int
+    finished: int = 0
+    failed: int = 0
+    results: Path | None = None
+
+
+def run_grid(runs: list[PlannedRun], results_dir: Path, *, workers: int = 1, retry_failed: bool = False,
+             plugins: Sequence[str] = (), progress: Callable[[str, dict], None] | None = None) -> GridSummary:
+    """Run what is not yet recorded (and failed runs with ``retry_failed``), ``workers`` at a time."""
+    say = progress or (lambda event, info: None)
+    done = read_record_files(results_dir)
+    todo = [r for r in runs if r.run_id not in done or (retry_failed and done[r.run_id]["status"] != "ok")]
+    summary = GridSummary(planned=len(runs), skipped=len(runs) - len(todo))
+    results_dir.mkdir(parents=True, exist_ok=True)
+    merge(results_dir)
+    say("plan", {"todo": len(todo), "skipped": summary.skipped})
+    if not todo:
+        summary.results = results_dir / "runs.jsonl"
+        return summary
+    threads = max(1, (os.cpu_count() or 1) // workers)   # no oversubscription of the cores
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "LEPTON_BENCH_PLUGINS": ",".join(plugins)}
+    jobs = results_dir / "jobs"
+    jobs.mkdir(exist_ok=True)
+
+    def launch(r: PlannedRun) -> dict:
+        cfg_path = jobs / f"{r.run_id}.config.json"
+        write_json_atomic(cfg_path, r.config.to_dict())
+        record_path = results_dir / "records" / f"{r.run_id}.json"
+        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "lepton_bench", "_worker", str(cfg_path), str(record_path)],
+                              env=env, capture_output=True, text=True)
+        if not _written_since(record_path, started):
+            # the child died before writing (killed, out of memory, segfault): record that
+            tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
+            reason = "killed by the system (out of memory?)" if proc.returncode in (-9, 137) else \
+                f"exit code {proc.returncode}"
+            write_json_atomic(record_path, failed_record(r.config, f"worker died: {reason}; {tail[0]}"[:500],
+                                                         started, proc.stderr or ""))
+        cfg_path.unlink(missing_ok=True)
+        rec = json.loads(record_path.read_text())
+        rec["_seconds"] = time.perf_counter() - t0
+        return rec
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(launch, r): r for r in todo}
+        for fut in as_completed(futures):
+            rec = fut.result()
+            if rec["status"] == "ok":
+                summary.finished += 1
+            else:
+                summary.failed += 1
+            merge(results_dir)
+            say("run", {"record": rec, "finished": summary.finished, "failed": summary.failed,
+                        "remaining": len(todo) - summary.finished - summary.failed})
+    summary.results = results_dir / "runs.jsonl"
+    return summary

@@ -1,0 +1,132 @@
+"""The grid: plans, resume, exactly-once records after SIGKILL, failures recorded and contained."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from lepton_bench.cli import main
+from lepton_bench.grid import GRIDS, merge, plan, read_record_files
+from lepton_bench.results import read_records
+from lepton_bench.variants import VARIANTS
+
+from .conftest import ROOT, TINY
+
+SETS = [a for o in [*TINY, "train.steps=2"] for a in ("--set", o)]
+
+
+def grid_args(data_dir, out, *extra):
+    return ["run", "--grid", "smoke", "--data-dir", str(data_dir), "--out", str(out), "--no-progress",
+            *SETS, *extra]
+
+
+def test_grids_are_registered_and_plan_variants_times_seeds():
+    assert {"smoke", "quick", "full"} <= set(GRIDS)
+    runs = plan("smoke")
+    assert len(runs) == len(VARIANTS)   # every variant, one seed
+    assert len({r.run_id for r in runs}) == len(runs)
+    quick = plan("quick")
+    assert {r.config.seed for r in quick} == {0, 1, 2}
+    assert {"stl-cifar10", "stl-imdb", "stl-conll2003", "hard-ew"} <= {r.config.variant for r in quick}
+    narrowed = plan("smoke", seeds=2, variants="stl-*,hard-ew")
+    assert len(narrowed) == 2 * 4
+
+
+def test_dry_run_prints_the_plan_and_runs_nothing(data_dir, tmp_path, capsys):
+    assert main(grid_args(data_dir, tmp_path, "--variants", "stl-*", "--dry-run")) == 0
+    out = capsys.readouterr().out
+    assert "stl-imdb" in out and "3 runs" in out and "to run" in out
+    assert not (tmp_path / "smoke" / "runs.jsonl").exists()
+
+
+def test_grid_runs_resumes_and_never_duplicates(data_dir, tmp_path, capsys):
+    args = grid_args(data_dir, tmp_path, "--variants", "stl-conll2003,stl-imdb")
+    assert main(args) == 0
+    recs = read_records(tmp_path / "smoke" / "runs.jsonl")
+    assert sorted(r["variant"] for r in recs) == ["stl-conll2003", "stl-imdb"]
+    assert all(r["status"] == "ok" for r in recs)
+    capsys.readouterr()
+    assert main(args) == 0   # everything recorded: nothing runs again
+    assert "2 already recorded, 0 finished" in capsys.readouterr().out
+    assert len(read_records(tmp_path / "smoke" / "runs.jsonl")) == 2
+
+
+@pytest.fixture
+def boom_plugin(tmp_path, monkeypatch):
+    """A test-only plugin: a variant whose weighting raises."""
+    (tmp_path / "boom_plugin.py").write_text(textwrap.dedent("""
+        from lepton_bench.variants import Variant, register_variant
+        from lepton_bench.weighting import WEIGHTINGS, Weighting
+
+        class Boom(Weighting):
+            '''Raises at the first step (for tests).'''
+            def combine(self, losses):
+                raise RuntimeError("boom: this weighting always fails")
+
+        if "boom" not in WEIGHTINGS:
+            WEIGHTINGS.register("boom", Boom)
+            register_variant(Variant("boom-test", "hard", "boom", tasks=("imdb",), help="always fails"))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    return "boom_plugin"
+
+
+def test_a_failing_run_is_recorded_and_the_grid_goes_on(data_dir, tmp_path, boom_plugin, capsys):
+    out = tmp_path / "res"
+    args = ["--plugin", boom_plugin, *grid_args(data_dir, out, "--variants", "boom-test,stl-conll2003")]
+    assert main(args) == 1   # non-zero: something failed
+    recs = {r["variant"]: r for r in read_records(out / "smoke" / "runs.jsonl")}
+    assert recs["stl-conll2003"]["status"] == "ok"
+    assert recs["boom-test"]["status"] == "failed"
+    assert recs["boom-test"]["error"] == "RuntimeError: boom: this weighting always fails"
+    assert "failed: boom-test" in capsys.readouterr().err
+    # a second pass skips both; --retry-failed runs the failed one again, still one record each
+    assert main(args) == 0
+    assert main([*args, "--retry-failed"]) == 1
+    recs = read_records(out / "smoke" / "runs.jsonl")
+    assert sorted(r["variant"] for r in recs) == ["boom-test", "stl-conll2003"]
+
+
+def test_sigkill_mid_grid_then_resume_records_every_run_once(data_dir, tmp_path):
+    out = tmp_path / "res"
+    cmd = [sys.executable, "-m", "lepton_bench", *grid_args(data_dir, out, "--variants", "stl-*,hard-ew")]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    records = out / "smoke" / "records"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(records.glob("*.json"))) < 1:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)   # the grid and its running child, mid-run
+    proc.wait()
+    first = len(read_record_files(out / "smoke"))
+    assert 1 <= first < 4
+    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    recs = read_records(out / "smoke" / "runs.jsonl")
+    assert sorted(r["variant"] for r in recs) == ["hard-ew", "stl-cifar10", "stl-conll2003", "stl-imdb"]
+    assert len({r["run_id"] for r in recs}) == 4 and all(r["status"] == "ok" for r in recs)
+    for line in (out / "smoke" / "runs.jsonl").read_text().splitlines():
+        json.loads(line)
+
+
+def test_merge_ignores_torn_record_files(tmp_path):
+    (tmp_path / "records").mkdir()
+    (tmp_path / "records" / "x.json").write_text('{"schema_version": 1, "run_id": "x"')   # torn
+    merge(tmp_path)
+    assert (tmp_path / "runs.jsonl").read_text() == ""
+
+
+def test_grid_arguments_are_checked(tmp_path, capsys):
+    assert main(["run", "--grid", "smok", "--out", str(tmp_path)]) == 2
+    assert "did you mean smoke" in capsys.readouterr().err
+    assert main(["run", "--variant", "hard-ew", "--seeds", "3"]) == 2
+    assert "--seeds is a grid option" in capsys.readouterr().err
+    assert main(["run", "--grid", "smoke", "--variants", "nothing-*", "--out", str(tmp_path)]) == 2
+    assert "no variant of grid smoke matches" in capsys.readouterr().err
