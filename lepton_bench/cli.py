@@ -146,7 +146,7 @@ class _Bar:
 def cmd_grid(args) -> int:
     from tqdm import tqdm
 
-    from .grid import plan, read_record_files, run_grid
+    from .grid import adopt, plan, read_record_files, run_grid
 
     if args.workers < 1:
         raise LeptonError(f"--workers must be at least 1, got {args.workers}")
@@ -155,6 +155,7 @@ def cmd_grid(args) -> int:
                 device=args.device, data_dir=args.data_dir)
     results_dir = Path(args.out or "results") / args.grid
     if args.dry_run:
+        adopt(results_dir)
         return _print_plan(runs, read_record_files(results_dir), results_dir, args.retry_failed)
     bar = tqdm(total=len(runs), unit="run", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
 

@@ -53,8 +53,8 @@ register_grid(Grid(
     help="every variant, 6 steps on 256 real examples per task: seconds a run (what CI runs)"))
 register_grid(Grid(
     "quick", ("stl-*", "hard-ew", "hard-uw", "hard-pcgrad", "hard-static-*", "adapters-ew"), seeds=3,
-    overrides={"train.steps": 300, "train.eval_every": 100}, limit_train=None, limit_eval=2000,
-    help="STL baselines + representative MTL variants, 3 seeds, real data, 300 steps: about an hour on 2 CPU cores"))
+    overrides={"train.steps": 200, "train.eval_every": 100}, limit_train=None, limit_eval=2000,
+    help="STL baselines + representative MTL variants, 3 seeds, real data, 200 steps: about an hour on 2 CPU cores"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))
@@ -114,6 +114,17 @@ def read_record_files(results_dir: Path) -> dict[str, dict]:
         if rec.get("schema_version") == SCHEMA_VERSION:
             out[rec["run_id"]] = rec
     return out
+
+
+def adopt(results_dir: Path) -> None:
+    """Give every record of ``runs.jsonl`` a record file, e.g. after a clone that has only the
+    committed ``runs.jsonl``: otherwise the next merge would drop those runs."""
+    from .results import read_records
+
+    have = read_record_files(results_dir)
+    for rec in read_records(results_dir / "runs.jsonl"):
+        if rec.get("run_id") and rec["run_id"] not in have:
+            write_json_atomic(results_dir / "records" / f"{rec['run_id']}.json", rec)
 
 
 def merge(results_dir: Path) -> Path:
@@ -189,6 +200,7 @@ def run_grid(runs: list[PlannedRun], results_dir: Path, *, workers: int = 1, ret
              plugins: Sequence[str] = (), progress: Callable[[str, dict], None] | None = None) -> GridSummary:
     """Run what is not yet recorded (and failed runs with ``retry_failed``), ``workers`` at a time."""
     say = progress or (lambda event, info: None)
+    adopt(results_dir)
     done = read_record_files(results_dir)
     todo = [r for r in runs if r.run_id not in done or (retry_failed and done[r.run_id]["status"] != "ok")]
     summary = GridSummary(planned=len(runs), skipped=len(runs) - len(todo))

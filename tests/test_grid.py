@@ -130,3 +130,16 @@ def test_grid_arguments_are_checked(tmp_path, capsys):
     assert "--seeds is a grid option" in capsys.readouterr().err
     assert main(["run", "--grid", "smoke", "--variants", "nothing-*", "--out", str(tmp_path)]) == 2
     assert "no variant of grid smoke matches" in capsys.readouterr().err
+
+
+def test_a_committed_runs_jsonl_without_record_files_is_kept(data_dir, tmp_path, capsys):
+    """A fresh clone has runs.jsonl but no records/ (ignored by git): nothing is lost or re-run."""
+    import shutil
+
+    args = grid_args(data_dir, tmp_path, "--variants", "stl-conll2003")
+    assert main(args) == 0
+    shutil.rmtree(tmp_path / "smoke" / "records")
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "1 already recorded, 0 finished" in capsys.readouterr().out
+    assert len(read_records(tmp_path / "smoke" / "runs.jsonl")) == 1
