@@ -93,11 +93,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _one_line(text: str, width: int = 100) -> str:
+    """A description cut to one table line, at a word boundary."""
+    return text if len(text) <= width else text[: text.rfind(" ", 0, width - 1)] + " …"
+
+
 def cmd_list(args) -> int:
     from tabulate import tabulate
 
     reg = _registries()[args.kind]
-    rows = [(name, reg.help(name)) for name in reg.list(args.pattern)]
+    rows = [(name, _one_line(reg.help(name))) for name in reg.list(args.pattern)]
     if not rows:
         print(f"no {args.kind} match {args.pattern!r}", file=sys.stderr)
         return 1
