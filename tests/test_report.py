@@ -1,0 +1,222 @@
+"""The report: statistics checked against hand computations, tables, plots, failures, determinism."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+
+from lepton_bench import report
+from lepton_bench.errors import LeptonError
+from lepton_bench.results import SCHEMA_VERSION, append_record
+
+# Student-t 97.5% quantiles, from tables, so the CIs below are computed by hand.
+T2, T3 = 12.706204736174698, 4.302652729749464   # 1 and 2 degrees of freedom
+PRIMARY = {"cifar10": "accuracy", "imdb": "accuracy", "conll2003": "entity_f1"}
+
+
+def make_record(variant: str, seed: int, test: dict[str, float], *, weighting: str = "ew", status: str = "ok",
+                train_seconds: float = 100.0, params: int = 1_000_000, infer_seconds: float = 10.0,
+                finished_at: str = "2026-11-23T12:00:00+00:00", error: str | None = None) -> dict:
+    """A full record as training writes it, with one metric per task (task -> primary test value)."""
+    tasks = list(test)
+    stl = variant.startswith("stl-")
+    rec = {
+        "schema_version": SCHEMA_VERSION, "run_id": f"{variant}-s{seed}-0123456789abcdef", "status": status,
+        "variant": variant, "tasks": tasks, "seed": seed, "config_hash": "0123456789abcdef",
+        "config": {"variant": variant, "architecture": "single" if stl else "hard", "weighting": weighting,
+                   "sampler": "all", "train": {"steps": 20, "eval_every": 10}, "limit_train": 64,
+                   "limit_eval": None, "seed": seed, "tasks": {t: {"batch_size": 8} for t in tasks}},
+        "metrics": {}, "curves": {}, "cost": {}, "started_at": "2026-11-23T11:00:00+00:00",
+        "finished_at": finished_at,
+        "env": {"lepton_bench": "0.1.0", "git": "719c3867c26d8923", "python": "3.11.7", "torch": "2.14.1",
+                "cuda": None, "cpu": "AMD EPYC", "cpu_count": 2, "torch_threads": 2, "device": "cpu",
+                "device_name": "AMD EPYC", "timm": "1.0.31"},
+    }
+    if status != "ok":
+        rec["error"] = error
+        return rec
+    rec["metrics"] = {t: {"test": {PRIMARY[t]: v}, "val": {PRIMARY[t]: v}, "primary": PRIMARY[t]}
+                      for t, v in test.items()}
+    rec["selection"] = {"rule": "best mean validation primary metric over tasks", "best_step": 20}
+    rec["curves"] = {"train_loss": [{"step": 10, "lr": 0.001, **{t: 0.5 for t in tasks}}],
+                     "val": [{"step": s, **{t: {PRIMARY[t]: v * s / 20} for t, v in test.items()}} for s in (10, 20)]}
+    per_task = {t: {"samples_per_s": 50.0, "infer_seconds": infer_seconds / len(tasks)} for t in tasks}
+    rec["cost"] = {"train_seconds": train_seconds, "steps": 20, "flops_per_step": 2e9,
+                   "params": {"total": params}, "memory": {"peak_rss_mb": 500.0}, "tasks": per_task}
+    return rec
+
+
+STL = {"cifar10": [0.80, 0.82], "imdb": [0.85, 0.87]}
+EW = [{"cifar10": 0.90, "imdb": 0.88}, {"cifar10": 0.91, "imdb": 0.86}, {"cifar10": 0.92, "imdb": 0.87}]
+
+
+def grid_records() -> list[dict]:
+    """STL on cifar10 and imdb (2 seeds), hard-ew (3 seeds), hard-uw (= STL on cifar10), one failure."""
+    recs = [make_record(f"stl-{t}", s, {t: v}, train_seconds=60.0 if t == "cifar10" else 40.0, params=600_000,
+                        infer_seconds=4.0) for t, vals in STL.items() for s, v in enumerate(vals)]
+    recs += [make_record("hard-ew", s, m, train_seconds=50.0 + s, params=700_000, infer_seconds=6.0,
+                         finished_at=f"2026-11-23T12:0{s}:00+00:00") for s, m in enumerate(EW)]
+    recs += [make_record("hard-uw", s, {"cifar10": v, "imdb": 0.86}, weighting="uw")
+             for s, v in enumerate(STL["cifar10"])]
+    recs.append(make_record("hard-ew", 3, {"cifar10": 0, "imdb": 0}, status="failed",
+                            error="RuntimeError: boom | worker died", finished_at="2026-11-23T13:00:00+00:00"))
+    return recs
+
+
+def write_grid(tmp_path, records, name: str = "mini"):
+    folder = tmp_path / "results" / name
+    for r in records:
+        append_record(folder / "runs.jsonl", r)
+    return folder
+
+
+def table_row(text: str, task: str, variant: str) -> list[str]:
+    """The cells of a variant's row in a task's table of the README."""
+    section = text.split(f"### {task} ")[1].split("\n\n")[1]
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] == variant:
+            return cells
+    raise AssertionError(f"no row {variant} in the {task} table")
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """(results folder, README path, README text) of grid_records(), rendered once for the module."""
+    tmp = tmp_path_factory.mktemp("report")
+    folder = write_grid(tmp, grid_records())
+    path = report.write_report(folder, tmp / "out")
+    return folder, path, path.read_text()
+
+
+# --------------------------------------------------------------------------- pure functions
+
+
+def test_mean_ci_by_hand():
+    mean, std, half = report.mean_ci([0.90, 0.92, 0.91])
+    assert mean == pytest.approx(0.91) and std == pytest.approx(0.01)
+    assert half == pytest.approx(T3 * 0.01 / math.sqrt(3))
+    assert report.mean_ci([0.5, None])[0] == 0.5 and math.isnan(report.mean_ci([0.5])[2])
+    assert all(math.isnan(x) for x in report.mean_ci([]))
+
+
+def test_delta_m_weighs_tasks_equally_over_their_metrics():
+    stl = {"a": {"x": 0.5, "y": 0.8}, "b": {"z": 0.4}}
+    mtl = {"a": {"x": 0.55, "y": 0.8}, "b": {"z": 0.36}, "c": {"w": 1.0}}   # c has no STL: left out
+    by_hand = ((10.0 + 0.0) / 2 + (-10.0)) / 2                                # not the flat mean, 0
+    assert report.delta_m(mtl, stl) == pytest.approx(by_hand)
+    assert math.isnan(report.delta_m({"c": {"w": 1.0}}, stl))
+
+
+def test_welch_needs_two_seeds_a_side_and_pareto_front():
+    assert math.isnan(report.welch_p([0.9], [0.8, 0.81]))
+    assert report.welch_p([0.90, 0.91, 0.92], [0.80, 0.82]) < 0.05
+    points = [(1.0, 1.0), (0.5, 0.5), (0.8, 0.2), (2.0, 1.0), (1.5, 2.0)]
+    assert report.pareto_front(points) == [1, 0, 4]
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_delta_m_and_its_ci_match_hand_computation(rendered):
+    stl_c, stl_i = (0.80 + 0.82) / 2, (0.85 + 0.87) / 2
+    per_seed = [((m["cifar10"] - stl_c) / stl_c + (m["imdb"] - stl_i) / stl_i) / 2 * 100 for m in EW]
+    mean = sum(per_seed) / 3
+    std = math.sqrt(sum((d - mean) ** 2 for d in per_seed) / 2)
+    half = T3 * std / math.sqrt(3)
+    a = report.analyse("mini", report.load_records(rendered[0] / "runs.jsonl"))
+    row = a.overall.set_index("name").loc["hard-ew"]
+    assert row["dm"] == pytest.approx(mean) and row["dm_ci"] == pytest.approx(half)
+    assert row["train_ratio"] == pytest.approx(51.0 / (60.0 + 40.0))     # mean of 50, 51, 52 s
+    assert row["params_ratio"] == pytest.approx(700_000 / 1_200_000)
+    assert row["infer_ratio"] == pytest.approx(6.0 / 8.0)
+    assert f"**{mean:+.2f} ± {half:.2f}**" in rendered[2]                   # the best Δm, bold
+
+
+def test_per_task_ci_significance_and_bold(rendered):
+    text = rendered[2]
+    ew = table_row(text, "cifar10", "hard-ew")
+    assert ew[1] == "3" and ew[2] == "**0.9100 ± 0.0100**"                   # best mean: bold
+    assert ew[3] == f"{T3 * 0.01 / math.sqrt(3):.4f}"                         # 95% CI half-width
+    assert ew[4] == f"{(0.91 - 0.81) / 0.81 * 100:+.2f}%*"                   # clearly better: marked
+    uw = table_row(text, "cifar10", "hard-uw")
+    assert uw[2] == "0.8100 ± 0.0141" and uw[4] == "+0.00%"                   # equal to STL: no mark
+    stl = table_row(text, "cifar10", "stl-cifar10 (STL)")
+    assert stl[3] == f"{T2 * math.sqrt(2e-4) / math.sqrt(2):.4f}" and stl[4] == ""
+    assert "hard-ew beats STL on cifar10 (+12.35%, significant), imdb (+1.16%);" in text
+
+
+def test_failed_runs_are_listed_and_left_out(rendered):
+    text = rendered[2]
+    failed = text.split("## Failed runs")[1]
+    assert "hard-ew-s3-0123456789abcdef" in failed and "RuntimeError: boom \\| worker died" in failed
+    assert "10 in `mini/runs.jsonl`, 9 ok, 1 failed" in text and "1 run failed and is left out" in text
+    assert table_row(text, "imdb", "hard-ew")[1] == "3"
+    assert "Date: 2026-11-23T13:00:00+00:00" in text
+
+
+def test_summary_compares_adaptive_with_static_sweep(rendered):
+    assert "No adaptive weighting beats the best static-sweep point, hard-ew" in rendered[2]
+    assert "best adaptive one is hard-uw" in rendered[2]
+
+
+def test_plots_exist_and_report_is_byte_identical(rendered):
+    folder, path, text = rendered
+    for name in report.PLOT_FILES:
+        assert (path.parent / name).stat().st_size > 1000
+        assert f"]({name})" in text
+    pngs = {n: (path.parent / n).read_bytes() for n in report.PLOT_FILES}
+    again = report.write_report(folder / "runs.jsonl", path.parent)   # the file this time, not its folder
+    assert again.read_bytes() == text.encode()
+    assert {n: (path.parent / n).read_bytes() for n in report.PLOT_FILES} == pngs
+
+
+def test_default_out_and_missing_stl(tmp_path, monkeypatch):
+    recs = [make_record("stl-cifar10", s, {"cifar10": v}) for s, v in enumerate(STL["cifar10"])]
+    recs += [make_record("hard-ew", s, m) for s, m in enumerate(EW)]
+    folder = write_grid(tmp_path, recs, "nostl")
+    monkeypatch.chdir(tmp_path)
+    path = report.write_report(folder)
+    assert path.resolve() == tmp_path / "reports" / "nostl" / "README.md"
+    text = path.read_text()
+    assert text.startswith("# lepton_bench report: nostl\n")
+    assert "no STL records for imdb" in text
+    by_hand = sum((m["cifar10"] - 0.81) / 0.81 * 100 for m in EW) / 3          # Δm over cifar10 only
+    a = report.analyse("nostl", report.load_records(folder / "runs.jsonl"))
+    assert a.overall.set_index("name").loc["hard-ew", "dm"] == pytest.approx(by_hand)
+
+
+def test_only_stl_runs(tmp_path):
+    folder = write_grid(tmp_path, [make_record("stl-imdb", 0, {"imdb": 0.86})], "stl")
+    text = report.write_report(folder, tmp_path / "out").read_text()
+    assert "Only single-task (STL) runs so far" in text
+    assert not (tmp_path / "out" / "delta_m_vs_cost.png").exists()            # nothing to draw
+    assert (tmp_path / "out" / "per_task.png").stat().st_size > 0
+
+
+def test_a_retried_run_supersedes_its_failure_and_all_failed(tmp_path):
+    fail = make_record("stl-imdb", 0, {"imdb": 0}, status="failed", error="OSError: disk full")
+    folder = write_grid(tmp_path, [fail, make_record("stl-imdb", 0, {"imdb": 0.86})], "retry")
+    text = report.write_report(folder, tmp_path / "out").read_text()
+    assert "1 ok, 0 failed" in text and "## Failed runs" not in text
+    text = report.write_report(write_grid(tmp_path, [fail], "dead"), tmp_path / "out2").read_text()
+    assert "No run finished successfully" in text and "## Per task" not in text and "OSError: disk full" in text
+
+
+def test_missing_or_empty_results_raise(tmp_path):
+    with pytest.raises(LeptonError, match="no results at"):
+        report.write_report(tmp_path / "results" / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LeptonError, match="holds no runs.jsonl"):
+        report.write_report(tmp_path / "empty")
+    (tmp_path / "empty" / "runs.jsonl").write_text("")
+    with pytest.raises(LeptonError, match="holds no records"):
+        report.write_report(tmp_path / "empty")
+
+
+def test_report_does_not_import_torch():
+    code = "import sys, lepton_bench.report; sys.exit('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
