@@ -72,7 +72,8 @@ def main(argv=None) -> int:
         r["step_vs_hard_ew"] = r["median_ms"] / base
         r["run_cost_vs_hard_ew"] = r["median_ms"] * r["steps_factor"] / base
     tag = re.sub(r"[^A-Za-z0-9]+", "-", f"{cpu_name()}-torch{torch.__version__}").strip("-")
-    out = Path(__file__).parent / "results" / f"variant_step_times-{args.device}-{tag}.csv"
+    subset = "" if args.variants == "*" else "-" + re.sub(r"[^A-Za-z0-9]+", "_", args.variants).strip("_")
+    out = Path(__file__).parent / "results" / f"variant_step_times{subset}-{args.device}-{tag}.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     with open(out, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(next(iter(rows.values()))))
