@@ -50,7 +50,7 @@ def register_grid(g: Grid) -> Grid:
 register_grid(Grid(
     "smoke", ("*",), seeds=1, limit_train=256, limit_eval=128,
     overrides={"train.steps": 6, "train.eval_every": 3, "train.log_every": 3, "train.timing_warmup": 1},
-    help="every variant, 6 steps on 256 real examples per task: seconds a run (what CI runs)"))
+    help="every variant, 6 steps on 256 real examples per task: seconds a run"))
 register_grid(Grid(
     "quick", ("stl-*", "hard-ew", "hard-uw", "hard-pcgrad", "hard-static-*", "adapters-ew"), seeds=3,
     overrides={"train.steps": 200, "train.eval_every": 100}, limit_train=None, limit_eval=2000,
