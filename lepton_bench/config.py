@@ -197,8 +197,10 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     """Rebuild a ``RunConfig`` from ``to_dict`` output (e.g. a results record)."""
     d = dict(d)
     d["tasks"] = {k: TaskConfig(**v) for k, v in d.get("tasks", {}).items()}
-    d["model"] = ModelConfig(**{**d.get("model", {}),
-                                "image_widths": tuple(d.get("model", {}).get("image_widths", (32, 64, 128)))})
+    model = dict(d.get("model", {}))
+    if "image_widths" in model:   # JSON gives lists; the dataclass holds tuples (and hashes them)
+        model["image_widths"] = tuple(model["image_widths"])
+    d["model"] = ModelConfig(**model)
     train = dict(d.get("train", {}))
     if "betas" in train:
         train["betas"] = tuple(train["betas"])

@@ -1,11 +1,11 @@
 """One generic name -> object registry, used for tasks, architectures, weightings,
-samplers and variants (timm's ``register_model`` / ``list_models`` style)."""
+samplers, variants and grids (timm's ``register_model`` / ``list_models`` style)."""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic, TypeVar
 
 from .errors import ConfigError
@@ -68,5 +68,3 @@ class Registry(Generic[T]):
     def items(self) -> list[tuple[str, T]]:
         return sorted(self._items.items())
 
-
-Factory = Callable[..., object]

@@ -336,8 +336,11 @@ class GradientAggregation(Weighting):
         from torchjd.autojac import jac_to_grad
 
         L = list(self._stack(losses))
-        shared, own = model.parameter_split()
-        task_params = [p for ps in own.values() for p in ps]
+        if getattr(self, "_split_of", None) is not model:   # walk the modules once, not every step
+            shared, own = model.parameter_split()
+            self._split = (shared, [p for ps in own.values() for p in ps])
+            self._split_of = model
+        shared, task_params = self._split
         total = sum(L) if extra is None else sum(L) + extra
         # each task parameter only reaches its own loss: the sum's gradient is that task's gradient
         torch.autograd.backward(total, inputs=task_params, retain_graph=True)
