@@ -25,7 +25,7 @@ from typing import Any
 from .config import RunConfig, from_dict
 from .errors import ConfigError, LeptonError
 from .registry import Registry
-from .results import RECORD_KEYS, SCHEMA_VERSION, _clean
+from .results import RECORD_KEYS, SCHEMA_VERSION, json_safe
 from .variants import VARIANTS, make_config
 
 
@@ -97,7 +97,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     with os.fdopen(fd, "w") as f:
-        json.dump(_clean(obj), f, allow_nan=False)
+        json.dump(json_safe(obj), f, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -163,7 +163,7 @@ def worker(config_path: str, record_path: str) -> int:
 
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     cfg = from_dict(json.loads(Path(config_path).read_text()))
-    plugins = cfg_plugins()
+    plugins = env_plugins()
     try:
         load_plugins(plugins)
         record = run(cfg)
@@ -181,7 +181,8 @@ def _written_since(path: Path, started: str) -> bool:
         return False
 
 
-def cfg_plugins() -> list[str]:
+def env_plugins() -> list[str]:
+    """Plugin modules the grid passes to its workers (the parent's --plugin flags)."""
     return [p for p in os.environ.get("LEPTON_BENCH_PLUGINS", "").split(",") if p]
 
 

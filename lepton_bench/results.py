@@ -22,14 +22,14 @@ RECORD_KEYS = ("schema_version", "run_id", "status", "variant", "tasks", "seed",
                "config_hash", "metrics", "curves", "cost", "env", "started_at", "finished_at")
 
 
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON has no NaN/inf: write them as null so every reader can parse the file."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -37,7 +37,7 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
     missing = [k for k in RECORD_KEYS if k not in record]
     if missing:
         raise ValueError(f"record lacks {', '.join(missing)}")
-    line = (json.dumps(_clean(record), allow_nan=False) + "\n").encode()
+    line = (json.dumps(json_safe(record), allow_nan=False) + "\n").encode()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
