@@ -50,6 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: 0)")
     r.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N "
                    "(default: auto)")
+    r.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 autocast on a CUDA GPU with bf16, else fp32 (TF32 matmuls on CUDA); "
+                        "bf16 on CPU falls back to fp32 with a warning (default: auto)")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (CUDA only; on CPU it runs eager with a warning)")
     r.add_argument("--data-dir", default=os.environ.get("LEPTON_BENCH_DATA"), metavar="DIR",
                    help="read DIR/<task>/ parquet folders (the Hub's layout) instead of the Hub; "
                         "default: $LEPTON_BENCH_DATA, else the Hub")
@@ -148,6 +153,12 @@ class _Bar:
         self.bar.close()
 
 
+def _runtime(args) -> dict:
+    """The RunConfig fields that change how, not what, is trained."""
+    return {"device": args.device, "data_dir": args.data_dir, "precision": args.precision,
+            "compile": args.compile}
+
+
 def cmd_grid(args) -> int:
     from tqdm import tqdm
 
@@ -156,8 +167,7 @@ def cmd_grid(args) -> int:
     if args.workers < 1:
         raise LeptonError(f"--workers must be at least 1, got {args.workers}")
     overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
-    runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides,
-                device=args.device, data_dir=args.data_dir)
+    runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides, **_runtime(args))
     results_dir = Path(args.out or "results") / args.grid
     if args.dry_run:
         adopt(results_dir)
@@ -237,8 +247,7 @@ def cmd_run(args) -> int:
     if args.data_dir and not Path(args.data_dir).is_dir():
         raise LeptonError(f"--data-dir {args.data_dir}: no such folder")
     cfg = make_config(args.variant, args.tasks, seed=args.seed, overrides=overrides,
-                      device=args.device, data_dir=args.data_dir,
-                      limit_train=args.limit_train, limit_eval=args.limit_eval)
+                      limit_train=args.limit_train, limit_eval=args.limit_eval, **_runtime(args))
     bar = _Bar(cfg.train.steps, enabled=not args.no_progress)
     try:
         record = run(cfg, bar)

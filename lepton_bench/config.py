@@ -87,11 +87,13 @@ class RunConfig:
     limit_train: int | None = None   # cap on train examples per task (seeded subset)
     limit_eval: int | None = None    # cap on validation and test examples per task
     holdout_seed: int = 0            # fixes the validation hold-out for every run and seed
-    # Where and how to run: these change no result and stay out of the hash.
+    # Where and how to run: the same training, executed differently; out of the hash.
     device: str = "auto"
     data_dir: str | None = None
+    precision: str = "auto"          # auto (bf16 autocast on a CUDA GPU that has it, else fp32), bf16, fp32
+    compile: bool = False            # torch.compile the model (CUDA only; eager on CPU)
 
-    RUNTIME_FIELDS = ("device", "data_dir")
+    RUNTIME_FIELDS = ("device", "data_dir", "precision", "compile")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

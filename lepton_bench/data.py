@@ -434,6 +434,8 @@ class TrainStream:
 
 def select(split: Split, idx: torch.Tensor, lengths: torch.Tensor | None, device: torch.device,
            gen: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    if device.type == "cuda":   # pinned host memory: the copy overlaps with queued GPU work
+        idx = idx.pin_memory()
     dev_idx = idx.to(device, non_blocking=True)
     batch = {}
     if lengths is not None:

@@ -71,8 +71,14 @@ def run_id(cfg: RunConfig) -> str:
 
 
 def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
-         overrides: Sequence[str] = (), device: str = "auto", data_dir: str | None = None) -> list[PlannedRun]:
-    """The runs of a grid: its variants (optionally narrowed by a pattern) x seeds."""
+         overrides: Sequence[str] = (), **runtime: Any) -> list[PlannedRun]:
+    """The runs of a grid: its variants (optionally narrowed by a pattern) x seeds.
+
+    ``runtime`` sets the RunConfig fields that change how, not what, is trained (device, data_dir,
+    precision, compile)."""
+    unknown = set(runtime) - set(RunConfig.RUNTIME_FIELDS)
+    if unknown:
+        raise TypeError(f"plan() takes runtime fields only, not {', '.join(sorted(unknown))}")
     g = GRIDS.get(grid)
     names = list(dict.fromkeys(n for pattern in g.variants for n in VARIANTS.list(pattern)))
     if variants:   # comma-separated fnmatch patterns
@@ -85,8 +91,7 @@ def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
         for name in names:
             cfg = make_config(name, seed=seed, overrides=[*(f"{k}={json.dumps(v)}" for k, v in g.overrides.items()),
                                                           *overrides],
-                              device=device, data_dir=data_dir, limit_train=g.limit_train,
-                              limit_eval=g.limit_eval)
+                              limit_train=g.limit_train, limit_eval=g.limit_eval, **runtime)
             runs.append(PlannedRun(run_id(cfg), cfg))
     return runs
 

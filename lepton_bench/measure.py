@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -31,6 +32,43 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise ConfigError(f"unknown device {name!r}: use auto, cpu or cuda[:N]")
     return torch.device(name)
+
+
+def resolve_precision(name: str, device: torch.device) -> tuple[str, str | None]:
+    """(precision used, why it differs from the one asked for). bf16 autocast runs on CUDA only:
+    CPU autocast is slower than fp32 on most CPUs, so there it falls back to fp32."""
+    if name not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"unknown precision {name!r}: use auto, bf16 or fp32")
+    bf16_ok = device.type == "cuda" and torch.cuda.is_bf16_supported()
+    if name == "auto":
+        return ("bf16" if bf16_ok else "fp32"), None
+    if name == "bf16" and not bf16_ok:
+        return "fp32", f"bf16 autocast needs a CUDA GPU with bf16; ran fp32 on {device.type}"
+    return name, None
+
+
+# Dense peak tensor throughput in TFLOP/s from the vendors' data sheets (no sparsity), for MFU.
+# "fp32" is the TF32 tensor-core rate: fp32 matmuls run as TF32 on CUDA here (allow_tf32).
+PEAK_TFLOPS = {
+    "H200": {"bf16": 989.0, "fp32": 494.0},
+    "H100 SXM": {"bf16": 989.0, "fp32": 494.0},
+    "H100 NVL": {"bf16": 835.0, "fp32": 418.0},
+    "H100 PCIe": {"bf16": 756.0, "fp32": 378.0},
+    "H100": {"bf16": 989.0, "fp32": 494.0},        # "NVIDIA H100 80GB HBM3" is the SXM part
+    "A100": {"bf16": 312.0, "fp32": 156.0},
+    "L40S": {"bf16": 362.0, "fp32": 183.0},
+    "L4": {"bf16": 121.0, "fp32": 60.0},
+    "A10": {"bf16": 125.0, "fp32": 62.5},
+}
+
+
+def peak_tflops(device_name: str, precision: str) -> float | None:
+    """The data-sheet peak of a known GPU (the longest name that matches as whole words), else None."""
+    name = device_name.upper()
+    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):
+        if re.search(rf"(?<![A-Z0-9]){re.escape(key.upper())}(?![A-Z0-9])", name):
+            return PEAK_TFLOPS[key][precision]
+    return None
 
 
 def seed_everything(seed: int) -> None:

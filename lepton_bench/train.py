@@ -2,14 +2,17 @@
 
 Read it like nanoGPT's train.py. The only host syncs inside the loop are the loss
 reads every ``log_every`` steps (which also catch a non-finite loss) and evaluation.
+On CUDA: bf16 autocast (``precision``), TF32 matmuls, optional ``torch.compile``.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 import zlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -19,7 +22,17 @@ from torch import nn
 from .config import RunConfig
 from .data import TaskData, TrainStream, eval_batches, load_task
 from .errors import ConfigError, TrainingError
-from .measure import count_flops, environment, now, peak_memory, reset_peak_memory, resolve_device, seed_everything
+from .measure import (
+    count_flops,
+    environment,
+    now,
+    peak_memory,
+    peak_tflops,
+    reset_peak_memory,
+    resolve_device,
+    resolve_precision,
+    seed_everything,
+)
 from .models import MultiTaskModel, TaskIO, build_model
 from .results import SCHEMA_VERSION
 from .sampling import SAMPLERS, Sampler
@@ -66,16 +79,22 @@ def lr_lambda(steps: int, warmup_frac: float) -> Callable[[int], float]:
     return f
 
 
+def autocast(device: torch.device, precision: str) -> AbstractContextManager:
+    """bf16 autocast for forward passes and losses (backward runs outside it); fp32: a no-op."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 @torch.no_grad()
 def evaluate(model: MultiTaskModel, spec: TaskSpec, data: TaskData, split: str, batch_size: int,
-             device: torch.device) -> tuple[dict[str, float], dict[str, float]]:
+             device: torch.device, precision: str = "fp32") -> tuple[dict[str, float], dict[str, float]]:
     """(metrics, timing) of one task on one split. Padding never counts."""
     model.eval()
     s = data.splits[split]
     preds, golds = [], []
     t0, tokens = now(device), 0
     for idx, batch in eval_batches(s, batch_size, device):
-        logits = model(spec.name, batch)
+        with autocast(device, precision):
+            logits = model(spec.name, batch)
         p = logits.argmax(-1).cpu()
         if spec.output == "tag":
             lengths = batch["lengths"].cpu()
@@ -117,6 +136,8 @@ class Setup:
     sched: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
     data_seconds: float
+    flops: dict[str, int]       # forward + backward FLOPs of one batch of each task
+    runtime: dict[str, object]  # how it runs: precision, compiled, tf32, and why a request was not met
 
     @property
     def names(self) -> list[str]:
@@ -165,15 +186,44 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     weighting.check(model)
     opt = make_optimizer(model, cfg, weighting.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, t.warmup_frac))
+
+    # FLOPs of one batch per task (counted eagerly: a compiled graph hides its ops from the counter)
+    flops = {}
+    for n in names:
+        probe = next(TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size, 0, device))
+        flops[n] = count_flops(lambda n=n, b=probe: specs[n].loss(model(n, b), b["y"]).backward())
+    opt.zero_grad(set_to_none=True)
+    seed_everything(cfg.seed)
     return Setup(cfg, device, specs, data, streams, eval_data, sampler, weighting, model, opt, sched,
-                 total_steps, data_seconds)
+                 total_steps, data_seconds, flops, fast_paths(cfg, model, device))
+
+
+def fast_paths(cfg: RunConfig, model: nn.Module, device: torch.device) -> dict[str, object]:
+    """Turn on what the device supports (bf16 autocast, TF32, torch.compile); say what was not."""
+    precision, note = resolve_precision(cfg.precision, device)
+    notes = [note] if note else []
+    tf32 = device.type == "cuda" and precision == "fp32"
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+    compiled = False
+    if cfg.compile:
+        if device.type == "cuda":
+            model.compile()   # in place: state_dict keys (checkpoints) stay as they are
+            compiled = True
+        else:
+            notes.append(f"torch.compile is used on CUDA only; ran eager on {device.type}")
+    for n in notes:
+        warnings.warn(n, stacklevel=3)
+    return {"precision": precision, "compiled": compiled, "tf32": tf32, "notes": notes}
 
 
 def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """One optimizer step on one batch per task; returns the (graph-free) task losses."""
     cfg, model = s.cfg, s.model
-    losses = {n: s.specs[n].loss(model(n, b), b["y"], cfg.tasks[n].label_smoothing)
-              for n, b in batches.items()}
+    with autocast(s.device, s.runtime["precision"]):
+        losses = {n: s.specs[n].loss(model(n, b), b["y"], cfg.tasks[n].label_smoothing)
+                  for n, b in batches.items()}
     s.opt.zero_grad(set_to_none=True)
     s.weighting.backward(losses, model, model.extra_loss())
     if cfg.train.clip_norm > 0:
@@ -181,7 +231,7 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
     s.opt.step()
     s.sched.step()
     if s.weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
-        with torch.no_grad():
+        with torch.no_grad(), autocast(s.device, s.runtime["precision"]):
             after = {n: s.specs[n].loss(model(n, b), b["y"]) for n, b in batches.items()}
         s.weighting.after_step(after)
     else:
@@ -195,17 +245,10 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     s = prepare(cfg, say)
     device, names, specs, data, streams = s.device, s.names, s.specs, s.data, s.streams
-    model, opt, sched, weighting, sampler = s.model, s.opt, s.sched, s.weighting, s.sampler
+    model, sched, weighting, sampler = s.model, s.sched, s.weighting, s.sampler
     eval_data, total_steps, t = s.eval_data, s.total_steps, cfg.train
+    flops, precision = s.flops, s.runtime["precision"]
     say("start", {"model": model, "steps": total_steps})
-
-    # ---- FLOPs of one training step (forward + backward of every task), off the budget
-    flops = {}
-    for n in names:
-        probe = next(TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size, 0, device))
-        flops[n] = count_flops(lambda n=n, b=probe: specs[n].loss(model(n, b), b["y"]).backward())
-    opt.zero_grad(set_to_none=True)
-    seed_everything(cfg.seed)
 
     # ---- train
     reset_peak_memory(device)
@@ -216,6 +259,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     train_curve, val_curve = [], []
     best = {"score": -math.inf, "step": 0, "state": None, "metrics": {}}
     train_seconds = eval_seconds = timed_seconds = 0.0
+    timed_flops = 0   # model FLOPs of the steps that count for throughput (one-task samplers: that task's)
     clock = now(device)
     timed_from = clock if t.timing_warmup == 0 else None
     model.train()
@@ -224,6 +268,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
             batches = {n: next(streams[n]) for n in sampler.tasks_at(step)}
             losses = train_step(s, batches)
             if step > t.timing_warmup:
+                timed_flops += sum(flops[n] for n in batches)
                 for n, batch in batches.items():
                     seen[n] += len(batch["y"])
                     if "lengths" in batch:
@@ -254,7 +299,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
                 if timed_from is not None:
                     timed_seconds += stop - max(clock, timed_from)
                 val = {n: evaluate(model, specs[n], eval_data[n], "validation",
-                                   cfg.tasks[n].eval_batch_size, device)[0] for n in names}
+                                   cfg.tasks[n].eval_batch_size, device, precision)[0] for n in names}
                 # one checkpoint serves every task: select on the mean primary metric
                 score = sum(val[n][specs[n].primary] for n in names) / len(names)
                 val_curve.append({"step": step, **val})
@@ -277,11 +322,14 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     test, inference = {}, {}
     for n in names:
         test[n], inference[n] = evaluate(model, specs[n], eval_data[n], "test",
-                                         cfg.tasks[n].eval_batch_size, device)
+                                         cfg.tasks[n].eval_batch_size, device, precision)
         say("test", {"task": n, "test": test[n]})
 
     timed_steps = max(total_steps - t.timing_warmup, 0)
     steps_per_s = timed_steps / timed_seconds if timed_seconds > 0 else None
+    flops_per_s = timed_flops / timed_seconds if timed_seconds > 0 and timed_flops else None
+    env = environment(device)
+    peak = peak_tflops(env["device_name"], precision) if device.type == "cuda" else None
     per_task = {}
     for n in names:
         per_task[n] = {
@@ -309,11 +357,14 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
         "curves": {"train_loss": train_curve, "val": val_curve},
         "cost": {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
                  "data_seconds": s.data_seconds, "steps": total_steps, "steps_per_s": steps_per_s,
-                 "flops_per_step": sum(flops.values()), "params": model.parameter_counts(),
+                 "flops_per_step": timed_flops / timed_steps if timed_steps else sum(flops.values()),
+                 "model_tflops_per_s": flops_per_s / 1e12 if flops_per_s else None,
+                 "peak_tflops": peak, "mfu": flops_per_s / (peak * 1e12) if flops_per_s and peak else None,
+                 "params": model.parameter_counts(),
                  "memory": memory, "tasks": per_task},
         "data": {n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
                      "truncated": data[n].truncated} for n in names},
-        "env": environment(device),
+        "env": {**env, **s.runtime},
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }

@@ -102,3 +102,33 @@ def test_out_of_memory_becomes_a_clear_error(data_dir, monkeypatch):
     monkeypatch.setattr(MultiTaskModel, "extra_loss", oom)
     with pytest.raises(TrainingError, match="out of memory .* lower tasks.<task>.batch_size"):
         run(tiny("stl-imdb", data_dir))
+
+
+def test_gpu_only_fast_paths_degrade_on_cpu_and_are_recorded(data_dir):
+    """bf16 and torch.compile asked for on CPU: the run trains fp32 eager, warns, and says so."""
+    plain = run(tiny("hard-ew", data_dir))
+    cfg = tiny("hard-ew", data_dir, precision="bf16", compile=True)
+    with pytest.warns(UserWarning) as caught:
+        rec = run(cfg)
+    messages = " | ".join(str(w.message) for w in caught)
+    assert "bf16 autocast needs a CUDA GPU" in messages and "torch.compile is used on CUDA only" in messages
+    env = rec["env"]
+    assert env["precision"] == "fp32" and env["compiled"] is False and env["tf32"] is False
+    assert len(env["notes"]) == 2
+    # how it runs is not what is trained: same run id, same numbers
+    assert rec["run_id"] == plain["run_id"]
+    assert rec["metrics"] == plain["metrics"]
+    cost = rec["cost"]
+    assert cost["mfu"] is None and cost["peak_tflops"] is None   # no data-sheet peak for a CPU
+    assert cost["model_tflops_per_s"] > 0
+
+
+def test_flops_per_step_count_the_tasks_a_step_trains(data_dir):
+    every = run(tiny("hard-ew", data_dir, steps=6))
+    one = run(tiny("hard-ew-round_robin", data_dir, steps=2))   # 6 steps, one task each
+    per_task = {t: c["flops_per_step"] for t, c in every["cost"]["tasks"].items()}
+    assert every["cost"]["flops_per_step"] == pytest.approx(sum(per_task.values()))
+    timed = list(range(2, 7))   # steps after timing_warmup=1; round robin trains task (step-1) % 3
+    order = list(one["tasks"])
+    expected = sum(one["cost"]["tasks"][order[(s - 1) % 3]]["flops_per_step"] for s in timed) / len(timed)
+    assert one["cost"]["flops_per_step"] == pytest.approx(expected)
