@@ -1,0 +1,108 @@
+"""Shared setup of the benchmarks: real data, the real model, results named by machine.
+
+``pytest benchmarks/ --benchmark-only`` measures and writes
+``benchmarks/results/<device>-<device name>-torch<version>.json`` (pytest-benchmark's JSON with
+every timing and each benchmark's ``extra_info``); ``python benchmarks/table.py`` turns it into
+the README's tables. A plain ``pytest`` (CI) runs every benchmark once, untimed, as a test.
+
+``LEPTON_BENCH_DATA`` (default ``../shared/data``) and ``LEPTON_BENCH_DEVICE`` (default ``auto``)
+choose the data and the device.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from lepton_bench.measure import cpu_name, sync
+from lepton_bench.plugins import load_plugins
+from lepton_bench.train import Setup, prepare, train_step
+from lepton_bench.variants import make_config
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = Path(os.environ.get("LEPTON_BENCH_DATA", ROOT.parent / "shared" / "data"))
+DEVICE = os.environ.get("LEPTON_BENCH_DEVICE", "auto")
+RESULTS = Path(__file__).resolve().parent / "results"
+# Step times do not depend on how many examples there are to draw from: seeded subsets keep the
+# first (uncached) load short. The data-pipeline benchmarks use the full datasets.
+LIMIT_TRAIN, LIMIT_EVAL = 4096, 512
+
+load_plugins()
+
+
+def machine_tag(device: torch.device) -> str:
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+    return re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{name}-torch{torch.__version__}").strip("-")
+
+
+def pytest_configure(config):
+    if not DATA.is_dir():
+        raise pytest.UsageError(f"benchmarks need the offline data mirrors at {DATA} "
+                                f"(set LEPTON_BENCH_DATA to their folder)")
+    named = config.args_source != pytest.Config.ArgsSource.TESTPATHS
+    asked = config.getoption("benchmark_only") or config.getoption("benchmark_enable")
+    if not (named or asked):
+        # a bare `pytest` (the README's test command, CI): run each benchmark once, untimed
+        config.option.benchmark_disable = True
+    if not config.getoption("benchmark_disable") and config.getoption("benchmark_json") is None:
+        from lepton_bench.measure import resolve_device
+
+        RESULTS.mkdir(exist_ok=True)
+        config.option.benchmark_json = RESULTS / f"{machine_tag(resolve_device(DEVICE))}.json"
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The figures pytest-benchmark's own table has no column for (ratios, rates)."""
+    session = getattr(config, "_benchmarksession", None)
+    rows = [(b.fullname.split("::")[-1], b.extra_info) for b in getattr(session, "benchmarks", [])
+            if b.extra_info]
+    if not rows:
+        return
+    terminalreporter.section("lepton_bench figures")
+    for name, info in rows:
+        shown = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
+        terminalreporter.write_line(f"{name}: {shown}")
+
+
+@pytest.fixture
+def setup_of() -> Callable[..., Setup]:
+    """``setup_of('hard-ew')``: a variant built exactly as ``lepton_bench run`` builds it."""
+
+    def make(variant: str, **fields) -> Setup:
+        fields = {"device": DEVICE, "data_dir": str(DATA), "limit_train": LIMIT_TRAIN,
+                  "limit_eval": LIMIT_EVAL, **fields}
+        return prepare(make_config(variant, **fields))
+
+    return make
+
+
+def draw(s: Setup, step: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The batches the training loop would draw at ``step``."""
+    return {n: next(s.streams[n]) for n in s.sampler.tasks_at(step)}
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> float:
+    """Seconds of ``fn()``, with queued device work finished on both sides."""
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
+
+
+class Steps:
+    """Consecutive training steps of a Setup, as the loop runs them (draw, then step)."""
+
+    def __init__(self, s: Setup):
+        self.s, self.step = s, 0
+
+    def __call__(self) -> None:
+        self.step += 1
+        train_step(self.s, draw(self.s, self.step))
+        sync(self.s.device)

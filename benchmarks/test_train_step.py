@@ -1,0 +1,31 @@
+"""Training-step time of every registered variant (each architecture, weighting and sampler).
+
+One round is what the training loop does per step: draw each task's batch, then
+``train_step`` (forward, losses, weighting/aggregation, backward, clip, AdamW, schedule).
+``extra_info`` keeps the steps a run needs relative to a step of every task, so step time x
+that factor compares whole runs (one-task samplers run T steps for one of 'all').
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from lepton_bench.sampling import SAMPLERS
+from lepton_bench.variants import VARIANTS
+
+from .conftest import Steps
+
+
+@pytest.mark.parametrize("variant", VARIANTS.list())
+def test_step_time(benchmark, setup_of, variant):
+    s = setup_of(variant)
+    v = VARIANTS.get(variant)
+    benchmark.group = "train step"
+    benchmark.extra_info.update({
+        "architecture": v.architecture, "weighting": v.weighting, "sampler": v.sampler,
+        "steps_factor": 1 if SAMPLERS.get(v.sampler).every_task_every_step else len(s.names),
+        "flops_per_step": sum(s.flops[n] for n in s.sampler.tasks_at(1)),
+    })
+    steps = Steps(s)
+    benchmark.pedantic(steps, rounds=5, warmup_rounds=2)
+    assert steps.step >= 1
