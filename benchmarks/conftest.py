@@ -22,7 +22,7 @@ import torch
 
 from lepton_bench.measure import cpu_name, sync
 from lepton_bench.plugins import load_plugins
-from lepton_bench.train import Setup, prepare, train_step
+from lepton_bench.train import Setup, next_batches, prepare, train_step
 from lepton_bench.variants import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +84,7 @@ def setup_of() -> Callable[..., Setup]:
 
 def draw(s: Setup, step: int) -> dict[str, dict[str, torch.Tensor]]:
     """The batches the training loop would draw at ``step``."""
-    return {n: next(s.streams[n]) for n in s.sampler.tasks_at(step)}
+    return next_batches(s, step)
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> float:

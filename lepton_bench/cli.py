@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
 
 from .errors import LeptonError
 
-KINDS = ("variants", "grids", "tasks", "architectures", "weightings", "samplers")
+KINDS = ("variants", "grids", "tasks", "architectures", "weightings", "samplers", "executors")
 
 
 def _registries():
+    from .executors import EXECUTORS
     from .grid import GRIDS
     from .models import ARCHITECTURES
     from .sampling import SAMPLERS
@@ -21,7 +23,7 @@ def _registries():
     from .weighting import WEIGHTINGS
 
     return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "architectures": ARCHITECTURES,
-            "weightings": WEIGHTINGS, "samplers": SAMPLERS}
+            "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +79,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--workers", type=int, default=1, metavar="N",
                    help="runs at a time, each in its own process with cores/N threads (default: 1)")
     g.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    g.add_argument("--executor", default="local", metavar="NAME",
+                   help="where the runs execute: local (child processes, default), submitit (Slurm; "
+                        "pip install 'lepton-bench[slurm]'), ray (a Ray cluster; 'lepton-bench[ray]')")
+    g.add_argument("--executor-config", metavar="FILE",
+                   help="JSON file of executor options (the keys of the flags below, e.g. "
+                        '{"partition": "gpu", "gpus_per_run": 1}); flags given win')
+    g.add_argument("--partition", help="submitit: Slurm partition")
+    g.add_argument("--time-min", type=int, metavar="MIN", help="submitit: time limit per run (default: 240)")
+    g.add_argument("--cpus-per-run", type=int, metavar="N", help="threads (and Slurm/Ray CPUs) per run")
+    g.add_argument("--gpus-per-run", type=int, metavar="N", help="submitit/ray: GPUs per run (default: 0)")
+    g.add_argument("--mem-gb", type=float, metavar="GB", help="submitit: memory per run")
+    g.add_argument("--cluster", help="submitit: slurm, local (processes here) or debug (in-process); "
+                                     "default: Slurm when sbatch is found")
+    g.add_argument("--ray-address", metavar="ADDR", help="ray: cluster address (auto, ray://host:10001); "
+                                                          "default: start a local Ray")
     g.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done) and stop")
     r.add_argument("--no-progress", action="store_true",
                    help="no progress bar; log one line per validation instead")
@@ -85,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Turn the records of a grid into a markdown report with plots.")
     rp.add_argument("results", help="a results folder (results/<grid>) or its runs.jsonl")
     rp.add_argument("--out", metavar="DIR", help="write the report here (default: reports/<grid>)")
+
+    pp = sub.add_parser("prepare", help="download, check, tokenize and cache the data of tasks or a grid once",
+                        description="Fill the tensor cache before runs start (e.g. on a cluster's login "
+                                    "node), so that no run downloads or tokenizes, and none hits the Hub "
+                                    "at the same time as another.")
+    pp.add_argument("--grid", metavar="NAME", help="every data setting the grid's runs use (limits included)")
+    pp.add_argument("--tasks", nargs="+", metavar="TASK", help="these tasks at their defaults (default: all)")
+    pp.add_argument("--data-dir", default=os.environ.get("LEPTON_BENCH_DATA"), metavar="DIR",
+                    help="local parquet folders instead of the Hub (default: $LEPTON_BENCH_DATA, else the Hub)")
+    pp.add_argument("--cache-dir", metavar="DIR", help="where the tensors go (default: $LEPTON_BENCH_CACHE, "
+                                                       "else ~/.cache/lepton_bench); runs must read the same")
+    pp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config overrides, as given to run (e.g. tasks.imdb.max_len=128)")
 
     wk = sub.add_parser("_worker", help="(internal) one grid run, in the child process the grid starts")
     wk.add_argument("config")
@@ -159,6 +189,31 @@ def _runtime(args) -> dict:
             "compile": args.compile}
 
 
+def _executor_options(args):
+    """Executor options: the --executor-config file, then the flags given."""
+    from dataclasses import fields
+
+    from .executors import EXECUTORS, ExecutorOptions
+
+    EXECUTORS.get(args.executor)   # an unknown name fails here, with close matches
+    known = {f.name for f in fields(ExecutorOptions)} - {"plugins", "workers"}
+    opts: dict = {}
+    if args.executor_config:
+        try:
+            opts = json.loads(Path(args.executor_config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise LeptonError(f"--executor-config {args.executor_config}: {e}") from None
+        if not isinstance(opts, dict) or set(opts) - known:
+            bad = sorted(set(opts) - known) if isinstance(opts, dict) else ["not a JSON object"]
+            raise LeptonError(f"--executor-config {args.executor_config}: unknown keys {', '.join(bad)}; "
+                              f"known: {', '.join(sorted(known))}")
+    flags = {"partition": args.partition, "time_min": args.time_min, "cpus_per_run": args.cpus_per_run,
+             "gpus_per_run": args.gpus_per_run, "mem_gb": args.mem_gb, "cluster": args.cluster,
+             "address": args.ray_address}
+    opts.update({k: v for k, v in flags.items() if v is not None})
+    return ExecutorOptions(workers=args.workers, plugins=tuple(args.plugin), **opts)
+
+
 def cmd_grid(args) -> int:
     from tqdm import tqdm
 
@@ -185,11 +240,13 @@ def cmd_grid(args) -> int:
             if rec["status"] != "ok":
                 bar.write(f"failed: {rec['run_id']}: {rec.get('error')}", file=sys.stderr)
             elif args.no_progress:
-                print(f"done: {rec['run_id']} ({rec['_seconds']:.0f}s)", file=sys.stderr, flush=True)
+                c = rec["cost"]
+                print(f"done: {rec['run_id']} (train {c['train_seconds']:.0f}s + eval {c['eval_seconds']:.0f}s)",
+                      file=sys.stderr, flush=True)
 
     try:
-        s = run_grid(runs, results_dir, workers=args.workers, retry_failed=args.retry_failed,
-                     plugins=args.plugin, progress=progress)
+        s = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
+                     executor=args.executor, options=_executor_options(args))
     finally:
         bar.close()
     print(f"grid {args.grid}: {s.planned} runs planned, {s.skipped} already recorded, {s.finished} finished, "
@@ -248,11 +305,16 @@ def cmd_run(args) -> int:
         raise LeptonError(f"--data-dir {args.data_dir}: no such folder")
     cfg = make_config(args.variant, args.tasks, seed=args.seed, overrides=overrides,
                       limit_train=args.limit_train, limit_eval=args.limit_eval, **_runtime(args))
-    bar = _Bar(cfg.train.steps, enabled=not args.no_progress)
+    from .distributed import world_from_env
+
+    main_rank = world_from_env().main   # under torchrun only rank 0 reports and records
+    bar = _Bar(cfg.train.steps, enabled=not args.no_progress and main_rank)
     try:
-        record = run(cfg, bar)
+        record = run(cfg, bar if main_rank else None)
     finally:
         bar.close()
+    if record is None:
+        return 0
     out = Path(args.out or "results/adhoc") / "runs.jsonl"
     append_record(out, record)
 
@@ -268,6 +330,47 @@ def cmd_run(args) -> int:
     print(f"{record['run_id']}: train {c['train_seconds']:.0f}s, eval {c['eval_seconds']:.0f}s, "
           f"best step {record['selection']['best_step']}, peak RSS {c['memory']['peak_rss_mb']:.0f} MiB, "
           f"params {c['params']['total']:,}; record appended to {out}")
+    return 0
+
+
+def cmd_prepare(args) -> int:
+    import time
+
+    from tabulate import tabulate
+
+    from .data import cache_key, default_cache_dir, load_task
+    from .grid import plan
+    from .tasks import TASKS
+    from .variants import make_config
+
+    if args.grid and args.tasks:
+        raise LeptonError("give --grid or --tasks, not both")
+    if args.data_dir and not Path(args.data_dir).is_dir():
+        raise LeptonError(f"--data-dir {args.data_dir}: no such folder")
+    if args.cache_dir:
+        os.environ["LEPTON_BENCH_CACHE"] = str(Path(args.cache_dir).resolve())
+    if args.grid:
+        configs = [r.config for r in plan(args.grid, overrides=args.overrides, data_dir=args.data_dir)]
+    else:
+        configs = [make_config(f"stl-{t}", overrides=args.overrides, data_dir=args.data_dir)
+                   for t in (args.tasks or TASKS.list())]
+    rows, done = [], set()
+    for cfg in configs:
+        for name, task_cfg in cfg.tasks.items():
+            spec = TASKS.get(name)
+            key = cache_key(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval)
+            if key in done:
+                continue
+            done.add(key)
+            print(f"{name}: loading {args.data_dir or 'the Hub'} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            data = load_task(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval)
+            sizes = data.sizes()
+            rows.append([name, data.source, " / ".join(f"{sizes[k]:,}" for k in ("train", "validation", "test")),
+                         data.vocab_size or "—", f"{time.perf_counter() - t0:.1f}", f"{name}-{key}.pt"])
+    print(tabulate(rows, headers=["task", "source", "train / val / test", "vocab", "seconds", "cache file"],
+                   tablefmt="github"))
+    print(f"cached in {default_cache_dir()}; runs read it when LEPTON_BENCH_CACHE points there")
     return 0
 
 
@@ -291,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         from .plugins import load_plugins
 
         load_plugins(args.plugin)
-        return {"run": cmd_run, "list": cmd_list, "report": cmd_report,
+        return {"run": cmd_run, "list": cmd_list, "report": cmd_report, "prepare": cmd_prepare,
                 "_worker": cmd_worker}[args.command](args)
     except LeptonError as e:
         print(f"lepton-bench: error: {e}", file=sys.stderr)

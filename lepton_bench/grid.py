@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
-import time
 import traceback
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,6 +20,7 @@ from typing import Any
 
 from .config import RunConfig, from_dict
 from .errors import ConfigError, LeptonError
+from .executors import EXECUTORS, ExecutorOptions, Job
 from .registry import Registry
 from .results import RECORD_KEYS, SCHEMA_VERSION, json_safe
 from .variants import VARIANTS, make_config
@@ -179,13 +176,6 @@ def worker(config_path: str, record_path: str) -> int:
     return 0 if record["status"] == "ok" else 1
 
 
-def _written_since(path: Path, started: str) -> bool:
-    try:
-        return json.loads(path.read_text()).get("started_at", "") >= started
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
 def env_plugins() -> list[str]:
     """Plugin modules the grid passes to its workers (the parent's --plugin flags)."""
     return [p for p in os.environ.get("LEPTON_BENCH_PLUGINS", "").split(",") if p]
@@ -203,9 +193,12 @@ class GridSummary:
 
 
 def run_grid(runs: list[PlannedRun], results_dir: Path, *, workers: int = 1, retry_failed: bool = False,
-             plugins: Sequence[str] = (), progress: Callable[[str, dict], None] | None = None) -> GridSummary:
-    """Run what is not yet recorded (and failed runs with ``retry_failed``), ``workers`` at a time."""
+             plugins: Sequence[str] = (), progress: Callable[[str, dict], None] | None = None,
+             executor: str = "local", options: ExecutorOptions | None = None) -> GridSummary:
+    """Run what is not yet recorded (and failed runs with ``retry_failed``) on ``executor``."""
     say = progress or (lambda event, info: None)
+    options = options or ExecutorOptions(workers=workers, plugins=tuple(plugins))
+    engine = EXECUTORS.get(executor)(options, results_dir)
     adopt(results_dir)
     done = read_record_files(results_dir)
     todo = [r for r in runs if r.run_id not in done or (retry_failed and done[r.run_id]["status"] != "ok")]
@@ -213,45 +206,28 @@ def run_grid(runs: list[PlannedRun], results_dir: Path, *, workers: int = 1, ret
     results_dir.mkdir(parents=True, exist_ok=True)
     merge(results_dir)
     say("plan", {"todo": len(todo), "skipped": summary.skipped})
-    if not todo:
-        summary.results = results_dir / "runs.jsonl"
-        return summary
-    threads = max(1, (os.cpu_count() or 1) // workers)   # no oversubscription of the cores
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "LEPTON_BENCH_PLUGINS": ",".join(plugins)}
-    jobs = results_dir / "jobs"
-    jobs.mkdir(exist_ok=True)
-
-    def launch(r: PlannedRun) -> dict:
-        cfg_path = jobs / f"{r.run_id}.config.json"
-        write_json_atomic(cfg_path, r.config.to_dict())
-        record_path = results_dir / "records" / f"{r.run_id}.json"
-        started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "lepton_bench", "_worker", str(cfg_path), str(record_path)],
-                              env=env, capture_output=True, text=True)
-        if not _written_since(record_path, started):
-            # the child died before writing (killed, out of memory, segfault): record that
-            tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-            reason = "killed by the system (out of memory?)" if proc.returncode in (-9, 137) else \
-                f"exit code {proc.returncode}"
-            write_json_atomic(record_path, failed_record(r.config, f"worker died: {reason}; {tail[0]}"[:500],
-                                                         started, proc.stderr or ""))
-        cfg_path.unlink(missing_ok=True)
-        rec = json.loads(record_path.read_text())
-        rec["_seconds"] = time.perf_counter() - t0
-        return rec
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(launch, r): r for r in todo}
-        for fut in as_completed(futures):
-            rec = fut.result()
-            if rec["status"] == "ok":
-                summary.finished += 1
-            else:
-                summary.failed += 1
-            merge(results_dir)
-            say("run", {"record": rec, "finished": summary.finished, "failed": summary.failed,
-                        "remaining": len(todo) - summary.finished - summary.failed})
     summary.results = results_dir / "runs.jsonl"
+    if not todo:
+        return summary
+    jobs_dir = results_dir / "jobs"
+    jobs_dir.mkdir(exist_ok=True)
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    jobs = []
+    for r in todo:
+        cfg_path = jobs_dir / f"{r.run_id}.config.json"
+        write_json_atomic(cfg_path, r.config.to_dict())
+        jobs.append(Job(r.run_id, str(cfg_path), str(results_dir / "records" / f"{r.run_id}.json"), started))
+
+    def finished(job: Job) -> None:
+        rec = json.loads(Path(job.record_path).read_text())
+        if rec["status"] == "ok":
+            summary.finished += 1
+        else:
+            summary.failed += 1
+        Path(job.config_path).unlink(missing_ok=True)
+        merge(results_dir)
+        say("run", {"record": rec, "finished": summary.finished, "failed": summary.failed,
+                    "remaining": len(todo) - summary.finished - summary.failed})
+
+    engine.run(jobs, finished)
     return summary

@@ -21,6 +21,16 @@ from torch import nn
 
 from .config import RunConfig
 from .data import TaskData, TrainStream, eval_batches, load_task
+from .distributed import (
+    World,
+    average,
+    average_gradients,
+    broadcast_parameters,
+    check_batch_sizes,
+    shard,
+    world_from_env,
+)
+from .distributed import init as init_distributed
 from .errors import ConfigError, TrainingError
 from .measure import (
     count_flops,
@@ -138,6 +148,8 @@ class Setup:
     data_seconds: float
     flops: dict[str, int]       # forward + backward FLOPs of one batch of each task
     runtime: dict[str, object]  # how it runs: precision, compiled, tf32, and why a request was not met
+    world: World                # torchrun processes (a world of one without torchrun)
+    params: list[torch.Tensor]  # everything the optimizer trains (gradients averaged over the world)
 
     @property
     def names(self) -> list[str]:
@@ -147,7 +159,8 @@ class Setup:
 def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     """Check the config, load the data, build model, weighting, sampler, optimizer, schedule."""
     say = progress or (lambda event, info: None)
-    device = resolve_device(cfg.device)
+    world = world_from_env()
+    device = init_distributed(world, resolve_device(cfg.device))
     names = list(cfg.tasks)
     if not names:
         raise ConfigError("no tasks to train")
@@ -157,6 +170,7 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
         raise ConfigError(f"weighting {cfg.weighting} needs every task's loss at every step; "
                           f"sampler {cfg.sampler} gives one task per step (use sampler 'all')")
     weighting = weighting_cls(names, cfg.weighting_args, seed=cfg.seed).to(device)
+    check_batch_sizes(world, {n: cfg.tasks[n].batch_size for n in names})
     t = cfg.train
     if t.steps < 1:
         raise ConfigError(f"train.steps must be at least 1, got {t.steps}")
@@ -184,6 +198,7 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     ios = [task_io(specs[n], data[n], cfg.tasks[n].max_len) for n in names]
     model = build_model(cfg.architecture, ios, cfg.model).to(device)
     weighting.check(model)
+    broadcast_parameters(world, [*model.parameters(), *model.buffers(), *weighting.parameters()])
     opt = make_optimizer(model, cfg, weighting.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, t.warmup_frac))
 
@@ -195,7 +210,13 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     opt.zero_grad(set_to_none=True)
     seed_everything(cfg.seed)
     return Setup(cfg, device, specs, data, streams, eval_data, sampler, weighting, model, opt, sched,
-                 total_steps, data_seconds, flops, fast_paths(cfg, model, device))
+                 total_steps, data_seconds, flops, fast_paths(cfg, model, device), world,
+                 [p for g in opt.param_groups for p in g["params"]])
+
+
+def next_batches(s: Setup, step: int) -> dict[str, dict[str, torch.Tensor]]:
+    """The batches of ``step``: one of each task the sampler picks (this process's shard of it)."""
+    return {n: shard(next(s.streams[n]), s.world) for n in s.sampler.tasks_at(step)}
 
 
 def fast_paths(cfg: RunConfig, model: nn.Module, device: torch.device) -> dict[str, object]:
@@ -226,6 +247,7 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
                   for n, b in batches.items()}
     s.opt.zero_grad(set_to_none=True)
     s.weighting.backward(losses, model, model.extra_loss())
+    average_gradients(s.world, s.params)
     if cfg.train.clip_norm > 0:
         nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
     s.opt.step()
@@ -233,21 +255,22 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
     if s.weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
         with torch.no_grad(), autocast(s.device, s.runtime["precision"]):
             after = {n: s.specs[n].loss(model(n, b), b["y"]) for n, b in batches.items()}
-        s.weighting.after_step(after)
+        s.weighting.after_step(average(s.world, after))
     else:
-        s.weighting.after_step({n: v.detach() for n, v in losses.items()})
+        s.weighting.after_step(average(s.world, {n: v.detach() for n, v in losses.items()}))
     return {n: v.detach() for n, v in losses.items()}
 
 
-def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
-    """Train and evaluate one configuration; return its results record."""
+def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
+    """Train and evaluate one configuration; return its results record (under torchrun: on rank
+    0; the other ranks train their shards and return None)."""
     say = progress or (lambda event, info: None)
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     s = prepare(cfg, say)
     device, names, specs, data, streams = s.device, s.names, s.specs, s.data, s.streams
-    model, sched, weighting, sampler = s.model, s.sched, s.weighting, s.sampler
+    model, sched, weighting = s.model, s.sched, s.weighting
     eval_data, total_steps, t = s.eval_data, s.total_steps, cfg.train
-    flops, precision = s.flops, s.runtime["precision"]
+    flops, precision, world = s.flops, s.runtime["precision"], s.world
     say("start", {"model": model, "steps": total_steps})
 
     # ---- train
@@ -265,14 +288,14 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     model.train()
     try:
         for step in range(1, total_steps + 1):
-            batches = {n: next(streams[n]) for n in sampler.tasks_at(step)}
+            batches = next_batches(s, step)
             losses = train_step(s, batches)
-            if step > t.timing_warmup:
+            if step > t.timing_warmup:   # flops are of a global batch; examples: this shard x world
                 timed_flops += sum(flops[n] for n in batches)
                 for n, batch in batches.items():
-                    seen[n] += len(batch["y"])
+                    seen[n] += len(batch["y"]) * world.size
                     if "lengths" in batch:
-                        token_count[n] += batch["lengths"].sum()
+                        token_count[n] += batch["lengths"].sum() * world.size
             for n, v in losses.items():
                 loss_sum[n] += v
                 loss_count[n] += 1
@@ -281,9 +304,10 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
                 timed_from = now(device)
             if step % t.log_every == 0 or step == total_steps:
                 point = {"step": step, "lr": sched.get_last_lr()[0], "weights": weighting.weights()}
+                mean_loss = average(world, {n: loss_sum[n] for n in names if loss_count[n]})
                 for n in names:
                     if loss_count[n]:
-                        v = float(loss_sum[n]) / loss_count[n]   # host sync, every log_every steps
+                        v = float(mean_loss[n]) / loss_count[n]   # host sync, every log_every steps
                         if not math.isfinite(v):
                             raise TrainingError(
                                 f"non-finite loss ({v}) for task {n} at step {step} of {cfg.variant}; "
@@ -293,7 +317,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
                         loss_count[n] = 0
                 train_curve.append(point)
                 say("step", {"step": step, "losses": {n: point[n] for n in names if n in point}})
-            if step % t.eval_every == 0 or step == total_steps:
+            if world.main and (step % t.eval_every == 0 or step == total_steps):
                 stop = now(device)
                 train_seconds += stop - clock
                 if timed_from is not None:
@@ -316,6 +340,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
         raise TrainingError(f"out of host memory in {cfg.variant}; lower tasks.<task>.batch_size "
                             f"or --limit-train") from None
     memory = peak_memory(device)
+    if not world.main:
+        return None
 
     # ---- test once, with the best validation checkpoint
     model.load_state_dict(best["state"])
@@ -330,6 +356,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
     flops_per_s = timed_flops / timed_seconds if timed_seconds > 0 and timed_flops else None
     env = environment(device)
     peak = peak_tflops(env["device_name"], precision) if device.type == "cuda" else None
+    peak = peak * world.size if peak else None   # the whole world's peak: flops count global batches
     per_task = {}
     for n in names:
         per_task[n] = {
@@ -364,7 +391,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict:
                  "memory": memory, "tasks": per_task},
         "data": {n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
                      "truncated": data[n].truncated} for n in names},
-        "env": {**env, **s.runtime},
+        "env": {**env, **s.runtime, "world_size": world.size},
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
