@@ -439,12 +439,13 @@ def _wins_sentences(a: Analysis) -> list[str]:
         if not wins and not (_ok(row["dm"]) and row["dm"] > 0):
             losers.append(f"{row['name']} (Δm {fmt_pct(row['dm'])}, {fmt_ratio(row['train_ratio'])} STL training time)")
             continue
-        where = f"beats STL on {', '.join(wins)}" if wins else "beats STL on no task's primary metric"
+        # "ahead", not "beats": a mean ahead is not a win unless marked significant
+        where = f"is ahead of STL on {', '.join(wins)}" if wins else "is ahead of STL on no task's primary metric"
         cost = (f"at {fmt_ratio(row['train_ratio'])} the training time of the STL models together"
                 if _ok(row["train_ratio"]) else "(its training time vs STL is unknown)")
         out.append(f"{row['name']} {where}; Δm {_fmt_dm(row)} {cost}.")
     if losers:
-        out.append(f"{', '.join(losers)} beat{'s' if len(losers) == 1 else ''} STL on no task "
+        out.append(f"{', '.join(losers)} {'is' if len(losers) == 1 else 'are'} ahead of STL on no task "
                    f"and {'has' if len(losers) == 1 else 'have'} no positive Δm.")
     return out
 

@@ -146,7 +146,7 @@ def test_per_task_ci_significance_and_bold(rendered):
     assert uw[2] == "0.8100 ± 0.0141" and uw[4] == "+0.00%"                   # equal to STL: no mark
     stl = table_row(text, "cifar10", "stl-cifar10 (STL)")
     assert stl[3] == f"{T2 * math.sqrt(2e-4) / math.sqrt(2):.4f}" and stl[4] == ""
-    assert "hard-ew beats STL on cifar10 (+12.35%, significant), imdb (+1.16%);" in text
+    assert "hard-ew is ahead of STL on cifar10 (+12.35%, significant), imdb (+1.16%);" in text
 
 
 def test_failed_runs_are_listed_and_left_out(rendered):
