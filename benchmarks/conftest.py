@@ -29,9 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(os.environ.get("LEPTON_BENCH_DATA", ROOT.parent / "shared" / "data"))
 DEVICE = os.environ.get("LEPTON_BENCH_DEVICE", "auto")
 RESULTS = Path(__file__).resolve().parent / "results"
-# Step times do not depend on how many examples there are to draw from: seeded subsets keep the
-# first (uncached) load short. The data-pipeline benchmarks use the full datasets.
-LIMIT_TRAIN, LIMIT_EVAL = 4096, 512
 
 load_plugins()
 
@@ -75,8 +72,8 @@ def setup_of() -> Callable[..., Setup]:
     """``setup_of('hard-ew')``: a variant built exactly as ``lepton_bench run`` builds it."""
 
     def make(variant: str, **fields) -> Setup:
-        fields = {"device": DEVICE, "data_dir": str(DATA), "limit_train": LIMIT_TRAIN,
-                  "limit_eval": LIMIT_EVAL, **fields}
+        # full data, as a run has it: the same cached tensors, and samplers see the real sizes
+        fields = {"device": DEVICE, "data_dir": str(DATA), **fields}
         return prepare(make_config(variant, **fields))
 
     return make

@@ -2,7 +2,7 @@
 
 Both sides train twins of the same model (same weights, same optimizer settings) on the very
 same batches, interleaved step by step in one process (A-B, B-A, ...) so machine noise hits
-both alike. The figure is median harness step / median hand-written step, from one run.
+both alike. The figure is the median over steps of harness step / hand-written step, from one run.
 
 The hand-written loops are what one would type without lepton_bench: cross-entropy per task
 and one backward of the sum (ew); the same with learned log-variances (uw, the loss-weighting
@@ -28,7 +28,7 @@ from .conftest import draw, timed
 # each architecture with equal weights, and one method of each weighting family
 OVERHEAD_VARIANTS = ["stl-cifar10", "stl-imdb", "stl-conll2003", "hard-ew", "soft_l2-ew", "mmoe-ew",
                      "adapters-ew", "hard-uw", "hard-upgrad"]
-ROUNDS, WARMUP = 12, 3
+ROUNDS, WARMUP = 15, 3
 MAX_RATIO = 1.05   # for hard-ew, the acceptance figure; the others are reported
 
 
@@ -106,7 +106,10 @@ def test_harness_overhead(benchmark, setup_of, variant):
     assert len(harness_s) == len(raw_s) >= 1
     if benchmark.enabled:
         h, r = statistics.median(harness_s[WARMUP:]), statistics.median(raw_s[WARMUP:])
+        # the median of per-step ratios: the two steps of a pair run back to back, under the same
+        # machine load, so their ratio is steadier than a ratio of two medians
+        ratio = statistics.median(a / b for a, b in zip(harness_s[WARMUP:], raw_s[WARMUP:], strict=True))
         benchmark.extra_info.update({"harness_ms": 1000 * h, "hand_written_ms": 1000 * r,
-                                     "overhead_ratio": h / r})
+                                     "overhead_ratio": ratio})
         if variant == "hard-ew":
-            assert h / r <= MAX_RATIO, f"harness step {h / r:.3f}x the hand-written one"
+            assert ratio <= MAX_RATIO, f"harness step {ratio:.3f}x the hand-written one"

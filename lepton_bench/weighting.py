@@ -64,12 +64,16 @@ class Weighting(ABC):
         """Current task weights, for records (host values; call off the hot path)."""
         return dict.fromkeys(self.tasks, 1.0)
 
-    def _stack(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _ordered(self, losses: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Every task's loss, in task order (an error when one is missing)."""
         missing = [t for t in self.tasks if t not in losses]
         if missing:
             raise ConfigError(f"{type(self).__name__} needs a loss of every task at every step; "
                               f"missing {', '.join(missing)} (use the 'all' sampler)")
-        return torch.stack([losses[t] for t in self.tasks])
+        return [losses[t] for t in self.tasks]
+
+    def _stack(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.stack(self._ordered(losses))
 
 
 WEIGHTINGS: Registry[type[Weighting]] = Registry("weighting")
@@ -281,10 +285,10 @@ class GradNorm(Weighting):
             self.w.mul_(len(self.tasks) / self.w.sum())
 
     def backward(self, losses, model, extra=None):
-        L = self._stack(losses)
+        ordered = self._ordered(losses)   # each loss's own graph, not a row of a stack (see below)
+        L = torch.stack(ordered)
         W = last_shared_weight(model)
-        norms = torch.stack([torch.autograd.grad(L[i], W, retain_graph=True)[0].norm()
-                             for i in range(len(self.tasks))])
+        norms = torch.stack([torch.autograd.grad(loss, W, retain_graph=True)[0].norm() for loss in ordered])
         total = self.combine(losses)   # uses the weights before this step's update
         (total if extra is None else total + extra).backward()
         self.update(L, norms)
@@ -304,9 +308,9 @@ def last_shared_weight(model: nn.Module) -> torch.Tensor:
 # ---------------------------------------------------------------- gradient aggregation (torchjd)
 
 class GradientAggregation(Weighting):
-    """Per-task gradients of the shared parameters (one Jacobian row per task, by
-    ``torchjd.autojac.backward``) combined by a torchjd aggregator; the task-specific
-    parameters get their own task's gradient by ordinary backprop."""
+    """Per-task gradients of the shared parameters (one Jacobian row per task) combined by a
+    torchjd aggregator; the task-specific parameters get their own task's gradient by ordinary
+    backprop."""
 
     needs_every_task = True
     extra: str = "full"   # the torchjd extra the aggregator needs
@@ -332,10 +336,9 @@ class GradientAggregation(Weighting):
         return self._stack(losses).sum()   # only for reporting; backward does the work
 
     def backward(self, losses, model, extra=None):
-        from torchjd.autojac import backward as jac_backward
-        from torchjd.autojac import jac_to_grad
-
-        L = list(self._stack(losses))
+        # the losses themselves, not rows of a stack: a row's backward would pass through the
+        # stack into every task's graph (zeros for the others, but the whole walk each time)
+        L = self._ordered(losses)
         if getattr(self, "_split_of", None) is not model:   # walk the modules once, not every step
             shared, own = model.parameter_split()
             self._split = (shared, [p for ps in own.values() for p in ps])
@@ -344,9 +347,23 @@ class GradientAggregation(Weighting):
         total = sum(L) if extra is None else sum(L) + extra
         # each task parameter only reaches its own loss: the sum's gradient is that task's gradient
         torch.autograd.backward(total, inputs=task_params, retain_graph=True)
-        # chunk size 1: one backward per task instead of vmap, which SDPA's backward may not support
-        jac_backward(L, inputs=shared, parallel_chunk_size=1)
-        jac_to_grad(shared, self.aggregator)
+        # one Jacobian row per task, by a backward of that task's loss alone: it walks only that
+        # task's graph (a vector-Jacobian product of the stacked losses would walk every task's)
+        rows = []
+        for i, loss in enumerate(L):
+            grads = torch.autograd.grad(loss, shared, retain_graph=i < len(L) - 1 or extra is not None,
+                                        allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                                   for g, p in zip(grads, shared, strict=True)]))
+        update = self.aggregator(torch.stack(rows))
+        offset = 0
+        for p in shared:
+            p.grad = update[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        if extra is not None:   # a regulariser on shared parameters is added, not aggregated
+            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
+                if g is not None:
+                    p.grad += g
 
 
 def _aggregator(name: str, factory: Callable[[GradientAggregation], Callable], doc: str,
