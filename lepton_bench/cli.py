@@ -352,8 +352,8 @@ def cmd_prepare(args) -> int:
     if args.grid:
         configs = [r.config for r in plan(args.grid, overrides=args.overrides, data_dir=args.data_dir)]
     else:
-        configs = [make_config(f"stl-{t}", overrides=args.overrides, data_dir=args.data_dir)
-                   for t in (args.tasks or TASKS.list())]
+        names = [TASKS.get(t).name for t in (args.tasks or TASKS.list())]   # unknown task: close matches
+        configs = [make_config(f"stl-{t}", overrides=args.overrides, data_dir=args.data_dir) for t in names]
     rows, done = [], set()
     for cfg in configs:
         for name, task_cfg in cfg.tasks.items():

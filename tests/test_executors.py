@@ -85,3 +85,6 @@ def test_prepare_fills_the_cache_that_runs_then_read(data_dir, tmp_path, monkeyp
     assert main(grid_args(data_dir, tmp_path / "res", "--variants", "stl-conll2003")) == 0
     assert {f: f.stat().st_mtime_ns for f in sorted(cache.glob("*.pt"))} == stamps   # read, not rebuilt
     assert main(["prepare", "--grid", "smoke", "--tasks", "imdb"]) == 2
+    capsys.readouterr()
+    assert main(["prepare", "--tasks", "imdbb"]) == 2
+    assert "unknown task 'imdbb'; did you mean imdb?" in capsys.readouterr().err
