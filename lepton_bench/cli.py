@@ -10,20 +10,21 @@ from pathlib import Path
 
 from .errors import LeptonError
 
-KINDS = ("variants", "grids", "tasks", "architectures", "weightings", "samplers", "executors")
+KINDS = ("variants", "grids", "tasks", "architectures", "stems", "weightings", "samplers", "executors")
 
 
 def _registries():
     from .executors import EXECUTORS
     from .grid import GRIDS
     from .models import ARCHITECTURES
+    from .models.stems import STEMS
     from .sampling import SAMPLERS
     from .tasks import TASKS
     from .variants import VARIANTS
     from .weighting import WEIGHTINGS
 
     return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "architectures": ARCHITECTURES,
-            "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS}
+            "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS, "stems": STEMS}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -66,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "examples per task (smoke runs)")
     r.add_argument("--limit-eval", type=int, metavar="N", help="use a seeded subset of N validation "
                    "and N test examples per task")
+    r.add_argument("--stem", dest="stems", action="append", default=[], metavar="TASK=NAME",
+                   help="encode TASK's input with stem NAME (see: list stems), e.g. --stem imdb=embedding; "
+                        "with --grid it applies to every run that has TASK, STL baselines included")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=1e-3 --set "
                         "tasks.imdb.max_len=128 --set model.depth=4 (repeatable)")
@@ -183,6 +187,20 @@ class _Bar:
         self.bar.close()
 
 
+def _overrides(args) -> list[str]:
+    """--set values, and --stem TASK=NAME as the model.stems override."""
+    from .models.stems import STEMS
+    from .tasks import TASKS
+
+    stems = {}
+    for item in args.stems:
+        task, sep, name = item.partition("=")
+        if not sep:
+            raise LeptonError(f"bad --stem {item!r}: expected TASK=NAME, e.g. imdb=embedding")
+        stems[TASKS.get(task.strip()).name] = STEMS.get(name.strip()).name   # close matches on typos
+    return list(args.overrides) + ([f"model.stems={json.dumps(stems)}"] if stems else [])
+
+
 def _runtime(args) -> dict:
     """The RunConfig fields that change how, not what, is trained."""
     return {"device": args.device, "data_dir": args.data_dir, "precision": args.precision,
@@ -221,7 +239,7 @@ def cmd_grid(args) -> int:
 
     if args.workers < 1:
         raise LeptonError(f"--workers must be at least 1, got {args.workers}")
-    overrides = list(args.overrides) + ([f"train.steps={args.steps}"] if args.steps else [])
+    overrides = _overrides(args) + ([f"train.steps={args.steps}"] if args.steps else [])
     runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides, **_runtime(args))
     results_dir = Path(args.out or "results") / args.grid
     if args.dry_run:
@@ -294,7 +312,7 @@ def cmd_run(args) -> int:
     from .train import run
     from .variants import make_config
 
-    overrides = list(args.overrides)
+    overrides = _overrides(args)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     for flag, value in (("--limit-train", args.limit_train), ("--limit-eval", args.limit_eval),

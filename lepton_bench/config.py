@@ -45,6 +45,8 @@ class ModelConfig:
     soft_l2: float = 1e-2         # soft_l2: strength of the L2 pull of each task's trunk to their mean
     experts: int = 3              # mmoe: shared expert trunks
     adapter_dim: int = 32         # adapters: bottleneck width of the per-task adapters
+    stems: dict[str, str] = field(default_factory=dict)  # task -> stem (list stems); unset: conv
+                                  # for images, embedding for text
 
 
 @dataclass
@@ -103,6 +105,10 @@ class RunConfig:
         d = self.to_dict()
         for k in self.RUNTIME_FIELDS:
             d.pop(k, None)
+        # fields added after the first records are left out while at their default, so that the
+        # run ids of existing records (and the resume of their grids) still hold
+        if not d["model"].get("stems"):
+            d["model"].pop("stems", None)
         blob = json.dumps(d, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -97,4 +97,7 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
                     tasks={t: copy.deepcopy(TASKS.get(t).defaults) for t in names}, **fields)
     cfg = apply_overrides(cfg, {k: val for k, val in v.overrides.items()
                                 if not k.startswith("tasks.") or k.split(".")[1] in names})
-    return apply_overrides(cfg, overrides or {})
+    cfg = apply_overrides(cfg, overrides or {})
+    # a stem named for a task this run does not train changes nothing, so it stays out of the hash
+    cfg.model.stems = {t: n for t, n in cfg.model.stems.items() if t in cfg.tasks}
+    return cfg

@@ -89,3 +89,16 @@ def test_cuda_asked_for_without_cuda(data_dir, tmp_path, capsys):
         pytest.skip("this machine has CUDA")
     assert main(tiny_args(data_dir, tmp_path, "--variant", "stl-imdb", "--device", "cuda")) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_stem_flag_is_checked_before_anything_runs(tmp_path, capsys):
+    base = ["run", "--variant", "stl-imdb", "--out", str(tmp_path)]
+    assert main([*base, "--stem", "imdb"]) == 2
+    assert "expected TASK=NAME" in capsys.readouterr().err
+    assert main([*base, "--stem", "imdb=embeding"]) == 2
+    assert "did you mean embedding?" in capsys.readouterr().err
+    assert main([*base, "--stem", "imbd=embedding"]) == 2
+    assert "unknown task 'imbd'" in capsys.readouterr().err
+    assert main(["list", "stems"]) == 0
+    assert "embedding" in capsys.readouterr().out
+    assert not (tmp_path / "runs.jsonl").exists()

@@ -1,11 +1,16 @@
 """Model shapes for every task and architecture, parameter accounting, padding."""
 
+import dataclasses
+
 import pytest
 import torch
 
 from lepton_bench.config import ModelConfig
 from lepton_bench.errors import ConfigError
 from lepton_bench.models import ARCHITECTURES, TaskIO, build_model
+from lepton_bench.models.stems import STEMS
+
+from .conftest import ROOT
 
 CFG = ModelConfig(dim=32, depth=2, heads=2, image_widths=(8, 16))
 IOS = {
@@ -113,3 +118,41 @@ def test_adapters_start_as_identity_and_are_per_task():
     assert c["shared"] == sum(p.numel() for p in model.trunks["shared"].parameters())
     adapters = sum(p.numel() for p in model.adapters["imdb"].parameters())
     assert adapters == 2 * (2 * 16 + 16 * 4 + 4 + 4 * 16 + 16)
+
+
+@pytest.mark.parametrize("stem", STEMS.list())
+def test_every_stem_feeds_the_trunk_of_every_task_it_reads(stem):
+    """Every registered stem, for every task whose input it reads: a model trains one step."""
+    tasks = [t for t, io in IOS.items() if io.input in STEMS.get(stem).inputs]
+    assert tasks, f"stem {stem} reads no input type of the three tasks"
+    cfg = dataclasses.replace(CFG, stems=dict.fromkeys(tasks, stem))
+    model = build_model("hard", [IOS[t] for t in tasks], cfg)
+    for t in tasks:
+        out = model(t, batch_for(IOS[t]))
+        assert out.shape[-1] == IOS[t].num_outputs and torch.isfinite(out).all()
+        out.float().sum().backward()
+    assert all(p.grad is not None for p in model.stems.parameters() if p.requires_grad)
+
+
+def test_a_stem_of_the_wrong_input_type_is_refused():
+    cfg = dataclasses.replace(CFG, stems={"imdb": "conv"})
+    with pytest.raises(ConfigError, match="stem conv reads image, but task imdb gives text"):
+        build_model("hard", [IOS["imdb"]], cfg)
+    with pytest.raises(ConfigError, match="unknown stem 'lstm'"):
+        build_model("hard", [IOS["imdb"]], dataclasses.replace(CFG, stems={"imdb": "lstm"}))
+
+
+def test_default_stems_keep_the_run_ids_of_committed_records():
+    """model.stems came after the first records: at its default it stays out of the hash, so the
+    committed quick grid still resumes as finished. A stem for an absent task changes nothing."""
+    from lepton_bench.grid import plan
+    from lepton_bench.results import read_records
+    from lepton_bench.variants import make_config
+
+    recorded = {r["run_id"] for r in read_records(ROOT / "results" / "quick" / "runs.jsonl")}
+    assert {r.run_id for r in plan("quick")} <= recorded
+    plain = make_config("stl-cifar10")
+    assert make_config("stl-cifar10", overrides=['model.stems={"imdb": "embedding"}']).config_hash() == \
+        plain.config_hash()
+    assert make_config("stl-imdb", overrides=['model.stems={"imdb": "embedding"}']).config_hash() != \
+        make_config("stl-imdb").config_hash()

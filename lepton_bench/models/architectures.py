@@ -17,7 +17,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..registry import Registry
 from .heads import ClassificationHead, TaggingHead
-from .stems import ConvStem, EmbeddingStem
+from .stems import DEFAULT_STEMS, STEMS
 from .trunk import Adapter, Trunk
 
 
@@ -36,12 +36,16 @@ class TaskIO:
 
 
 def build_stem(io: TaskIO, cfg: ModelConfig) -> nn.Module:
-    if io.input == "image":
-        return ConvStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout)
-    if io.input == "text":
-        shapes = io.num_shapes if cfg.case_feature else 0
-        return EmbeddingStem(cfg.dim, io.vocab_size, io.max_len, shapes, dropout=cfg.dropout)
-    raise ConfigError(f"task {io.name}: no stem for input type {io.input!r}")
+    """The task's stem: ``model.stems[task]`` if set, else the default for its input type."""
+    name = cfg.stems.get(io.name) or DEFAULT_STEMS.get(io.input)
+    if name is None:
+        raise ConfigError(f"task {io.name}: no stem for input type {io.input!r}")
+    stem = STEMS.get(name)
+    if io.input not in stem.inputs:
+        fits = [n for n, s in STEMS.items() if io.input in s.inputs]
+        raise ConfigError(f"stem {name} reads {'/'.join(stem.inputs)}, but task {io.name} gives {io.input} "
+                          f"(stems for {io.input}: {', '.join(fits)})")
+    return stem.build(io, cfg)
 
 
 def build_head(io: TaskIO, cfg: ModelConfig) -> nn.Module:

@@ -6,9 +6,15 @@ They are what the Lepton articles call modality encoders. Each task has its own 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from timm.layers import ConvNormAct, trunc_normal_
 from torch import nn
+
+from ..registry import Registry
 
 # CIFAR-10 channel statistics (train split), in [0, 1] units.
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
@@ -71,3 +77,40 @@ class EmbeddingStem(nn.Module):
         if self.shape is not None:
             x = x + self.shape(batch["shape"])
         return self.drop(x), ids != 0
+
+
+# ---------------------------------------------------------------- the stem registry
+
+@dataclass(frozen=True)
+class Stem:
+    """A registered stem: the input types it reads and how to build it for one task."""
+
+    name: str
+    inputs: tuple[str, ...]                       # "image", "text"
+    build: Callable[[Any, Any], nn.Module]        # (TaskIO, ModelConfig) -> module
+    help: str = ""
+
+
+STEMS: Registry[Stem] = Registry("stem")
+DEFAULT_STEMS = {"image": "conv", "text": "embedding"}   # a task's stem unless model.stems names one
+
+
+def register_stem(name: str, inputs: tuple[str, ...], help: str):
+    """Decorator: register ``build(io, cfg) -> nn.Module`` as stem ``name`` for ``inputs``."""
+
+    def add(build):
+        STEMS.register(name, Stem(name, inputs, build, help), help=help)
+        return build
+
+    return add
+
+
+@register_stem("conv", ("image",), "conv -> pool -> conv stages (timm ConvNormAct) to a grid of d-wide tokens")
+def _conv(io, cfg) -> nn.Module:
+    return ConvStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout)
+
+
+@register_stem("embedding", ("text",), "word embedding + learned positions (+ word-shape embedding)")
+def _embedding(io, cfg) -> nn.Module:
+    shapes = io.num_shapes if cfg.case_feature else 0
+    return EmbeddingStem(cfg.dim, io.vocab_size, io.max_len, shapes, dropout=cfg.dropout)
