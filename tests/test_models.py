@@ -68,11 +68,12 @@ def test_single_refuses_several_tasks():
         build_model("single", list(IOS.values()), CFG)
 
 
+@pytest.mark.parametrize("stem", [n for n, s in STEMS.items() if "text" in s.inputs])
 @pytest.mark.parametrize("task", ["imdb", "conll2003"])
-def test_padding_changes_nothing(task):
+def test_padding_changes_nothing(task, stem):
     """An example padded inside a longer batch gets the same output as on its own."""
     io = IOS[task]
-    model = build_model("single", [io], CFG).eval()
+    model = build_model("single", [io], dataclasses.replace(CFG, stems={task: stem})).eval()
     batch = batch_for(io)
     n = 7  # example 0 has 7 real tokens
     alone = {k: v[:1, :n] for k, v in batch.items()}

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from lepton_bench.errors import TrainingError
+from lepton_bench.models.stems import STEMS
 from lepton_bench.results import RECORD_KEYS, SCHEMA_VERSION
 from lepton_bench.sampling import SAMPLERS
 from lepton_bench.tasks import TASKS, TaskSpec
@@ -132,3 +133,13 @@ def test_flops_per_step_count_the_tasks_a_step_trains(data_dir):
     order = list(one["tasks"])
     expected = sum(one["cost"]["tasks"][order[(s - 1) % 3]]["flops_per_step"] for s in timed) / len(timed)
     assert one["cost"]["flops_per_step"] == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("stem", STEMS.list())
+def test_every_stem_trains_its_tasks_on_real_data(stem, data_dir):
+    for task in TASKS.list():
+        if TASKS.get(task).input not in STEMS.get(stem).inputs:
+            continue
+        rec = run(tiny(f"stl-{task}", data_dir, steps=2, extra=[f'model.stems={{"{task}": "{stem}"}}']))
+        assert rec["config"]["model"]["stems"] == {task: stem}
+        assert all(0.0 <= v <= 1.0 for v in rec["metrics"][task]["test"].values())

@@ -79,6 +79,65 @@ class EmbeddingStem(nn.Module):
         return self.drop(x), ids != 0
 
 
+class ResNetStem(nn.Module):
+    """A small ResNet for 32px images: a 3x3 conv, then one timm ``BasicBlock`` per width, each
+    halving H and W (residual 1x1 shortcut), then a 1x1 projection to d-wide tokens."""
+
+    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32,
+                 mean=CIFAR_MEAN, std=CIFAR_STD, dropout: float = 0.0):
+        super().__init__()
+        from timm.models.resnet import BasicBlock, downsample_conv
+
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        c_in = widths[0]
+        blocks: list[nn.Module] = [ConvNormAct(3, c_in, 3, act_layer=nn.ReLU)]
+        for w in widths:
+            blocks.append(BasicBlock(c_in, w, stride=2,
+                                     downsample=downsample_conv(c_in, w, 1, stride=2, norm_layer=nn.BatchNorm2d)))
+            c_in = w
+        self.blocks = nn.Sequential(*blocks)
+        self.proj = nn.Conv2d(c_in, dim, 1)
+        side = image_size // 2 ** len(widths)
+        if side < 1:
+            raise ValueError(f"{len(widths)} stages shrink a {image_size}px image to nothing")
+        self.pos = nn.Parameter(torch.zeros(1, side * side, dim))
+        trunc_normal_(self.pos, std=0.02)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
+        x = (batch["x"].float() - self.mean) / self.std
+        x = self.proj(self.blocks(x)).flatten(2).transpose(1, 2) + self.pos
+        return self.drop(x), None
+
+
+class BiLSTMStem(nn.Module):
+    """Word ids (B, L) -> (B, L, d): embedding (+ word shape) -> one bidirectional LSTM layer
+    (d/2 per direction), over packed sequences so padding never enters the recurrence."""
+
+    def __init__(self, dim: int, vocab_size: int, num_shapes: int = 0, dropout: float = 0.0):
+        super().__init__()
+        if dim % 2:
+            raise ValueError(f"bilstm needs an even model.dim (d/2 per direction), got {dim}")
+        self.tok = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.shape = nn.Embedding(num_shapes, dim, padding_idx=0) if num_shapes else None
+        trunc_normal_(self.tok.weight, std=0.02)
+        self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch["ids"]
+        mask = ids != 0
+        x = self.tok(ids)
+        if self.shape is not None:
+            x = x + self.shape(batch["shape"])
+        lengths = mask.sum(1).clamp(min=1).cpu()   # pack_padded_sequence wants host lengths
+        packed = nn.utils.rnn.pack_padded_sequence(self.drop(x), lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        return self.drop(out), mask
+
+
 # ---------------------------------------------------------------- the stem registry
 
 @dataclass(frozen=True)
@@ -114,3 +173,13 @@ def _conv(io, cfg) -> nn.Module:
 def _embedding(io, cfg) -> nn.Module:
     shapes = io.num_shapes if cfg.case_feature else 0
     return EmbeddingStem(cfg.dim, io.vocab_size, io.max_len, shapes, dropout=cfg.dropout)
+
+
+@register_stem("cnn", ("image",), "small ResNet: 3x3 conv, then a timm BasicBlock per width (stride 2), to tokens")
+def _cnn(io, cfg) -> nn.Module:
+    return ResNetStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout)
+
+
+@register_stem("bilstm", ("text",), "word embedding (+ word shape) -> bidirectional LSTM, d/2 per direction")
+def _bilstm(io, cfg) -> nn.Module:
+    return BiLSTMStem(cfg.dim, io.vocab_size, io.num_shapes if cfg.case_feature else 0, dropout=cfg.dropout)
