@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import os
 import re
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
 
-from lepton_bench.measure import cpu_name, sync
+from lepton_bench.measure import cpu_name, now, sync
 from lepton_bench.plugins import load_plugins
 from lepton_bench.train import Setup, next_batches, prepare, train_step
 from lepton_bench.variants import make_config
@@ -79,18 +78,11 @@ def setup_of() -> Callable[..., Setup]:
     return make
 
 
-def draw(s: Setup, step: int) -> dict[str, dict[str, torch.Tensor]]:
-    """The batches the training loop would draw at ``step``."""
-    return next_batches(s, step)
-
-
 def timed(fn: Callable[[], object], device: torch.device) -> float:
     """Seconds of ``fn()``, with queued device work finished on both sides."""
-    sync(device)
-    t0 = time.perf_counter()
+    t0 = now(device)
     fn()
-    sync(device)
-    return time.perf_counter() - t0
+    return now(device) - t0
 
 
 class Steps:
@@ -101,5 +93,5 @@ class Steps:
 
     def __call__(self) -> None:
         self.step += 1
-        train_step(self.s, draw(self.s, self.step))
+        train_step(self.s, next_batches(self.s, self.step))
         sync(self.s.device)

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lepton_bench.train import Setup, lr_lambda, make_optimizer, train_step
+from lepton_bench.train import Setup, lr_lambda, make_optimizer, next_batches, train_step
 
-from .conftest import draw, timed
+from .conftest import timed
 
 # each architecture with equal weights, and one method of each weighting family
 OVERHEAD_VARIANTS = ["stl-cifar10", "stl-imdb", "stl-conll2003", "hard-ew", "soft_l2-ew", "mmoe-ew",
@@ -94,7 +94,7 @@ def test_harness_overhead(benchmark, setup_of, variant):
 
     def batches():
         state["step"] += 1
-        return (draw(s, state["step"]),), {}
+        return (next_batches(s, state["step"]),), {}
 
     def pair(b):
         sides = [(harness_s, lambda: train_step(s, b)), (raw_s, lambda: raw(b))]

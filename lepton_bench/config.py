@@ -96,6 +96,9 @@ class RunConfig:
     compile: bool = False            # torch.compile the model (CUDA only; eager on CPU)
 
     RUNTIME_FIELDS = ("device", "data_dir", "precision", "compile")
+    # Fields added after the first committed records: hashed only when set, so the run ids of
+    # those records (and the resume of their grids) still hold. Add every new field here.
+    HASHED_UNLESS_DEFAULT = ("model.stems",)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,10 +108,10 @@ class RunConfig:
         d = self.to_dict()
         for k in self.RUNTIME_FIELDS:
             d.pop(k, None)
-        # fields added after the first records are left out while at their default, so that the
-        # run ids of existing records (and the resume of their grids) still hold
-        if not d["model"].get("stems"):
-            d["model"].pop("stems", None)
+        for key in self.HASHED_UNLESS_DEFAULT:
+            section, name = key.split(".")
+            if d[section][name] == asdict(type(getattr(self, section))())[name]:
+                del d[section][name]
         blob = json.dumps(d, sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -439,9 +439,11 @@ def select(split: Split, idx: torch.Tensor, lengths: torch.Tensor | None, device
     dev_idx = idx.to(device, non_blocking=True)
     batch = {}
     if lengths is not None:
-        L = int(lengths[idx].max())  # host-side lengths: no device sync
+        host = lengths[idx]
+        L = int(host.max())  # host-side lengths: no device sync
         for k, v in split.tensors.items():
             batch[k] = v[dev_idx, :L] if v.dim() == 2 else v[dev_idx]
+        batch["host_lengths"] = host   # on the host, for what needs them there (packing, metrics)
     else:
         batch = {k: v[dev_idx] for k, v in split.tensors.items()}
     if gen is not None and "x" in batch:

@@ -59,32 +59,27 @@ def written_since(path: Path, started: str) -> bool:
 def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None) -> dict[str, Any]:
     """Train one run in a child process; make sure a record exists afterwards. Runs wherever the
     engine placed it (this machine, a Slurm node, a Ray worker). Returns a short summary."""
-    from .grid import failed_record, write_json_atomic
-
     env = {**os.environ, "LEPTON_BENCH_PLUGINS": ",".join(plugins)}
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     proc = subprocess.run([sys.executable, "-m", "lepton_bench", "_worker", job.config_path, job.record_path],
                           env=env, capture_output=True, text=True)
-    if not written_since(Path(job.record_path), job.started):
-        # the child died before writing (killed, out of memory, segfault): record that
-        tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
-        reason = "killed by the system (out of memory?)" if proc.returncode in (-9, 137) else \
-            f"exit code {proc.returncode}"
-        cfg = from_dict(json.loads(Path(job.config_path).read_text()))
-        write_json_atomic(Path(job.record_path), failed_record(cfg, f"worker died: {reason}; {tail[0]}"[:500],
-                                                              job.started, proc.stderr or ""))
+    # the child may have died before writing (killed, out of memory, segfault): record that
+    tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
+    reason = "killed by the system (out of memory?)" if proc.returncode in (-9, 137) else \
+        f"exit code {proc.returncode}"
+    ensure_record(job, f"worker died: {reason}; {tail[0]}", proc.stderr or "")
     return {"run_id": job.run_id, "returncode": proc.returncode}
 
 
-def ensure_record(job: Job, error: str) -> None:
-    """After the engine reports a job done: if the job itself never ran to the end (cancelled,
-    timed out, node lost), record the run as failed with the engine's word for it."""
+def ensure_record(job: Job, error: str, detail: str = "") -> None:
+    """If no record of this job was written since it started (the worker died, or the engine
+    cancelled, timed out or lost the job), record the run as failed with ``error``."""
     from .grid import failed_record, write_json_atomic
 
     if not written_since(Path(job.record_path), job.started):
         cfg = from_dict(json.loads(Path(job.config_path).read_text()))
-        write_json_atomic(Path(job.record_path), failed_record(cfg, error[:500], job.started))
+        write_json_atomic(Path(job.record_path), failed_record(cfg, error[:500], job.started, detail))
 
 
 class Executor(ABC):

@@ -192,12 +192,12 @@ class GridSummary:
     results: Path | None = None
 
 
-def run_grid(runs: list[PlannedRun], results_dir: Path, *, workers: int = 1, retry_failed: bool = False,
-             plugins: Sequence[str] = (), progress: Callable[[str, dict], None] | None = None,
-             executor: str = "local", options: ExecutorOptions | None = None) -> GridSummary:
+def run_grid(runs: list[PlannedRun], results_dir: Path, *, retry_failed: bool = False,
+             progress: Callable[[str, dict], None] | None = None, executor: str = "local",
+             options: ExecutorOptions | None = None) -> GridSummary:
     """Run what is not yet recorded (and failed runs with ``retry_failed``) on ``executor``."""
     say = progress or (lambda event, info: None)
-    options = options or ExecutorOptions(workers=workers, plugins=tuple(plugins))
+    options = options or ExecutorOptions()
     engine = EXECUTORS.get(executor)(options, results_dir)
     adopt(results_dir)
     done = read_record_files(results_dir)

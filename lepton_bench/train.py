@@ -106,17 +106,16 @@ def evaluate(model: MultiTaskModel, spec: TaskSpec, data: TaskData, split: str, 
         with autocast(device, precision):
             logits = model(spec.name, batch)
         p = logits.argmax(-1).cpu()
+        if "host_lengths" in batch:
+            tokens += int(batch["host_lengths"].sum())
         if spec.output == "tag":
-            lengths = batch["lengths"].cpu()
-            tokens += int(lengths.sum())
+            lengths = batch["host_lengths"]
             for i, row in enumerate(idx.tolist()):
                 gold = s.gold[row]
                 pred = p[i, : lengths[i]].tolist()
                 preds.append(pred + [0] * (len(gold) - len(pred)))   # words cut at max_len: "O"
                 golds.append(gold)
         else:
-            if "lengths" in batch:
-                tokens += int(batch["lengths"].sum())
             preds.append(p)
             golds.append(batch["y"].cpu())
     seconds = now(device) - t0
@@ -277,8 +276,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     reset_peak_memory(device)
     loss_sum = {n: torch.zeros((), device=device) for n in names}
     loss_count = dict.fromkeys(names, 0)
-    seen = {n: torch.zeros((), dtype=torch.long, device=device) for n in names}
-    token_count = {n: torch.zeros((), dtype=torch.long, device=device) for n in names}
+    seen = dict.fromkeys(names, 0)          # examples and real tokens trained, counted on the host
+    token_count = dict.fromkeys(names, 0)   # from host-side lengths: no device sync
     train_curve, val_curve = [], []
     best = {"score": -math.inf, "step": 0, "state": None, "metrics": {}}
     train_seconds = eval_seconds = timed_seconds = 0.0
@@ -294,8 +293,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
                 timed_flops += sum(flops[n] for n in batches)
                 for n, batch in batches.items():
                     seen[n] += len(batch["y"]) * world.size
-                    if "lengths" in batch:
-                        token_count[n] += batch["lengths"].sum() * world.size
+                    if "host_lengths" in batch:
+                        token_count[n] += int(batch["host_lengths"].sum()) * world.size
             for n, v in losses.items():
                 loss_sum[n] += v
                 loss_count[n] += 1
@@ -360,8 +359,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     per_task = {}
     for n in names:
         per_task[n] = {
-            "samples_per_s": int(seen[n]) / timed_seconds if timed_seconds > 0 else None,
-            "tokens_per_s": int(token_count[n]) / timed_seconds if timed_seconds > 0 and int(token_count[n]) else None,
+            "samples_per_s": seen[n] / timed_seconds if timed_seconds > 0 else None,
+            "tokens_per_s": token_count[n] / timed_seconds if timed_seconds > 0 and token_count[n] else None,
             "train_examples": data[n].sizes()["train"],
             "examples_seen": streams[n].examples,
             "epochs": streams[n].examples / max(1, data[n].sizes()["train"]),

@@ -21,120 +21,113 @@ CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
-class ConvStem(nn.Module):
-    """uint8 image (B, 3, H, W) -> (B, H/2^s * W/2^s, d) feature tokens.
+class ImageStem(nn.Module):
+    """uint8 image (B, 3, H, W) -> normalize -> ``body`` (each of its ``stages`` halves H and W)
+    -> 1x1 projection to d -> (B, h*w, d) tokens + learned positions. Subclasses give the body."""
 
-    Each stage is conv -> 2x max-pool -> conv (airbench's layout: pooling right after
-    the first conv keeps the second conv 4x cheaper).
-    """
-
-    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32,
+    def __init__(self, dim: int, body: nn.Module, width: int, stages: int, image_size: int,
                  mean=CIFAR_MEAN, std=CIFAR_STD, dropout: float = 0.0):
         super().__init__()
+        side = image_size // 2 ** stages
+        if side < 1:
+            raise ValueError(f"{stages} stages shrink a {image_size}px image to nothing")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
-        stages, c_in = [], 3
-        for w in widths:
-            stages += [ConvNormAct(c_in, w, 3, act_layer=nn.GELU), nn.MaxPool2d(2),
-                       ConvNormAct(w, w, 3, act_layer=nn.GELU)]
-            c_in = w
-        self.stages = nn.Sequential(*stages)
-        self.proj = nn.Conv2d(c_in, dim, 1)
-        side = image_size // 2 ** len(widths)
-        if side < 1:
-            raise ValueError(f"{len(widths)} stages shrink a {image_size}px image to nothing")
-        self.num_tokens = side * side
-        self.pos = nn.Parameter(torch.zeros(1, self.num_tokens, dim))
-        trunc_normal_(self.pos, std=0.02)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
-        x = (batch["x"].float() - self.mean) / self.std
-        x = self.proj(self.stages(x))                 # (B, d, h, w)
-        x = x.flatten(2).transpose(1, 2) + self.pos   # (B, h*w, d)
-        return self.drop(x), None
-
-
-class EmbeddingStem(nn.Module):
-    """Word ids (B, L) -> (B, L, d): word embedding + learned position (+ word shape).
-
-    Id 0 is <pad>; the mask it returns is True on real tokens.
-    """
-
-    def __init__(self, dim: int, vocab_size: int, max_len: int, num_shapes: int = 0,
-                 dropout: float = 0.0):
-        super().__init__()
-        self.tok = nn.Embedding(vocab_size, dim, padding_idx=0)
-        self.shape = nn.Embedding(num_shapes, dim, padding_idx=0) if num_shapes else None
-        self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
-        for p in (self.tok.weight, self.pos):
-            trunc_normal_(p, std=0.02)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = batch["ids"]
-        x = self.tok(ids) + self.pos[:, : ids.shape[1]]
-        if self.shape is not None:
-            x = x + self.shape(batch["shape"])
-        return self.drop(x), ids != 0
-
-
-class ResNetStem(nn.Module):
-    """A small ResNet for 32px images: a 3x3 conv, then one timm ``BasicBlock`` per width, each
-    halving H and W (residual 1x1 shortcut), then a 1x1 projection to d-wide tokens."""
-
-    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32,
-                 mean=CIFAR_MEAN, std=CIFAR_STD, dropout: float = 0.0):
-        super().__init__()
-        from timm.models.resnet import BasicBlock, downsample_conv
-
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
-        c_in = widths[0]
-        blocks: list[nn.Module] = [ConvNormAct(3, c_in, 3, act_layer=nn.ReLU)]
-        for w in widths:
-            blocks.append(BasicBlock(c_in, w, stride=2,
-                                     downsample=downsample_conv(c_in, w, 1, stride=2, norm_layer=nn.BatchNorm2d)))
-            c_in = w
-        self.blocks = nn.Sequential(*blocks)
-        self.proj = nn.Conv2d(c_in, dim, 1)
-        side = image_size // 2 ** len(widths)
-        if side < 1:
-            raise ValueError(f"{len(widths)} stages shrink a {image_size}px image to nothing")
+        self.body = body
+        self.proj = nn.Conv2d(width, dim, 1)
         self.pos = nn.Parameter(torch.zeros(1, side * side, dim))
         trunc_normal_(self.pos, std=0.02)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
         x = (batch["x"].float() - self.mean) / self.std
-        x = self.proj(self.blocks(x)).flatten(2).transpose(1, 2) + self.pos
+        x = self.proj(self.body(x))                   # (B, d, h, w)
+        x = x.flatten(2).transpose(1, 2) + self.pos   # (B, h*w, d)
         return self.drop(x), None
 
 
+class ConvStem(ImageStem):
+    """Each stage is conv -> 2x max-pool -> conv (airbench's layout: pooling right after the
+    first conv keeps the second conv 4x cheaper)."""
+
+    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32, dropout: float = 0.0):
+        stages, c_in = [], 3
+        for w in widths:
+            stages += [ConvNormAct(c_in, w, 3, act_layer=nn.GELU), nn.MaxPool2d(2),
+                       ConvNormAct(w, w, 3, act_layer=nn.GELU)]
+            c_in = w
+        super().__init__(dim, nn.Sequential(*stages), c_in, len(widths), image_size, dropout=dropout)
+
+
+class ResNetStem(ImageStem):
+    """A small ResNet: a 3x3 conv, then one timm ``BasicBlock`` per width with stride 2 (1x1
+    strided shortcut)."""
+
+    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32, dropout: float = 0.0):
+        from timm.models.resnet import BasicBlock, downsample_conv
+
+        c_in = widths[0]
+        blocks: list[nn.Module] = [ConvNormAct(3, c_in, 3, act_layer=nn.ReLU)]
+        for w in widths:
+            blocks.append(BasicBlock(c_in, w, stride=2,
+                                     downsample=downsample_conv(c_in, w, 1, stride=2, norm_layer=nn.BatchNorm2d)))
+            c_in = w
+        super().__init__(dim, nn.Sequential(*blocks), c_in, len(widths), image_size, dropout=dropout)
+
+
+class WordEmbedding(nn.Module):
+    """Word ids (B, L) -> (B, L, d) embeddings (+ a word-shape embedding) and the mask of real
+    tokens (id 0 is <pad>): what every text stem starts with."""
+
+    def __init__(self, dim: int, vocab_size: int, num_shapes: int = 0):
+        super().__init__()
+        self.tok = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.shape = nn.Embedding(num_shapes, dim, padding_idx=0) if num_shapes else None
+        trunc_normal_(self.tok.weight, std=0.02)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch["ids"]
+        x = self.tok(ids)
+        if self.shape is not None:
+            x = x + self.shape(batch["shape"])
+        return x, ids != 0
+
+
+class EmbeddingStem(nn.Module):
+    """Word (+ shape) embedding + learned positions."""
+
+    def __init__(self, dim: int, vocab_size: int, max_len: int, num_shapes: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.words = WordEmbedding(dim, vocab_size, num_shapes)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, dim))
+        trunc_normal_(self.pos, std=0.02)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x, mask = self.words(batch)
+        return self.drop(x + self.pos[:, : x.shape[1]]), mask
+
+
 class BiLSTMStem(nn.Module):
-    """Word ids (B, L) -> (B, L, d): embedding (+ word shape) -> one bidirectional LSTM layer
-    (d/2 per direction), over packed sequences so padding never enters the recurrence."""
+    """Word (+ shape) embedding -> one bidirectional LSTM layer (d/2 per direction), over packed
+    sequences so padding never enters the recurrence."""
 
     def __init__(self, dim: int, vocab_size: int, num_shapes: int = 0, dropout: float = 0.0):
         super().__init__()
         if dim % 2:
             raise ValueError(f"bilstm needs an even model.dim (d/2 per direction), got {dim}")
-        self.tok = nn.Embedding(vocab_size, dim, padding_idx=0)
-        self.shape = nn.Embedding(num_shapes, dim, padding_idx=0) if num_shapes else None
-        trunc_normal_(self.tok.weight, std=0.02)
+        self.words = WordEmbedding(dim, vocab_size, num_shapes)
         self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = batch["ids"]
-        mask = ids != 0
-        x = self.tok(ids)
-        if self.shape is not None:
-            x = x + self.shape(batch["shape"])
-        lengths = mask.sum(1).clamp(min=1).cpu()   # pack_padded_sequence wants host lengths
+        x, mask = self.words(batch)
+        # packing needs host lengths: the batch carries them (no device sync); else count them
+        lengths = batch.get("host_lengths")
+        lengths = (mask.sum(1).cpu() if lengths is None else lengths).clamp(min=1)
         packed = nn.utils.rnn.pack_padded_sequence(self.drop(x), lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
-        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=ids.shape[1])
+        out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return self.drop(out), mask
 
 
