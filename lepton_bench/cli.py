@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .errors import LeptonError
 
-KINDS = ("variants", "grids", "tasks", "architectures", "stems", "weightings", "samplers", "executors")
+KINDS = ("variants", "grids", "tasks", "architectures", "stems", "trunks", "weightings", "samplers", "executors")
 
 
 def _registries():
@@ -18,13 +18,15 @@ def _registries():
     from .grid import GRIDS
     from .models import ARCHITECTURES
     from .models.stems import STEMS
+    from .models.trunk import TRUNKS
     from .sampling import SAMPLERS
     from .tasks import TASKS
     from .variants import VARIANTS
     from .weighting import WEIGHTINGS
 
     return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "architectures": ARCHITECTURES,
-            "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS, "stems": STEMS}
+            "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS, "stems": STEMS,
+            "trunks": TRUNKS}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,7 +35,8 @@ class TaskConfig:
 @dataclass
 class ModelConfig:
     dim: int = 128                # trunk width d, in channels
-    depth: int = 2                # transformer blocks in the trunk
+    trunk: str = "transformer"    # the shared layer (list trunks): transformer, or mlp (token-wise)
+    depth: int = 2                # blocks in the trunk
     heads: int = 4                # attention heads per block
     mlp_ratio: float = 4.0        # MLP hidden width / d
     dropout: float = 0.1          # on embeddings and block outputs
@@ -98,7 +99,7 @@ class RunConfig:
     RUNTIME_FIELDS = ("device", "data_dir", "precision", "compile")
     # Fields added after the first committed records: hashed only when set, so the run ids of
     # those records (and the resume of their grids) still hold. Add every new field here.
-    HASHED_UNLESS_DEFAULT = ("model.stems",)
+    HASHED_UNLESS_DEFAULT = ("model.stems", "model.trunk")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -78,6 +78,23 @@ for _s, _h in (("round_robin", "tasks in turn"), ("proportional", "p ~ train-set
                              help=f"hard sharing, equal weights, one task per step: {_h}"))
 
 
+# The design of the Lepton articles: modality encoders (a CNN for images, a BiLSTM for text) feeding
+# one shared token-wise MLP layer, a head per task; with its own STL baselines (same stems and
+# trunk), so its MTL runs are compared with the very same encoders trained alone.
+LEPTON_MODEL = {"model.trunk": "mlp", "model.depth": 1,
+                "model.stems": {"cifar10": "cnn", "imdb": "bilstm", "conll2003": "bilstm"}}
+for _t in ALL_TASKS:
+    register_variant(Variant(f"lepton-stl-{_t}", "single", tasks=(_t,), overrides=LEPTON_MODEL,
+                             help=f"the articles' design trained on {_t} alone (its STL baseline)"))
+register_variant(Variant("lepton-hard-ew", "hard", "ew", overrides=LEPTON_MODEL,
+                         help="the articles' design: cnn/bilstm stems -> one shared MLP layer, equal weights"))
+# The articles weight a sum of losses; CoNLL-2003 x2 is the quick sweep's best static point.
+register_variant(Variant("lepton-hard-static", "hard", "static",
+                         overrides={**LEPTON_MODEL, "weighting_args.static": {"conll2003": 2.0}},
+                         help="the articles' design, weighted loss sum (conll2003 x2)"))
+register_variant(Variant("lepton-soft_l2-ew", "soft_l2", "ew", overrides=LEPTON_MODEL,
+                         help="the articles' design with one MLP layer per task tied by an L2 penalty"))
+
 def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
                 overrides: dict[str, Any] | list[str] | None = None, **fields: Any) -> RunConfig:
     """The full ``RunConfig`` of a variant: task defaults < variant overrides < user overrides.

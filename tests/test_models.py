@@ -144,14 +144,15 @@ def test_a_stem_of_the_wrong_input_type_is_refused():
 
 
 def test_default_stems_keep_the_run_ids_of_committed_records():
-    """model.stems came after the first records: at its default it stays out of the hash, so the
-    committed quick grid still resumes as finished. A stem for an absent task changes nothing."""
+    """model.stems and model.trunk came after the first records: at their defaults they stay out of
+    the hash, so every committed quick run is still planned (and resumes as done). A stem for an
+    absent task changes nothing."""
     from lepton_bench.grid import plan
     from lepton_bench.results import read_records
     from lepton_bench.variants import make_config
 
     recorded = {r["run_id"] for r in read_records(ROOT / "results" / "quick" / "runs.jsonl")}
-    assert {r.run_id for r in plan("quick")} <= recorded
+    assert recorded and recorded <= {r.run_id for r in plan("quick")}
     plain = make_config("stl-cifar10")
     assert make_config("stl-cifar10", overrides=['model.stems={"imdb": "embedding"}']).config_hash() == \
         plain.config_hash()

@@ -1,4 +1,4 @@
-"""Models: per-task stems -> a shared (or not) transformer trunk -> per-task heads.
+"""Models: per-task stems -> a shared (or not) trunk -> per-task heads.
 
 This package knows tensors only, never files or datasets: ``train`` hands it a
 ``TaskIO`` per task that says what goes in and what comes out.

@@ -18,7 +18,7 @@ from ..errors import ConfigError
 from ..registry import Registry
 from .heads import ClassificationHead, TaggingHead
 from .stems import DEFAULT_STEMS, STEMS
-from .trunk import Adapter, Trunk
+from .trunk import Adapter, build_trunk
 
 
 @dataclass(frozen=True)
@@ -63,9 +63,7 @@ class MultiTaskModel(nn.Module):
         self.task_names = [t.name for t in tasks]
         self.trunk_of = dict(trunk_of)
         self.stems = nn.ModuleDict({t.name: build_stem(t, cfg) for t in tasks})
-        self.trunks = nn.ModuleDict({
-            k: Trunk(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.drop_path)
-            for k in dict.fromkeys(trunk_of.values())})
+        self.trunks = nn.ModuleDict({k: build_trunk(cfg) for k in dict.fromkeys(trunk_of.values())})
         self.heads = nn.ModuleDict({t.name: build_head(t, cfg) for t in tasks})
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -150,9 +148,7 @@ class MMoEModel(MultiTaskModel):
 
     def __init__(self, tasks, cfg):
         super().__init__(tasks, cfg, {t.name: "expert0" for t in tasks})
-        self.trunks = nn.ModuleDict({
-            f"expert{i}": Trunk(cfg.dim, cfg.depth, cfg.heads, cfg.mlp_ratio, cfg.dropout, cfg.drop_path)
-            for i in range(cfg.experts)})
+        self.trunks = nn.ModuleDict({f"expert{i}": build_trunk(cfg) for i in range(cfg.experts)})
         self.gates = nn.ModuleDict({t.name: nn.Linear(cfg.dim, cfg.experts) for t in tasks})
 
     def body(self, task, x, mask):
