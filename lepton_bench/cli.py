@@ -190,17 +190,19 @@ class _Bar:
 
 
 def _overrides(args) -> list[str]:
-    """--set values, and --stem TASK=NAME as the model.stems override."""
+    """--set values, then --stem TASK=NAME as ``model.stems.TASK=NAME`` (one task's stem; the
+    variant's stems for the other tasks stay)."""
     from .models.stems import STEMS
     from .tasks import TASKS
 
-    stems = {}
+    stems = []
     for item in args.stems:
         task, sep, name = item.partition("=")
         if not sep:
             raise LeptonError(f"bad --stem {item!r}: expected TASK=NAME, e.g. imdb=embedding")
-        stems[TASKS.get(task.strip()).name] = STEMS.get(name.strip()).name   # close matches on typos
-    return list(args.overrides) + ([f"model.stems={json.dumps(stems)}"] if stems else [])
+        STEMS.get(name.strip().partition(":")[0])   # close matches on typos
+        stems.append(f"model.stems.{TASKS.get(task.strip()).name}={json.dumps(name.strip())}")
+    return list(args.overrides) + stems
 
 
 def _runtime(args) -> dict:
@@ -361,6 +363,7 @@ def cmd_prepare(args) -> int:
     from .data import cache_key, default_cache_dir, load_task
     from .grid import plan
     from .tasks import TASKS
+    from .train import task_subwords
     from .variants import make_config
 
     if args.grid and args.tasks:
@@ -378,13 +381,16 @@ def cmd_prepare(args) -> int:
     for cfg in configs:
         for name, task_cfg in cfg.tasks.items():
             spec = TASKS.get(name)
-            key = cache_key(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval)
+            subwords = task_subwords(cfg, spec)
+            key = cache_key(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval,
+                            subwords and subwords[0])
             if key in done:
                 continue
             done.add(key)
             print(f"{name}: loading {args.data_dir or 'the Hub'} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
-            data = load_task(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval)
+            data = load_task(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval,
+                             subwords=subwords)
             sizes = data.sizes()
             rows.append([name, data.source, " / ".join(f"{sizes[k]:,}" for k in ("train", "validation", "test")),
                          data.vocab_size or "—", f"{time.perf_counter() - t0:.1f}", f"{name}-{key}.pt"])

@@ -48,6 +48,9 @@ class ModelConfig:
     adapter_dim: int = 32         # adapters: bottleneck width of the per-task adapters
     stems: dict[str, str] = field(default_factory=dict)  # task -> stem (list stems); unset: conv
                                   # for images, embedding for text
+    pretrained: bool = True       # hf:/timm: stems load their trained weights (false: random init)
+    image_size: int = 0           # image stems resize to this many px first (0: as stored, 32 for
+                                  # CIFAR-10); ImageNet-trained timm: stems want their own, e.g. 224
 
 
 @dataclass
@@ -99,7 +102,7 @@ class RunConfig:
     RUNTIME_FIELDS = ("device", "data_dir", "precision", "compile")
     # Fields added after the first committed records: hashed only when set, so the run ids of
     # those records (and the resume of their grids) still hold. Add every new field here.
-    HASHED_UNLESS_DEFAULT = ("model.stems", "model.trunk")
+    HASHED_UNLESS_DEFAULT = ("model.stems", "model.trunk", "model.pretrained", "model.image_size")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,20 +161,26 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
 
 
 def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
-    """Apply one override such as ``train.lr=1e-3`` or ``tasks.imdb.max_len=128``."""
+    """Apply one override such as ``train.lr=1e-3``, ``tasks.imdb.max_len=128`` or one entry of a
+    mapping, ``model.stems.imdb=bilstm``."""
     parts = key.split(".")
     obj: Any = cfg
     path = []
+    dict_type: Any = None   # the declared type of the dict being walked, e.g. dict[str, str]
     for i, part in enumerate(parts):
         path.append(part)
         last = i == len(parts) - 1
         if isinstance(obj, dict):
+            value_type = typing.get_args(dict_type)[1] if dict_type else None
+            if last and value_type is not None and not is_dataclass(value_type):
+                obj[part] = _coerce(value, value_type, key)   # one entry of a plain mapping
+                return
             if part not in obj:
                 raise ConfigError(f"unknown config key {'.'.join(path)!r}: "
                                   f"known: {', '.join(sorted(obj)) or 'none'}")
             if last:
                 raise ConfigError(f"{key!r} names a whole section; set one of its fields")
-            obj = obj[part]
+            obj, dict_type = obj[part], None
             continue
         names = [f.name for f in fields(obj)]
         if part not in names:
@@ -179,11 +188,11 @@ def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
             close = difflib.get_close_matches(part, names, n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else ""
             raise ConfigError(f"unknown config key {'.'.join(path)!r}{hint}")
+        typ = get_type_hints(type(obj))[part]
         if last:
-            typ = get_type_hints(type(obj))[part]
             setattr(obj, part, _coerce(value, typ, key))
         else:
-            obj = getattr(obj, part)
+            obj, dict_type = getattr(obj, part), typ
             if not (is_dataclass(obj) or isinstance(obj, dict)):
                 raise ConfigError(f"{'.'.join(path)!r} is a value, not a section")
 

@@ -13,7 +13,7 @@ import hashlib
 import io
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -315,15 +315,86 @@ def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gol
     return Split(tensors, [list(t) for t in tags] if with_gold else None), truncated
 
 
-def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit]) -> TaskData:
+def first_subtoken_labels(word_ids: Sequence[int | None], tags: Sequence[int]) -> list[int]:
+    """Word tags -> sub-token labels: a word's tag on its first sub-token, IGNORE on the others and
+    on special tokens (``word_ids`` as a fast tokenizer's ``word_ids()`` gives them)."""
+    out, prev = [], None
+    for w in word_ids:
+        out.append(IGNORE if w is None or w == prev else int(tags[w]))
+        prev = w
+    return out
+
+
+def tensorize_subwords(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gold: bool) -> tuple[Split, int]:
+    """Text -> a pretrained tokenizer's sub-word ids with its special tokens, ``max_len`` sub-tokens
+    at most. Tagging labels sit on each word's first sub-token (the others are IGNORE), so the
+    labelled positions of a row are its words, in order: that is how predictions go back to words."""
+    col, L = spec.columns["input"], cfg.max_len
+    texts = raw.table.column(col).to_pylist()
+    n, pad = len(texts), tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = np.full((n, L), pad, dtype=np.int64)
+    lengths = np.zeros(n, dtype=np.int64)
+    truncated = 0
+    prefix, suffix = special_frame(tok)
+    room = L - len(prefix) - len(suffix)
+    if room < 1:
+        raise ConfigError(f"{spec.name}: max_len {L} leaves no room beside {L - room} special tokens")
+    if not spec.pretokenized:
+        pieces = tok([(t or "").replace("<br />", " ") for t in texts], add_special_tokens=False)["input_ids"]
+        for i, row in enumerate(pieces):
+            truncated += len(row) > room
+            row = prefix + clip(row, room, cfg.truncate) + suffix
+            ids[i, : len(row)], lengths[i] = row, len(row)
+        y = np.array(raw.table.column(spec.columns["label"]).to_pylist(), dtype=np.int64)
+        return Split({"ids": torch.from_numpy(ids), "lengths": torch.from_numpy(lengths),
+                      "y": torch.from_numpy(y)}), truncated
+    tags = raw.table.column(spec.columns["label"]).to_pylist()
+    # a word the tokenizer drops entirely (a stray control character) becomes its unknown token,
+    # so that every word keeps a first sub-token and a prediction
+    words = [[w if tok.tokenize(w) else tok.unk_token for w in ws] if ws else [tok.unk_token] for ws in texts] \
+        if _has_empty_words(tok, texts) else [ws if ws else [tok.unk_token] for ws in texts]
+    enc = tok(words, is_split_into_words=True, truncation=True, max_length=L)
+    target = np.full((n, L), IGNORE, dtype=np.int64)
+    for i in range(n):
+        row, labels = enc["input_ids"][i], first_subtoken_labels(enc.word_ids(i), tags[i] or [0])
+        ids[i, : len(row)], target[i, : len(row)], lengths[i] = row, labels, len(row)
+        truncated += sum(lab != IGNORE for lab in labels) < len(tags[i])
+    tensors = {"ids": torch.from_numpy(ids), "lengths": torch.from_numpy(lengths), "y": torch.from_numpy(target)}
+    return Split(tensors, [list(t) for t in tags] if with_gold else None), truncated
+
+
+def special_frame(tok) -> tuple[list[int], list[int]]:
+    """The special ids a tokenizer puts before and after one text ([CLS] / [SEP] for BERT, <s> /
+    </s> for RoBERTa), read off an encoding: generic tokenizers have no method that adds them to
+    ids cut by hand (the head+tail cut of long reviews)."""
+    framed = tok("a", add_special_tokens=True)["input_ids"]
+    bare = tok("a", add_special_tokens=False)["input_ids"]
+    for start in range(len(framed) - len(bare) + 1):
+        if framed[start:start + len(bare)] == bare:
+            return framed[:start], framed[start + len(bare):]
+    raise ConfigError(f"cannot tell the special tokens of tokenizer {type(tok).__name__}: {framed} vs {bare}")
+
+
+def _has_empty_words(tok, texts: list[list[str]]) -> bool:
+    """Whether any word of the split yields no sub-token (checked once per distinct word)."""
+    return any(not tok.tokenize(w) for w in {w for ws in texts for w in ws})
+
+
+def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], subwords=None) -> TaskData:
+    """Tensors of every split: images, word ids of a vocabulary learned from train, or with
+    ``subwords`` (a pretrained fast tokenizer) its sub-word ids."""
     if spec.input == "image":
         splits = {}
         for name, raw in raws.items():
             y = np.array(raw.table.column(spec.columns["label"]).to_pylist(), dtype=np.int64)
             splits[name] = Split({"x": decode_images(raw, spec.columns["input"]), "y": torch.from_numpy(y)})
         return TaskData(spec.name, splits, raws["train"].origin)
-    tok = build_tokenizer(spec, cfg, raws["train"])
     splits, truncated = {}, {}
+    if subwords is not None:
+        for name, raw in raws.items():
+            splits[name], truncated[name] = tensorize_subwords(spec, cfg, raw, subwords, with_gold=name != "train")
+        return TaskData(spec.name, splits, raws["train"].origin, vocab_size=len(subwords), truncated=truncated)
+    tok = build_tokenizer(spec, cfg, raws["train"])
     for name, raw in raws.items():
         splits[name], truncated[name] = tensorize_text(spec, cfg, raw, tok, with_gold=name != "train")
     return TaskData(spec.name, splits, raws["train"].origin, vocab_size=tok.get_vocab_size(),
@@ -333,20 +404,25 @@ def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit]) -> Tas
 # ---------------------------------------------------------------- cache
 
 def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_seed: int,
-              limit_train: int | None, limit_eval: int | None) -> str:
+              limit_train: int | None, limit_eval: int | None, tokenizer: str | None = None) -> str:
     relevant = {k: v for k, v in asdict(cfg).items()
                 if k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
-    blob = json.dumps({"format": CACHE_FORMAT, "task": spec.name, "columns": spec.columns,
-                       "cfg": relevant, "seed": holdout_seed, "limits": [limit_train, limit_eval],
-                       "source": fingerprint(spec, data_dir)}, sort_keys=True)
+    key = {"format": CACHE_FORMAT, "task": spec.name, "columns": spec.columns,
+           "cfg": relevant, "seed": holdout_seed, "limits": [limit_train, limit_eval],
+           "source": fingerprint(spec, data_dir)}
+    if tokenizer and spec.input == "text":   # only keyed when set: the word-level keys stay as they were
+        key["tokenizer"] = tokenizer
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, holdout_seed: int = 0,
               limit_train: int | None = None, limit_eval: int | None = None,
-              cache_dir: Path | None = None) -> TaskData:
-    """Checked, split, tensorized data of one task, from the cache when it is there."""
-    key = cache_key(spec, cfg, data_dir, holdout_seed, limit_train, limit_eval)
+              cache_dir: Path | None = None, subwords: tuple[str, object] | None = None) -> TaskData:
+    """Checked, split, tensorized data of one task, from the cache when it is there.
+
+    ``subwords``: (cache key, fast tokenizer) of a stem that reads a pretrained model's sub-words."""
+    key = cache_key(spec, cfg, data_dir, holdout_seed, limit_train, limit_eval, subwords and subwords[0])
     path = (cache_dir or default_cache_dir()) / f"{spec.name}-{key}.pt"
     if path.exists():
         try:
@@ -358,7 +434,8 @@ def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, hold
     raws = read_source(spec, data_dir)
     for split, raw in raws.items():
         check_split(spec, split, raw)
-    data = tensorize(spec, cfg, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval))
+    data = tensorize(spec, cfg, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval),
+                     subwords and subwords[1])
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"name": data.name, "source": data.source, "vocab_size": data.vocab_size,

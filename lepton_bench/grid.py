@@ -51,7 +51,8 @@ register_grid(Grid(
 register_grid(Grid(
     "quick", ("stl-*", "hard-ew", "hard-uw", "hard-pcgrad", "hard-static-*", "adapters-ew", "lepton-*"), seeds=3,
     overrides={"train.steps": 200, "train.eval_every": 100}, limit_train=None, limit_eval=2000,
-    help="STL baselines + representative MTL variants + the articles' design, 3 seeds, real data, 200 steps: about an hour on 2 CPU cores"))
+    help="STL baselines + representative MTL variants + the articles' design (lepton-*), 3 seeds, real data, "
+         "200 steps: about two hours on 2 CPU cores"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))

@@ -44,9 +44,10 @@ from .measure import (
     seed_everything,
 )
 from .models import MultiTaskModel, TaskIO, build_model
+from .models.stems import resolve_stem, stem_of
 from .results import SCHEMA_VERSION
 from .sampling import SAMPLERS, Sampler
-from .tasks import TASKS, TaskSpec
+from .tasks import IGNORE, TASKS, TaskSpec
 from .weighting import WEIGHTINGS, Weighting
 
 Progress = Callable[[str, dict], None]   # (event, info): "data", "step", "eval", "test"
@@ -55,6 +56,12 @@ Progress = Callable[[str, dict], None]   # (event, info): "data", "step", "eval"
 def stream_seed(seed: int, task: str) -> int:
     """A task's data order depends on (seed, task) only: STL and MTL see the same batches."""
     return seed * 1_000_003 + zlib.crc32(task.encode())
+
+
+def task_subwords(cfg: RunConfig, spec: TaskSpec) -> tuple[str, object] | None:
+    """(cache key, tokenizer) when the task's stem reads a pretrained model's sub-words, else None."""
+    stem, argument = resolve_stem(stem_of(spec.name, spec.input, cfg.model), spec.input, spec.name)
+    return stem.tokenizer(argument) if stem.tokenizer else None
 
 
 def task_io(spec: TaskSpec, data: TaskData, max_len: int) -> TaskIO:
@@ -109,11 +116,13 @@ def evaluate(model: MultiTaskModel, spec: TaskSpec, data: TaskData, split: str, 
         if "host_lengths" in batch:
             tokens += int(batch["host_lengths"].sum())
         if spec.output == "tag":
-            lengths = batch["host_lengths"]
+            # a row's labelled positions are its words in order (a word's first sub-token for
+            # sub-word stems); words cut at max_len are predicted "O"
+            words = batch["y"].cpu() != IGNORE
             for i, row in enumerate(idx.tolist()):
                 gold = s.gold[row]
-                pred = p[i, : lengths[i]].tolist()
-                preds.append(pred + [0] * (len(gold) - len(pred)))   # words cut at max_len: "O"
+                pred = p[i][words[i]].tolist()[: len(gold)]
+                preds.append(pred + [0] * (len(gold) - len(pred)))
                 golds.append(gold)
         else:
             preds.append(p)
@@ -181,8 +190,8 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     data = {}
     for n in names:
         say("data", {"task": n})
-        data[n] = load_task(specs[n], cfg.tasks[n], cfg.data_dir, cfg.holdout_seed,
-                            cfg.limit_train, cfg.limit_eval)
+        data[n] = load_task(specs[n], cfg.tasks[n], cfg.data_dir, cfg.holdout_seed, cfg.limit_train,
+                            cfg.limit_eval, subwords=task_subwords(cfg, specs[n]))
     data_seconds = time.perf_counter() - t0
     streams = {n: TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size,
                               stream_seed(cfg.seed, n), device, augment=specs[n].input == "image")

@@ -64,6 +64,34 @@ def copy_task(data_dir, tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT folder (``hf:<it>``), built offline; skipped without the [pretrained] extra."""
+    pytest.importorskip("transformers", reason="hf: stems need the [pretrained] extra")
+    from .tiny_models import make_tiny_bert
+
+    return make_tiny_bert(tmp_path_factory.mktemp("hf") / "tiny-bert")
+
+
+@pytest.fixture
+def stem_example(request):
+    """``stem_example(registered stem) -> (full stem name, config overrides)``: plain stems as they
+    are; stem families with a tiny offline member of theirs."""
+    from .tiny_models import TIMM_TINY
+
+    def example(stem: str) -> tuple[str, list[str]]:
+        if stem == "hf":
+            return f"hf:{request.getfixturevalue('tiny_bert')}", []
+        if stem == "timm":
+            return f"timm:{TIMM_TINY}", ["model.pretrained=false"]
+        from lepton_bench.models.stems import STEMS
+
+        assert not STEMS.get(stem).argument, f"give stem family {stem} a tiny example in tests/conftest.py"
+        return stem, []
+
+    return example
+
+
 # Installed plugins (CI installs examples/plugin) join the registries before the tests are
 # collected, so the registry-parametrized tests train their variants too.
 from lepton_bench.plugins import load_plugins  # noqa: E402

@@ -25,7 +25,16 @@ def batch_for(io: TaskIO, B=3, L=11):
         return {"x": torch.randint(0, 256, (B, 3, 32, 32), dtype=torch.uint8)}
     ids = torch.randint(2, io.vocab_size, (B, L))
     ids[0, 7:] = 0   # a padded example
-    return {"ids": ids, "shape": torch.randint(1, 6, (B, L)) * (ids != 0)}
+    lengths = (ids != 0).sum(1)
+    return {"ids": ids, "shape": torch.randint(1, 6, (B, L)) * (ids != 0), "lengths": lengths,
+            "host_lengths": lengths.clone()}
+
+
+def with_stem(stem_example, tasks, stem, cfg=CFG):
+    """CFG with ``stem`` (a tiny member for stem families) for ``tasks``."""
+    name, overrides = stem_example(stem)
+    extra = {k.split(".")[1]: v == "true" for k, v in (o.split("=") for o in overrides)}
+    return dataclasses.replace(cfg, stems=dict.fromkeys(tasks, name), **extra)
 
 
 def task_sets(arch):
@@ -70,13 +79,13 @@ def test_single_refuses_several_tasks():
 
 @pytest.mark.parametrize("stem", [n for n, s in STEMS.items() if "text" in s.inputs])
 @pytest.mark.parametrize("task", ["imdb", "conll2003"])
-def test_padding_changes_nothing(task, stem):
+def test_padding_changes_nothing(task, stem, stem_example):
     """An example padded inside a longer batch gets the same output as on its own."""
     io = IOS[task]
-    model = build_model("single", [io], dataclasses.replace(CFG, stems={task: stem})).eval()
+    model = build_model("single", [io], with_stem(stem_example, [task], stem)).eval()
     batch = batch_for(io)
     n = 7  # example 0 has 7 real tokens
-    alone = {k: v[:1, :n] for k, v in batch.items()}
+    alone = {k: v[:1, :n] if v.dim() == 2 else v[:1] for k, v in batch.items()}
     with torch.no_grad():
         full, own = model(task, batch)[:1], model(task, alone)
     if io.output == "tag":
@@ -122,11 +131,11 @@ def test_adapters_start_as_identity_and_are_per_task():
 
 
 @pytest.mark.parametrize("stem", STEMS.list())
-def test_every_stem_feeds_the_trunk_of_every_task_it_reads(stem):
+def test_every_stem_feeds_the_trunk_of_every_task_it_reads(stem, stem_example):
     """Every registered stem, for every task whose input it reads: a model trains one step."""
     tasks = [t for t, io in IOS.items() if io.input in STEMS.get(stem).inputs]
     assert tasks, f"stem {stem} reads no input type of the three tasks"
-    cfg = dataclasses.replace(CFG, stems=dict.fromkeys(tasks, stem))
+    cfg = with_stem(stem_example, tasks, stem)
     model = build_model("hard", [IOS[t] for t in tasks], cfg)
     for t in tasks:
         out = model(t, batch_for(IOS[t]))

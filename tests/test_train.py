@@ -136,10 +136,11 @@ def test_flops_per_step_count_the_tasks_a_step_trains(data_dir):
 
 
 @pytest.mark.parametrize("stem", STEMS.list())
-def test_every_stem_trains_its_tasks_on_real_data(stem, data_dir):
+def test_every_stem_trains_its_tasks_on_real_data(stem, data_dir, stem_example):
+    name, overrides = stem_example(stem)
     for task in TASKS.list():
         if TASKS.get(task).input not in STEMS.get(stem).inputs:
             continue
-        rec = run(tiny(f"stl-{task}", data_dir, steps=2, extra=[f'model.stems={{"{task}": "{stem}"}}']))
-        assert rec["config"]["model"]["stems"] == {task: stem}
+        rec = run(tiny(f"stl-{task}", data_dir, steps=2, extra=[f"model.stems.{task}={name}", *overrides]))
+        assert rec["config"]["model"]["stems"] == {task: name}
         assert all(0.0 <= v <= 1.0 for v in rec["metrics"][task]["test"].values())

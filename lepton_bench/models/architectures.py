@@ -17,7 +17,7 @@ from ..config import ModelConfig
 from ..errors import ConfigError
 from ..registry import Registry
 from .heads import ClassificationHead, TaggingHead
-from .stems import DEFAULT_STEMS, STEMS
+from .stems import build_stem_module, stem_of
 from .trunk import Adapter, build_trunk
 
 
@@ -37,15 +37,7 @@ class TaskIO:
 
 def build_stem(io: TaskIO, cfg: ModelConfig) -> nn.Module:
     """The task's stem: ``model.stems[task]`` if set, else the default for its input type."""
-    name = cfg.stems.get(io.name) or DEFAULT_STEMS.get(io.input)
-    if name is None:
-        raise ConfigError(f"task {io.name}: no stem for input type {io.input!r}")
-    stem = STEMS.get(name)
-    if io.input not in stem.inputs:
-        fits = [n for n, s in STEMS.items() if io.input in s.inputs]
-        raise ConfigError(f"stem {name} reads {'/'.join(stem.inputs)}, but task {io.name} gives {io.input} "
-                          f"(stems for {io.input}: {', '.join(fits)})")
-    return stem.build(io, cfg)
+    return build_stem_module(stem_of(io.name, io.input, cfg), io, cfg)
 
 
 def build_head(io: TaskIO, cfg: ModelConfig) -> nn.Module:

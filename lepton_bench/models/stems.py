@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from timm.layers import ConvNormAct, trunc_normal_
 from torch import nn
 
+from ..errors import ConfigError
 from ..registry import Registry
 
 # CIFAR-10 channel statistics (train split), in [0, 1] units.
@@ -22,48 +24,63 @@ CIFAR_STD = (0.2470, 0.2435, 0.2616)
 
 
 class ImageStem(nn.Module):
-    """uint8 image (B, 3, H, W) -> normalize -> ``body`` (each of its ``stages`` halves H and W)
-    -> 1x1 projection to d -> (B, h*w, d) tokens + learned positions. Subclasses give the body."""
+    """uint8 image (B, 3, H, W) -> normalize (-> resize) -> ``body`` -> 1x1 projection to d ->
+    (B, tokens, d) + learned positions. The body gives a (B, width, h, w) map with h*w = ``tokens``,
+    or (B, tokens, width) tokens (a ViT); subclasses give the body."""
 
-    def __init__(self, dim: int, body: nn.Module, width: int, stages: int, image_size: int,
-                 mean=CIFAR_MEAN, std=CIFAR_STD, dropout: float = 0.0):
+    def __init__(self, dim: int, body: nn.Module, width: int, tokens: int, mean=CIFAR_MEAN, std=CIFAR_STD,
+                 dropout: float = 0.0, resize: int = 0):
         super().__init__()
-        side = image_size // 2 ** stages
-        if side < 1:
-            raise ValueError(f"{stages} stages shrink a {image_size}px image to nothing")
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1) * 255, persistent=False)
+        self.resize = resize
         self.body = body
         self.proj = nn.Conv2d(width, dim, 1)
-        self.pos = nn.Parameter(torch.zeros(1, side * side, dim))
+        self.pos = nn.Parameter(torch.zeros(1, tokens, dim))
         trunc_normal_(self.pos, std=0.02)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, None]:
         x = (batch["x"].float() - self.mean) / self.std
-        x = self.proj(self.body(x))                   # (B, d, h, w)
+        if self.resize:
+            x = nn.functional.interpolate(x, size=(self.resize, self.resize), mode="bilinear", align_corners=False)
+        x = self.body(x)
+        if x.dim() == 3:                              # (B, N, C) tokens: a 1x1 conv is a linear map
+            x = x.transpose(1, 2).unsqueeze(-1)
+        x = self.proj(x)                              # (B, d, h, w)
         x = x.flatten(2).transpose(1, 2) + self.pos   # (B, h*w, d)
         return self.drop(x), None
+
+
+def grid_tokens(image_size: int, stages: int) -> int:
+    """Tokens left by ``stages`` halvings of an ``image_size`` px image."""
+    side = image_size // 2 ** stages
+    if side < 1:
+        raise ValueError(f"{stages} stages shrink a {image_size}px image to nothing")
+    return side * side
 
 
 class ConvStem(ImageStem):
     """Each stage is conv -> 2x max-pool -> conv (airbench's layout: pooling right after the
     first conv keeps the second conv 4x cheaper)."""
 
-    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32, dropout: float = 0.0):
+    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32, dropout: float = 0.0,
+                 resize: int = 0):
         stages, c_in = [], 3
         for w in widths:
             stages += [ConvNormAct(c_in, w, 3, act_layer=nn.GELU), nn.MaxPool2d(2),
                        ConvNormAct(w, w, 3, act_layer=nn.GELU)]
             c_in = w
-        super().__init__(dim, nn.Sequential(*stages), c_in, len(widths), image_size, dropout=dropout)
+        super().__init__(dim, nn.Sequential(*stages), c_in, grid_tokens(resize or image_size, len(widths)),
+                         dropout=dropout, resize=resize)
 
 
 class ResNetStem(ImageStem):
     """A small ResNet: a 3x3 conv, then one timm ``BasicBlock`` per width with stride 2 (1x1
     strided shortcut)."""
 
-    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32, dropout: float = 0.0):
+    def __init__(self, dim: int, widths: tuple[int, ...], image_size: int = 32, dropout: float = 0.0,
+                 resize: int = 0):
         from timm.models.resnet import BasicBlock, downsample_conv
 
         c_in = widths[0]
@@ -72,7 +89,8 @@ class ResNetStem(ImageStem):
             blocks.append(BasicBlock(c_in, w, stride=2,
                                      downsample=downsample_conv(c_in, w, 1, stride=2, norm_layer=nn.BatchNorm2d)))
             c_in = w
-        super().__init__(dim, nn.Sequential(*blocks), c_in, len(widths), image_size, dropout=dropout)
+        super().__init__(dim, nn.Sequential(*blocks), c_in, grid_tokens(resize or image_size, len(widths)),
+                         dropout=dropout, resize=resize)
 
 
 class WordEmbedding(nn.Module):
@@ -131,35 +149,160 @@ class BiLSTMStem(nn.Module):
         return self.drop(out), mask
 
 
+# ---------------------------------------------------------------- pretrained encoders (extra: [pretrained])
+
+PRETRAINED_EXTRA = "pip install 'lepton-bench[pretrained]'"
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError(f"hf: stems need the transformers package: {PRETRAINED_EXTRA}") from None
+    return transformers
+
+
+def _load(what: str, load: Callable[[], Any]) -> Any:
+    """Run a Hub/disk load; any failure becomes one clear line (offline, bad id, gated model...)."""
+    try:
+        return load()
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise ConfigError(f"cannot load {what} ({type(e).__name__}: {first[:300]}); it needs the Hugging Face "
+                          f"Hub or a local folder (model.pretrained=false builds random weights from the "
+                          f"config alone)") from None
+
+
+class PretrainedTextStem(nn.Module):
+    """A Hugging Face encoder (``AutoModel``) over the task's own sub-word ids -> its last hidden
+    states, projected to d (nothing when they are d wide already). Padding is masked by length."""
+
+    def __init__(self, encoder: nn.Module, dim: int, dropout: float = 0.0):
+        super().__init__()
+        if getattr(encoder, "pooler", None) is not None:
+            encoder.pooler = None   # BERT-style [CLS] pooler: unused by token outputs, so never trained
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.proj = nn.Identity() if hidden == dim else nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        ids = batch["ids"]
+        mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < batch["lengths"][:, None]
+        h = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return self.drop(self.proj(h)), mask
+
+
+class FeatureMap(nn.Module):
+    """A timm model's ``forward_features``: (B, C, h, w) for CNNs, (B, N, C) for ViTs."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def timm_stem(name: str, dim: int, image_size: int, pretrained: bool, dropout: float = 0.0,
+              resize: int = 0) -> ImageStem:
+    """``timm.create_model(name)`` without its classifier as an image stem, normalised with the
+    statistics its weights were trained with."""
+    import timm
+
+    if name not in timm.list_models(name) and name.split(".")[0] not in timm.list_models():
+        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
+        raise ConfigError(f"timm has no model {name!r}" + (f"; e.g. {', '.join(close)}" if close else ""))
+    model = _load(f"timm:{name}" + (" with pretrained weights" if pretrained else ""),
+                  lambda: timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool=""))
+    side = resize or image_size
+    body = FeatureMap(model)
+    try:
+        with torch.no_grad():
+            out = body.eval()(torch.zeros(1, 3, side, side))
+    except Exception as e:
+        want = model.pretrained_cfg.get("input_size", ("?", "?", "?"))[-1]
+        raise ConfigError(f"timm:{name} cannot take {side}px images ({type(e).__name__}); set "
+                          f"model.image_size={want} to resize them to its input size") from None
+    body.train()
+    width, tokens = (out.shape[1], out.shape[2] * out.shape[3]) if out.dim() == 4 else (out.shape[2], out.shape[1])
+    cfg = model.pretrained_cfg
+    return ImageStem(dim, body, width, tokens, cfg.get("mean", CIFAR_MEAN), cfg.get("std", CIFAR_STD),
+                     dropout=dropout, resize=resize)
+
+
 # ---------------------------------------------------------------- the stem registry
 
 @dataclass(frozen=True)
 class Stem:
-    """A registered stem: the input types it reads and how to build it for one task."""
+    """A registered stem: the input types it reads and how to build it for one task.
+
+    A stem with an ``argument`` is a family named ``name:<argument>`` (``hf:bert-base-cased``);
+    ``build`` then gets the argument. A stem with a ``tokenizer`` reads sub-word ids of its own:
+    ``tokenizer(argument) -> (cache key, Hugging Face fast tokenizer)`` replaces the word vocabulary.
+    """
 
     name: str
     inputs: tuple[str, ...]                       # "image", "text"
-    build: Callable[[Any, Any], nn.Module]        # (TaskIO, ModelConfig) -> module
+    build: Callable[..., nn.Module]               # (TaskIO, ModelConfig[, argument]) -> module
     help: str = ""
+    argument: str = ""                            # e.g. "model id"; empty: a plain name
+    tokenizer: Callable[[str], tuple[str, Any]] | None = None
 
 
 STEMS: Registry[Stem] = Registry("stem")
 DEFAULT_STEMS = {"image": "conv", "text": "embedding"}   # a task's stem unless model.stems names one
 
 
-def register_stem(name: str, inputs: tuple[str, ...], help: str):
-    """Decorator: register ``build(io, cfg) -> nn.Module`` as stem ``name`` for ``inputs``."""
+def register_stem(name: str, inputs: tuple[str, ...], help: str, argument: str = "",
+                  tokenizer: Callable[[str], tuple[str, Any]] | None = None):
+    """Decorator: register ``build(io, cfg) -> nn.Module`` as stem ``name`` for ``inputs``
+    (``build(io, cfg, argument)`` for a stem family with an ``argument``)."""
 
     def add(build):
-        STEMS.register(name, Stem(name, inputs, build, help), help=help)
+        shown = f"{name}:<{argument}>: {help}" if argument else help
+        STEMS.register(name, Stem(name, inputs, build, help, argument, tokenizer), help=shown)
         return build
 
     return add
 
 
+def stem_of(task: str, input_type: str, cfg) -> str:
+    """The stem name a task uses: ``model.stems[task]``, else the default for its input type."""
+    name = cfg.stems.get(task) or DEFAULT_STEMS.get(input_type)
+    if name is None:
+        raise ConfigError(f"task {task}: no stem for input type {input_type!r}")
+    return name
+
+
+def resolve_stem(name: str, input_type: str, task: str) -> tuple[Stem, str]:
+    """(registered stem, argument) of a stem name such as ``bilstm`` or ``hf:bert-base-cased``,
+    checked against the task's input type."""
+    family, colon, argument = name.partition(":")
+    stem = STEMS.get(family)
+    if stem.argument and not argument:
+        example = EXAMPLES.get(family, "...")
+        raise ConfigError(f"stem {family} needs {family}:<{stem.argument}>, e.g. {family}:{example}")
+    if colon and not stem.argument:
+        raise ConfigError(f"stem {family} takes no argument; use {family!r}, not {name!r}")
+    if input_type not in stem.inputs:
+        fits = [n for n, s in STEMS.items() if input_type in s.inputs]
+        raise ConfigError(f"stem {name} reads {'/'.join(stem.inputs)}, but task {task} gives {input_type} "
+                          f"(stems for {input_type}: {', '.join(fits)})")
+    return stem, argument
+
+
+def build_stem_module(name: str, io, cfg) -> nn.Module:
+    stem, argument = resolve_stem(name, io.input, io.name)
+    return stem.build(io, cfg, argument) if stem.argument else stem.build(io, cfg)
+
+
+EXAMPLES = {"hf": "bert-base-cased", "timm": "resnet18"}
+
+
 @register_stem("conv", ("image",), "conv -> pool -> conv stages (timm ConvNormAct) to a grid of d-wide tokens")
 def _conv(io, cfg) -> nn.Module:
-    return ConvStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout)
+    return ConvStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout, resize=cfg.image_size)
 
 
 @register_stem("embedding", ("text",), "word embedding + learned positions (+ word-shape embedding)")
@@ -170,9 +313,42 @@ def _embedding(io, cfg) -> nn.Module:
 
 @register_stem("cnn", ("image",), "small ResNet: 3x3 conv, then a timm BasicBlock per width (stride 2), to tokens")
 def _cnn(io, cfg) -> nn.Module:
-    return ResNetStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout)
+    return ResNetStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout, resize=cfg.image_size)
 
 
 @register_stem("bilstm", ("text",), "word embedding (+ word shape) -> bidirectional LSTM, d/2 per direction")
 def _bilstm(io, cfg) -> nn.Module:
     return BiLSTMStem(cfg.dim, io.vocab_size, io.num_shapes if cfg.case_feature else 0, dropout=cfg.dropout)
+
+
+def hf_tokenizer(model_id: str) -> tuple[str, Any]:
+    """(cache key, fast tokenizer) of a Hub id or local folder; a folder's key follows its files."""
+    transformers = _transformers()
+    tok = _load(f"the tokenizer of hf:{model_id}",
+                lambda: transformers.AutoTokenizer.from_pretrained(model_id, use_fast=True))
+    if not tok.is_fast:
+        raise ConfigError(f"hf:{model_id} has no fast tokenizer; word alignment needs one")
+    key = f"hf:{model_id}"
+    folder = Path(model_id)
+    if folder.is_dir():
+        key += ":" + ",".join(f"{p.name}={p.stat().st_size}@{p.stat().st_mtime_ns}"
+                              for p in sorted(folder.iterdir()) if p.is_file())
+    return key, tok
+
+
+@register_stem("hf", ("text",), "a Hugging Face encoder (AutoModel) on its own sub-words; tags on first sub-tokens",
+               argument="model id", tokenizer=hf_tokenizer)
+def _hf(io, cfg, model_id: str) -> nn.Module:
+    transformers = _transformers()
+    if cfg.pretrained:
+        encoder = _load(f"hf:{model_id}", lambda: transformers.AutoModel.from_pretrained(model_id))
+    else:
+        config = _load(f"the config of hf:{model_id}", lambda: transformers.AutoConfig.from_pretrained(model_id))
+        encoder = transformers.AutoModel.from_config(config)
+    return PretrainedTextStem(encoder, cfg.dim, dropout=cfg.dropout)
+
+
+@register_stem("timm", ("image",), "a timm model's feature map (pretrained=True unless model.pretrained=false)",
+               argument="model name")
+def _timm(io, cfg, name: str) -> nn.Module:
+    return timm_stem(name, cfg.dim, io.image_size, cfg.pretrained, dropout=cfg.dropout, resize=cfg.image_size)
