@@ -29,7 +29,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from matplotlib.figure import Figure
 from scipy import stats
 from tabulate import tabulate
 
+from .config import ModelConfig
 from .errors import LeptonError
 from .results import read_records
 
@@ -218,6 +219,7 @@ class Group:
     architecture: str
     weighting: str
     runs: list[dict]
+    designs: dict[str, str] = field(default_factory=dict)   # task -> design label (see ``design_of``)
 
     @property
     def stl(self) -> bool:
@@ -256,16 +258,40 @@ def make_groups(ok: Sequence[dict]) -> list[Group]:
         arch = cfg.get("architecture") or ("single" if variant.startswith("stl-") else "?")
         name = variant if names[variant] == 1 else f"{variant} ({'+'.join(tasks)})"
         runs = sorted(runs, key=lambda r: (r["seed"], r["run_id"]))
-        groups.append(Group(name, variant, tasks, arch, cfg.get("weighting") or "?", runs))
+        groups.append(Group(name, variant, tasks, arch, cfg.get("weighting") or "?", runs,
+                            {t: design_of(cfg, t) for t in tasks}))
     return groups
 
 
-def stl_references(groups: Sequence[Group]) -> dict[str, Group]:
-    """task -> its STL baseline group: the one named ``stl-<task>`` if any, else the first single-task one."""
-    refs: dict[str, Group] = {}
-    for g in sorted(groups, key=lambda g: (g.variant != f"stl-{g.tasks[0]}" if g.tasks else True, g.name)):
+# Model fields that only architectures other than 'single' read: an STL model is the same whatever they say.
+SHARING_ONLY_FIELDS = ("soft_l2", "experts", "adapter_dim")
+
+
+def design_of(cfg: Mapping[str, Any], task: str) -> str:
+    """What a task is encoded and transformed with, e.g. ``cnn → mlp×1``: its stem and the trunk,
+    plus any other model setting off its default. An MTL run is compared with the STL run of the
+    same design on each task (same stems, same trunk), never with another encoder's."""
+    model = {**asdict(ModelConfig()), **(cfg.get("model") or {})}
+    stem = (model.pop("stems") or {}).get(task) or "default stem"
+    trunk, depth = model.pop("trunk"), model.pop("depth")
+    defaults = asdict(ModelConfig())
+    other = [f"{k}={_short(v)}" for k, v in sorted(model.items())
+             if k not in SHARING_ONLY_FIELDS and _short(v) != _short(defaults.get(k))]
+    return f"{stem} → {trunk}×{depth}" + (f" ({', '.join(other)})" if other else "")
+
+
+def _short(v: Any) -> str:
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+
+def stl_references(groups: Sequence[Group]) -> dict[tuple[str, str], Group]:
+    """(task, design) -> the STL baseline group of that design: the variant named ``...stl-<task>``
+    if there is one, else the first single-task group."""
+    refs: dict[tuple[str, str], Group] = {}
+    for g in sorted(groups, key=lambda g: (not g.variant.endswith(f"stl-{g.tasks[0]}") if g.tasks else True,
+                                           g.name)):
         if g.stl and len(g.tasks) == 1:
-            refs.setdefault(g.tasks[0], g)
+            refs.setdefault((g.tasks[0], g.designs[g.tasks[0]]), g)
     return refs
 
 
@@ -300,14 +326,20 @@ class Analysis:
     tasks: list[str]
     primary: dict[str, str]
     metrics: dict[str, list[str]]
-    refs: dict[str, Group]
+    refs: dict[tuple[str, str], Group]
     per_task: dict[str, pd.DataFrame] = field(default_factory=dict)
     dm_seeds: dict[str, list[float]] = field(default_factory=dict)
     overall: pd.DataFrame | None = None
 
-    def stl_means(self, task: str) -> dict[str, float]:
+    def ref(self, task: str, g: Group) -> Group | None:
+        """The STL baseline ``g`` is compared with on ``task``: same task, same design."""
+        return self.refs.get((task, g.designs.get(task, "")))
+
+    def has_stl(self, task: str) -> bool:
+        return any(t == task for t, _ in self.refs)
+
+    def stl_means(self, task: str, ref: Group) -> dict[str, float]:
         """metric -> mean over the STL seeds of a task's test metric."""
-        ref = self.refs[task]
         return {k: mean_ci(ref.values(task, k))[0] for k in self.metrics[task]}
 
     @property
@@ -331,25 +363,34 @@ def analyse(grid: str, records: Sequence[dict]) -> Analysis:
 
 
 def task_stats(a: Analysis, task: str) -> pd.DataFrame:
-    """One row per variant that trained ``task``: per-metric mean/std, n, primary CI, Δ vs STL and p."""
-    ref, primary = a.refs.get(task), a.primary[task]
-    ref_primary = ref.values(task, primary) if ref else np.array([])
+    """One row per variant that trained ``task``, rows of one design together, its STL baseline
+    first: per-metric mean/std, n, primary CI, Δ vs that STL baseline and p."""
+    primary = a.primary[task]
     rows = []
-    for g in sorted((g for g in a.groups if task in g.tasks), key=lambda g: (g is not ref, g.name)):
+    for g in (g for g in a.groups if task in g.tasks):
+        ref = a.ref(task, g)
+        ref_primary = ref.values(task, primary) if ref else np.array([])
         vals = g.values(task, primary)
-        row: dict[str, Any] = {"name": g.name, "is_ref": g is ref, "n": len(vals)}
+        row: dict[str, Any] = {"name": g.name, "is_ref": g is ref, "stl": g.stl, "design": g.designs[task],
+                               "n": len(vals), "baseline": ref.name if ref else ""}
         for k in a.metrics[task]:
             row[f"{k}:mean"], row[f"{k}:std"], row[f"{k}:ci"] = mean_ci(g.values(task, k))
         is_cmp = ref is not None and g is not ref
         row["delta"] = relative_delta(row[f"{primary}:mean"], mean_ci(ref_primary)[0]) if is_cmp else NAN
         row["p"] = welch_p(vals, ref_primary) if is_cmp else NAN
         rows.append(row)
-    return pd.DataFrame(rows)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    # the default design first, then the others; within one, its baseline first
+    df["_default"] = ~df["design"].str.startswith("default stem")
+    df = df.sort_values(["_default", "design", "is_ref", "name"], ascending=[True, True, False, True])
+    return df.drop(columns="_default").reset_index(drop=True)
 
 
 def group_delta_m(a: Analysis, g: Group) -> list[float]:
-    """Δm of each seed of an MTL group over its tasks that have an STL baseline."""
-    stl = {t: a.stl_means(t) for t in g.tasks if t in a.refs}
+    """Δm of each seed of an MTL group over its tasks that have an STL baseline of its design."""
+    stl = {t: a.stl_means(t, ref) for t in g.tasks if (ref := a.ref(t, g)) is not None}
     if not stl:
         return []
     per_seed = []
@@ -359,12 +400,12 @@ def group_delta_m(a: Analysis, g: Group) -> list[float]:
     return [d for d in per_seed if math.isfinite(d)]
 
 
-def stl_cost(a: Analysis, tasks: Iterable[str], key: str) -> float:
-    """Sum over tasks of the STL baselines' mean cost; nan unless every task has a baseline."""
-    tasks = list(tasks)
-    if not tasks or any(t not in a.refs for t in tasks):
+def stl_cost(a: Analysis, g: Group, key: str) -> float:
+    """Sum over a group's tasks of its STL baselines' mean cost; nan unless every task has one."""
+    refs = [a.ref(t, g) for t in g.tasks]
+    if not refs or any(r is None for r in refs):
         return NAN
-    return float(sum(mean_ci(a.refs[t].cost(key))[0] for t in tasks))
+    return float(sum(mean_ci(r.cost(key))[0] for r in refs))
 
 
 def overall_stats(a: Analysis) -> pd.DataFrame:
@@ -377,7 +418,7 @@ def overall_stats(a: Analysis) -> pd.DataFrame:
         for key in ("train_s", "flops", "rss_mb", "cuda_mb", "params", "infer_s", "samples_s"):
             row[key] = mean_ci(g.cost(key))[0]
         for key, out in (("train_s", "train_ratio"), ("params", "params_ratio"), ("infer_s", "infer_ratio")):
-            row[out] = NAN if g.stl else ratio(row[key], stl_cost(a, g.tasks, key))
+            row[out] = NAN if g.stl else ratio(row[key], stl_cost(a, g, key))
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -393,7 +434,7 @@ def overall_stats(a: Analysis) -> pd.DataFrame:
 def summary(a: Analysis) -> str:
     """The opening paragraph: the findings in words, generated from the numbers."""
     parts = []
-    no_stl = [t for t in a.tasks if t not in a.refs]
+    no_stl = [t for t in a.tasks if not a.has_stl(t)]
     if not a.ok:
         parts.append("No run finished successfully: there is nothing to compare yet.")
     elif not a.mtl:
@@ -515,14 +556,17 @@ def _env_line(a: Analysis) -> str:
 
 
 def task_section(a: Analysis, task: str) -> str:
-    """The per-task table: metrics mean ± std, n, primary CI, Δ vs STL with its significance mark."""
+    """The per-task table: metrics mean ± std, n, primary CI, Δ vs the STL baseline of the same design
+    with its significance mark; a design column when the task was trained with several."""
     df, primary = a.per_task[task], a.primary[task]
-    ref = a.refs.get(task)
-    headers = ["variant", "n"] + [f"{k} ↑" for k in a.metrics[task]] + [f"95% CI ± ({primary})", "Δ vs STL"]
+    several = df["design"].nunique() > 1
+    headers = ["variant"] + (["design"] if several else []) + ["n"] + [f"{k} ↑" for k in a.metrics[task]] + [
+        f"95% CI ± ({primary})", "Δ vs STL"]
     best = {k: df[f"{k}:mean"].max() for k in a.metrics[task]}
     rows = []
     for _, r in df.iterrows():
-        cells = [md_cell(r["name"] + (" (STL)" if r["is_ref"] else "")), str(r["n"])]
+        cells = [md_cell(r["name"] + (" (STL)" if r["is_ref"] else ""))] + ([md_cell(r["design"])] if several else [])
+        cells.append(str(r["n"]))
         for k in a.metrics[task]:
             s = fmt_pm(r[f"{k}:mean"], r[f"{k}:std"])
             cells.append(bold(s) if _ok(r[f"{k}:mean"]) and r[f"{k}:mean"] >= best[k] - 1e-12 else s)
@@ -530,7 +574,9 @@ def task_section(a: Analysis, task: str) -> str:
         cells.append(f"{ci:.4f}" if _ok(ci) else "")
         cells.append("" if r["is_ref"] else fmt_pct(r["delta"]) + ("*" if significant(r["p"]) else ""))
         rows.append(cells)
-    note = "" if ref else "\n\nNo STL records for this task: no Δ vs STL."
+    missing = sorted(set(df.loc[df["baseline"] == "", "design"]))
+    note = (f"\n\nNo STL records for design{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+            f"no Δ vs STL for {'their' if len(missing) > 1 else 'its'} rows.") if missing else ""
     return f"### {task} (primary: {primary})\n\n" + md_table(headers, rows) + note
 
 
@@ -556,20 +602,77 @@ def overall_section(a: Analysis) -> str:
 
 
 def _stl_together_row(a: Analysis, cuda: bool) -> list[list[str]]:
-    """The sums over tasks of the STL baselines: what the ratios divide by."""
-    tasks = [t for t in a.tasks if t in a.refs]
-    if not tasks or not a.mtl:
-        return []
-    train, params, infer = (stl_cost(a, tasks, k) for k in ("train_s", "params", "infer_s"))
-    return [["STL models together", "+".join(tasks), "", "", fmt_num(train, 1), "1.00×",
-             fmt_num(stl_cost(a, tasks, "flops") / 1e9, 2), "—"] + (["—"] if cuda else [])
-            + [fmt_num(params / 1e6, 2), "1.00×", fmt_num(infer, 1), "1.00×"]]
+    """Per design of the MTL groups, the sums over tasks of its STL baselines: what the ratios divide by."""
+    rows, seen = [], set()
+    for g in a.mtl:
+        refs = [r for t in g.tasks if (r := a.ref(t, g)) is not None]
+        key = tuple(r.name for r in refs)
+        if not refs or key in seen:
+            continue
+        seen.add(key)
+        cost = {k: float(sum(mean_ci(r.cost(k))[0] for r in refs)) for k in ("train_s", "params", "infer_s", "flops")}
+        rows.append([md_cell(f"STL models together: {', '.join(key)}"), "+".join(r.tasks[0] for r in refs), "", "",
+                     fmt_num(cost["train_s"], 1), "1.00×", fmt_num(cost["flops"] / 1e9, 2), "—"]
+                    + (["—"] if cuda else []) + [fmt_num(cost["params"] / 1e6, 2), "1.00×",
+                                                 fmt_num(cost["infer_s"], 1), "1.00×"])
+    return rows
 
 
 def failed_section(a: Analysis) -> str:
     rows = [[md_cell(r["run_id"]), md_cell(r.get("error") or "—")[:300]] for r in a.failed]
     return ("These runs are left out of every statistic above.\n\n"
             + md_table(["run_id", "error"], rows, left=2))
+
+
+# The Lepton articles' figures, which the design (lepton-* variants) is measured against.
+@dataclass(frozen=True)
+class Claim:
+    task: str
+    metric: str
+    value: float
+    setting: str
+
+
+CLAIMS = (
+    Claim("cifar10", "accuracy", 0.92, "CNN image encoder → shared layer (articles' budget not stated)"),
+    Claim("imdb", "accuracy", 0.88, "recurrent text encoder → shared layer (articles' budget not stated)"),
+    Claim("conll2003", "entity_f1", 0.973, "pretrained BERT, fine-tuned (AdamW, lr 2e-5, batch 16, 5 epochs)"),
+)
+
+
+def claims_section(a: Analysis) -> str:
+    """The articles' figures beside what this grid measured, per design: its STL baseline and its best
+    MTL variant on that task (by the claimed metric), mean ± std over seeds."""
+    rows = []
+    for c in CLAIMS:
+        df = a.per_task.get(c.task)
+        if df is None or df.empty or f"{c.metric}:mean" not in df:
+            continue
+        for design, part in df.groupby("design", sort=False):
+            stl, mtl = part[part["stl"]], part[~part["stl"]]
+            cells = [c.task, c.metric, md_cell(c.setting), md_cell(design), f"{c.value:.3f}"]
+            for side in (stl, mtl):
+                if side.empty:
+                    cells += ["—", "—"]
+                    continue
+                best = side.loc[side[f"{c.metric}:mean"].idxmax()]
+                cells += [md_cell(best["name"]), fmt_pm(best[f"{c.metric}:mean"], best[f"{c.metric}:std"])]
+            gap = max((v for v in part[f"{c.metric}:mean"] if _ok(v)), default=NAN) - c.value
+            cells.append(f"{gap:+.3f}" if _ok(gap) else "—")
+            rows.append(cells)
+    if not rows:
+        return ""
+    steps = sorted({_get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
+    seeds = sorted({r["seed"] for r in a.ok})
+    devices = sorted({f"{(r.get('env') or {}).get('device', '?')} ({(r.get('env') or {}).get('device_name') or '?'})"
+                      for r in a.ok})
+    head = (f"Measured here: {', '.join(map(str, steps))} training steps, {plural(len(seeds), 'seed')}, on "
+            f"{'; '.join(devices)}, test split (`limit_eval` as in Setting). The articles' figures come from their "
+            f"own, longer training; a design row exists for every stem → trunk this grid trained. The BERT figure "
+            f"needs a pretrained `hf:` stem (README: Pretrained encoders), which only a machine with Hub access runs.")
+    headers = ["task", "metric", "claimed with", "design here", "claimed", "best STL", "mean ± std",
+               "best MTL", "mean ± std", "best here − claimed"]
+    return head + "\n\n" + md_table(headers, rows, left=4)
 
 
 OVERALL_NOTE = (
@@ -583,7 +686,8 @@ TASK_NOTE = (
     "Test metrics as mean ± sample std over seeds (n seeds; ↑ higher is better, the best mean in bold). "
     "95% CI: half-width of the primary metric's Student-t interval (blank with one seed). Δ vs STL: relative "
     f"change of the primary metric's mean vs the STL baseline, `*` when Welch's t-test gives p < {ALPHA} "
-    "(needs 2 seeds on both sides).")
+    "(needs 2 seeds on both sides). Each row is compared with the STL baseline of its own design (the task's "
+    "stem → trunk × depth, and any other model setting off its default): the same encoders trained alone.")
 
 
 def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
@@ -593,6 +697,9 @@ def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
         out += ["## Per task", TASK_NOTE] + [task_section(a, t) for t in a.tasks]
     if a.groups:
         out += ["## Overall", OVERALL_NOTE, overall_section(a)]
+    claims = claims_section(a)
+    if claims:
+        out += ["## The articles' claims", claims]
     if a.failed:
         out += ["## Failed runs", failed_section(a)]
     if plots:

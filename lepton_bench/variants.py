@@ -12,6 +12,7 @@ from typing import Any
 
 from .config import RunConfig, apply_overrides
 from .errors import ConfigError
+from .models.stems import DEFAULT_STEMS
 from .registry import Registry
 from .tasks import TASKS
 
@@ -115,6 +116,8 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     cfg = apply_overrides(cfg, {k: val for k, val in v.overrides.items()
                                 if not k.startswith("tasks.") or k.split(".")[1] in names})
     cfg = apply_overrides(cfg, overrides or {})
-    # a stem named for a task this run does not train changes nothing, so it stays out of the hash
-    cfg.model.stems = {t: n for t, n in cfg.model.stems.items() if t in cfg.tasks}
+    # a stem named for a task this run does not train, or a task's default stem, changes nothing,
+    # so it stays out of the hash (and the report sees one design, not two)
+    cfg.model.stems = {t: n for t, n in cfg.model.stems.items()
+                       if t in cfg.tasks and n != DEFAULT_STEMS.get(TASKS.get(t).input)}
     return cfg

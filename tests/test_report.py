@@ -220,3 +220,60 @@ def test_missing_or_empty_results_raise(tmp_path):
 def test_report_does_not_import_torch():
     code = "import sys, lepton_bench.report; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+# --------------------------------------------------------------------------- designs and claims
+
+LEPTON_MODEL = {"trunk": "mlp", "depth": 1}
+
+
+def lepton(rec: dict, stems: dict[str, str]) -> dict:
+    """A record of the articles' design: cnn/bilstm stems, one MLP layer."""
+    rec["config"]["model"] = {**LEPTON_MODEL, "stems": {t: stems[t] for t in rec["tasks"]}}
+    return rec
+
+
+def test_each_design_is_compared_with_its_own_stl_baseline(tmp_path):
+    """lepton-hard-ew against lepton-stl-* (same stems and trunk), hard-ew against stl-*: never crossed."""
+    stems = {"cifar10": "cnn", "imdb": "bilstm"}
+    recs = grid_records()
+    recs += [lepton(make_record(f"lepton-stl-{t}", s, {t: v}, train_seconds=30.0, params=500_000), stems)
+             for t, vals in {"cifar10": [0.60, 0.62], "imdb": [0.75, 0.77]}.items() for s, v in enumerate(vals)]
+    for r in recs[-4:]:
+        r["config"]["architecture"] = "single"
+    recs += [lepton(make_record("lepton-hard-ew", s, {"cifar10": 0.66, "imdb": 0.76}, train_seconds=45.0), stems)
+             for s in range(2)]
+    a = report.analyse("mini", recs)
+    lep = next(g for g in a.groups if g.variant == "lepton-hard-ew")
+    assert lep.designs == {"cifar10": "cnn → mlp×1", "imdb": "bilstm → mlp×1"}
+    assert a.ref("cifar10", lep).variant == "lepton-stl-cifar10"
+    hard = next(g for g in a.groups if g.variant == "hard-ew")
+    assert a.ref("cifar10", hard).variant == "stl-cifar10"
+    by_hand = ((0.66 - 0.61) / 0.61 + (0.76 - 0.76) / 0.76) / 2 * 100
+    row = a.overall.set_index("name").loc["lepton-hard-ew"]
+    assert row["dm"] == pytest.approx(by_hand)
+    assert row["train_ratio"] == pytest.approx(45.0 / 60.0)
+    cifar = a.per_task["cifar10"].set_index("name")
+    assert cifar.loc["lepton-hard-ew", "delta"] == pytest.approx((0.66 - 0.61) / 0.61 * 100)
+    assert cifar.loc["lepton-hard-ew", "baseline"] == "lepton-stl-cifar10"
+    text = report.readme(a, "results/mini/runs.jsonl", [])
+    assert table_row(text, "cifar10", "lepton-stl-cifar10 (STL)")[1] == "cnn → mlp×1"
+    assert "STL models together: lepton-stl-cifar10, lepton-stl-imdb" in text
+
+
+def test_a_model_setting_off_its_default_is_part_of_the_design():
+    assert report.design_of({"model": {"stems": {"imdb": "bilstm"}, "dim": 256}}, "imdb") == \
+        "bilstm → transformer×2 (dim=256)"
+    # settings only sharing architectures read do not split STL from MTL
+    assert report.design_of({"model": {"soft_l2": 0.5}}, "imdb") == report.design_of({}, "imdb")
+
+
+def test_claims_table_sets_the_articles_figures_beside_each_design(rendered):
+    text = rendered[2]
+    claims = text.split("## The articles' claims")[1].split("\n## ")[0]
+    assert "3 training steps" not in claims and "20 training steps, 3 seeds, on cpu (AMD EPYC)" in claims
+    row = next(line for line in claims.splitlines() if line.startswith("| cifar10"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "0.920" and cells[5] == "stl-cifar10" and cells[7] == "hard-ew"
+    assert cells[9] == f"{0.91 - 0.92:+.3f}"    # best mean here (hard-ew, 0.91) minus the claim
+    assert "| conll2003" not in claims          # no CoNLL-2003 runs in this grid: no row
