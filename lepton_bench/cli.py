@@ -70,8 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--limit-eval", type=int, metavar="N", help="use a seeded subset of N validation "
                    "and N test examples per task")
     r.add_argument("--stem", dest="stems", action="append", default=[], metavar="TASK=NAME",
-                   help="encode TASK's input with stem NAME (see: list stems), e.g. --stem imdb=embedding; "
-                        "with --grid it applies to every run that has TASK, STL baselines included")
+                   help="encode TASK's input with stem NAME (see: list stems), e.g. --stem imdb=bilstm, "
+                        "conll2003=hf:bert-base-cased, cifar10=timm:resnet18 (pretrained: the [pretrained] "
+                        "extra); with --grid it applies to every run that has TASK, STL baselines included")
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set train.lr=1e-3 --set "
                         "tasks.imdb.max_len=128 --set model.depth=4 (repeatable)")

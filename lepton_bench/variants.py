@@ -12,7 +12,8 @@ from typing import Any
 
 from .config import RunConfig, apply_overrides
 from .errors import ConfigError
-from .models.stems import DEFAULT_STEMS
+from .models.stems import DEFAULT_STEMS, resolve_stem
+from .models.trunk import TRUNKS
 from .registry import Registry
 from .tasks import TASKS
 
@@ -120,4 +121,7 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     # so it stays out of the hash (and the report sees one design, not two)
     cfg.model.stems = {t: n for t, n in cfg.model.stems.items()
                        if t in cfg.tasks and n != DEFAULT_STEMS.get(TASKS.get(t).input)}
+    for t, n in cfg.model.stems.items():   # a bad stem or trunk name fails here, before any data loads
+        resolve_stem(n, TASKS.get(t).input, t)
+    TRUNKS.get(cfg.model.trunk)
     return cfg

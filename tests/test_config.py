@@ -55,3 +55,22 @@ def test_variant_and_task_errors():
 def test_defaults_are_per_task():
     cfg = RunConfig(tasks={"a": TaskConfig(batch_size=3)})
     assert cfg.tasks["a"].batch_size == 3
+
+
+def test_one_entry_of_a_mapping_is_set_by_its_dotted_key():
+    cfg = make_config("hard-ew", overrides=["model.stems.imdb=bilstm", "weighting_args.static.imdb=2"])
+    assert cfg.model.stems == {"imdb": "bilstm"} and cfg.weighting_args.static == {"imdb": 2.0}
+    with pytest.raises(ConfigError, match="bad value 'x' for weighting_args.static.imdb"):
+        make_config("hard-ew", overrides=["weighting_args.static.imdb=x"])
+    with pytest.raises(ConfigError, match="unknown config key 'tasks.imbd'"):   # tasks are sections, not entries
+        make_config("hard-ew", overrides=["tasks.imbd.max_len=3"])
+
+
+def test_stem_and_trunk_names_are_checked_when_the_config_is_made():
+    with pytest.raises(ConfigError, match="unknown trunk 'lstm'"):
+        make_config("hard-ew", overrides=["model.trunk=lstm"])
+    with pytest.raises(ConfigError, match="stem conv reads image, but task imdb gives text"):
+        make_config("stl-imdb", overrides=["model.stems.imdb=conv"])
+    # a task's default stem named explicitly is the same model, so the same run id
+    assert make_config("stl-imdb", overrides=["model.stems.imdb=embedding"]).config_hash() == \
+        make_config("stl-imdb").config_hash()

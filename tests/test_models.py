@@ -165,5 +165,5 @@ def test_default_stems_keep_the_run_ids_of_committed_records():
     plain = make_config("stl-cifar10")
     assert make_config("stl-cifar10", overrides=['model.stems={"imdb": "embedding"}']).config_hash() == \
         plain.config_hash()
-    assert make_config("stl-imdb", overrides=['model.stems={"imdb": "embedding"}']).config_hash() != \
+    assert make_config("stl-imdb", overrides=['model.stems={"imdb": "bilstm"}']).config_hash() != \
         make_config("stl-imdb").config_hash()

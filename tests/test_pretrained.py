@@ -142,6 +142,9 @@ def test_a_timm_model_too_small_for_the_images_says_what_to_set():
 
 
 def test_stem_override_sets_one_task_and_keeps_the_variants_others():
+    cfg = make_config("lepton-hard-ew", overrides=["model.stems.conll2003=hf:bert-base-cased"])   # nothing loads yet
+    assert cfg.model.stems == {"cifar10": "cnn", "imdb": "bilstm", "conll2003": "hf:bert-base-cased"}
+    # back to the default stem: the entry goes, as if never set
     cfg = make_config("lepton-hard-ew", overrides=["model.stems.conll2003=embedding"])
-    assert cfg.model.stems == {"cifar10": "cnn", "imdb": "bilstm", "conll2003": "embedding"}
+    assert cfg.model.stems == {"cifar10": "cnn", "imdb": "bilstm"}
     assert make_config("lepton-stl-imdb").model.stems == {"imdb": "bilstm"}

@@ -210,9 +210,12 @@ def timm_stem(name: str, dim: int, image_size: int, pretrained: bool, dropout: f
     statistics its weights were trained with."""
     import timm
 
-    if name not in timm.list_models(name) and name.split(".")[0] not in timm.list_models():
-        close = timm.list_models(f"*{name.split('.')[0][:6]}*")[:5]
-        raise ConfigError(f"timm has no model {name!r}" + (f"; e.g. {', '.join(close)}" if close else ""))
+    known = timm.list_models()
+    if name.split(".")[0] not in known:   # "resnet18" or "resnet18.a1_in1k" (a pretrained tag)
+        import difflib
+
+        close = difflib.get_close_matches(name, known, n=4)
+        raise ConfigError(f"timm has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
     model = _load(f"timm:{name}" + (" with pretrained weights" if pretrained else ""),
                   lambda: timm.create_model(name, pretrained=pretrained, num_classes=0, global_pool=""))
     side = resize or image_size
