@@ -784,7 +784,8 @@ def plot_per_task(a: Analysis, path: Path) -> bool:
         # Bars of close values all look full length from 0: start the axis just below the lowest.
         ax.set_xlim(max(0.0, lo - 0.15 * (hi - lo) - 0.02), min(1.0, hi + 0.25 * (hi - lo) + 0.02))
         ax.set(xlabel=f"test {k} (higher is better)", title=t)
-    fig.suptitle(f"{a.grid}: primary test metric per variant (orange: STL baseline; error bars: ± std over seeds)")
+    fig.suptitle(f"{a.grid}: primary test metric per variant (orange: STL baselines, each above the "
+                 f"variants of its design; error bars: ± std over seeds)")
     _save(fig, path)
     return True
 
@@ -804,11 +805,18 @@ def plot_learning_curves(a: Analysis, path: Path) -> bool:
     if not data:
         return False
     styles = _styles(a)
+    # STL baselines: thick black; with several per task (several designs), a dash pattern and a label each
+    stl = [g for g in a.groups if g.stl]
+    several = len({g.tasks for g in stl}) < len(stl)
+    families = sorted({g.variant.rsplit("stl-", 1)[0] for g in stl})   # "", "lepton-", ...
+    for g in stl:
+        styles[g.name] = {"color": "black", "lw": 2.2,
+                          "ls": ("--", ":", "-.")[families.index(g.variant.rsplit("stl-", 1)[0]) % 3]}
+    stl_label = {g.name: f"STL baseline ({g.name})" if several else "STL baseline" for g in stl}
     fig = _figure(5.0 * len(data) + 2.5, 4.2)
     for ax, (t, gc) in zip(fig.subplots(1, len(data), squeeze=False)[0], data.items(), strict=True):
         for g, c in gc:
-            style = {"color": "black", "lw": 2.2, "ls": "--"} if g.stl else styles[g.name]
-            ax.plot(c.index, c.to_numpy(), label="STL baseline" if g.stl else g.name, **style)
+            ax.plot(c.index, c.to_numpy(), label=stl_label.get(g.name, g.name), **styles[g.name])
         ax.set(xlabel="training step", ylabel=f"validation {a.primary[t]} (higher is better)", title=t)
         ax.grid(alpha=0.3)
     handles = {lab: h for ax in fig.axes for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
