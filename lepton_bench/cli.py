@@ -364,7 +364,7 @@ def cmd_prepare(args) -> int:
     from .data import cache_key, default_cache_dir, load_task
     from .grid import plan
     from .tasks import TASKS
-    from .train import task_subwords
+    from .train import task_reads
     from .variants import make_config
 
     if args.grid and args.tasks:
@@ -382,16 +382,15 @@ def cmd_prepare(args) -> int:
     for cfg in configs:
         for name, task_cfg in cfg.tasks.items():
             spec = TASKS.get(name)
-            subwords = task_subwords(cfg, spec)
-            key = cache_key(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval,
-                            subwords and subwords[0])
+            reads = task_reads(cfg, spec)
+            key = cache_key(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval, **reads)
             if key in done:
                 continue
             done.add(key)
             print(f"{name}: loading {args.data_dir or 'the Hub'} ...", file=sys.stderr, flush=True)
             t0 = time.perf_counter()
             data = load_task(spec, task_cfg, cfg.data_dir, cfg.holdout_seed, cfg.limit_train, cfg.limit_eval,
-                             subwords=subwords)
+                             **reads)
             sizes = data.sizes()
             rows.append([name, data.source, " / ".join(f"{sizes[k]:,}" for k in ("train", "validation", "test")),
                          data.vocab_size or "—", f"{time.perf_counter() - t0:.1f}", f"{name}-{key}.pt"])

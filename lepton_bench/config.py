@@ -43,6 +43,8 @@ class ModelConfig:
     drop_path: float = 0.0        # stochastic depth, max rate over the blocks
     image_widths: tuple[int, ...] = (32, 64, 128)  # conv stem stage widths; each stage halves H, W
     case_feature: bool = True     # text stems: add a word-shape embedding (Aa, AA, aa, 0, .)
+    char_dim: int = 0             # bilstm: width of a character-CNN word feature (0: none; tasks whose
+                                  # words are given, i.e. conll2003)
     soft_l2: float = 1e-2         # soft_l2: strength of the L2 pull of each task's trunk to their mean
     experts: int = 3              # mmoe: shared expert trunks
     adapter_dim: int = 32         # adapters: bottleneck width of the per-task adapters
@@ -102,7 +104,8 @@ class RunConfig:
     RUNTIME_FIELDS = ("device", "data_dir", "precision", "compile")
     # Fields added after the first committed records: hashed only when set, so the run ids of
     # those records (and the resume of their grids) still hold. Add every new field here.
-    HASHED_UNLESS_DEFAULT = ("model.stems", "model.trunk", "model.pretrained", "model.image_size")
+    HASHED_UNLESS_DEFAULT = ("model.stems", "model.trunk", "model.pretrained", "model.image_size",
+                             "model.char_dim")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -29,6 +29,7 @@ from .tasks import IGNORE, TaskSpec
 CACHE_FORMAT = 1          # bump when the tensorized layout changes
 PAD, UNK = 0, 1           # word ids of <pad> and <unk>
 NUM_SHAPES = 6            # word shapes: pad, lower, Title, UPPER, has-digit, other
+MAX_WORD_CHARS = 16      # characters kept per word for character features (longer words: their first 16)
 SPLITS = ("train", "validation", "test")
 
 
@@ -58,6 +59,7 @@ class TaskData:
     vocab_size: int = 0
     num_shapes: int = 0
     truncated: dict[str, int] = field(default_factory=dict)  # split -> examples cut at max_len
+    num_chars: int = 0             # character ids incl. <pad>/<unk> (0: no character tensor)
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
@@ -271,7 +273,15 @@ def clip(ids: list[int], max_len: int, how: str) -> list[int]:
     raise ConfigError(f"unknown truncation {how!r}: use head or head_tail")
 
 
-def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gold: bool) -> tuple[Split, int]:
+def build_char_vocab(spec: TaskSpec, train: RawSplit) -> dict[str, int]:
+    """Characters of the train words, as they are (case kept: it is what tells entities apart),
+    numbered from 2 in sorted order (0: <pad>, 1: <unk>)."""
+    words = train.table.column(spec.columns["input"]).to_pylist()
+    return {c: i + 2 for i, c in enumerate(sorted({c for ws in words for w in ws for c in w}))}
+
+
+def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gold: bool,
+                   char_vocab: dict[str, int] | None = None) -> tuple[Split, int]:
     col, L = spec.columns["input"], cfg.max_len
     texts = raw.table.column(col).to_pylist()
     n = len(texts)
@@ -292,6 +302,7 @@ def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gol
     tags = raw.table.column(spec.columns["label"]).to_pylist()
     shapes = np.zeros((n, L), dtype=np.int64)
     target = np.full((n, L), IGNORE, dtype=np.int64)
+    chars = np.zeros((n, L, MAX_WORD_CHARS), dtype=np.int16) if char_vocab is not None else None
     truncated = 0
     encs = tok.encode_batch([w if w else ["<unk>"] for w in texts], is_pretokenized=True)
     for i, (words, enc) in enumerate(zip(texts, encs, strict=True)):
@@ -307,11 +318,17 @@ def tensorize_text(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with_gol
         ids[i, :k] = first[:k]
         shapes[i, :k] = [word_shape(w) for w in words[:k]]
         target[i, :k] = tags[i][:k]
+        if chars is not None:
+            for j, w in enumerate(words[:k]):
+                cs = [char_vocab.get(c, UNK) for c in w[:MAX_WORD_CHARS]] or [UNK]
+                chars[i, j, : len(cs)] = cs
         lengths[i] = max(k, 1)
         if k == 0:
             ids[i, 0] = UNK
     tensors = {"ids": torch.from_numpy(ids), "shape": torch.from_numpy(shapes),
                "lengths": torch.from_numpy(lengths), "y": torch.from_numpy(target)}
+    if chars is not None:
+        tensors["chars"] = torch.from_numpy(chars)
     return Split(tensors, [list(t) for t in tags] if with_gold else None), truncated
 
 
@@ -380,9 +397,11 @@ def _has_empty_words(tok, texts: list[list[str]]) -> bool:
     return any(not tok.tokenize(w) for w in {w for ws in texts for w in ws})
 
 
-def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], subwords=None) -> TaskData:
-    """Tensors of every split: images, word ids of a vocabulary learned from train, or with
-    ``subwords`` (a pretrained fast tokenizer) its sub-word ids."""
+def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], subwords=None,
+              chars: bool = False) -> TaskData:
+    """Tensors of every split: images, word ids of a vocabulary learned from train (with ``chars``,
+    also each word's character ids, for tasks whose words are given), or with ``subwords`` (a
+    pretrained fast tokenizer) its sub-word ids."""
     if spec.input == "image":
         splits = {}
         for name, raw in raws.items():
@@ -395,51 +414,61 @@ def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], subwor
             splits[name], truncated[name] = tensorize_subwords(spec, cfg, raw, subwords, with_gold=name != "train")
         return TaskData(spec.name, splits, raws["train"].origin, vocab_size=len(subwords), truncated=truncated)
     tok = build_tokenizer(spec, cfg, raws["train"])
+    char_vocab = build_char_vocab(spec, raws["train"]) if chars and spec.pretokenized else None
     for name, raw in raws.items():
-        splits[name], truncated[name] = tensorize_text(spec, cfg, raw, tok, with_gold=name != "train")
+        splits[name], truncated[name] = tensorize_text(spec, cfg, raw, tok, name != "train", char_vocab)
     return TaskData(spec.name, splits, raws["train"].origin, vocab_size=tok.get_vocab_size(),
-                    num_shapes=NUM_SHAPES if spec.pretokenized else 0, truncated=truncated)
+                    num_shapes=NUM_SHAPES if spec.pretokenized else 0, truncated=truncated,
+                    num_chars=len(char_vocab) + 2 if char_vocab is not None else 0)
 
 
 # ---------------------------------------------------------------- cache
 
 def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_seed: int,
-              limit_train: int | None, limit_eval: int | None, tokenizer: str | None = None) -> str:
+              limit_train: int | None, limit_eval: int | None, subwords: tuple[str, object] | None = None,
+              chars: bool = False) -> str:
+    """The tensor cache's key: everything the tensors depend on (``subwords``/``chars`` as ``load_task``)."""
     relevant = {k: v for k, v in asdict(cfg).items()
                 if k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
     key = {"format": CACHE_FORMAT, "task": spec.name, "columns": spec.columns,
            "cfg": relevant, "seed": holdout_seed, "limits": [limit_train, limit_eval],
            "source": fingerprint(spec, data_dir)}
-    if tokenizer and spec.input == "text":   # only keyed when set: the word-level keys stay as they were
-        key["tokenizer"] = tokenizer
+    if subwords and spec.input == "text":   # keyed only when set: the word-level keys stay as they were
+        key["tokenizer"] = subwords[0]
+    if chars and spec.pretokenized:
+        key["chars"] = MAX_WORD_CHARS
     blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
 def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, holdout_seed: int = 0,
               limit_train: int | None = None, limit_eval: int | None = None,
-              cache_dir: Path | None = None, subwords: tuple[str, object] | None = None) -> TaskData:
+              cache_dir: Path | None = None, subwords: tuple[str, object] | None = None,
+              chars: bool = False) -> TaskData:
     """Checked, split, tensorized data of one task, from the cache when it is there.
 
-    ``subwords``: (cache key, fast tokenizer) of a stem that reads a pretrained model's sub-words."""
-    key = cache_key(spec, cfg, data_dir, holdout_seed, limit_train, limit_eval, subwords and subwords[0])
+    What a stem reads beyond word ids (``Stem.reads``): ``subwords``, the (cache key, fast
+    tokenizer) of a pretrained model; ``chars``, the characters of each word (tasks whose words are
+    given; ignored for the others)."""
+    key = cache_key(spec, cfg, data_dir, holdout_seed, limit_train, limit_eval, subwords, chars)
     path = (cache_dir or default_cache_dir()) / f"{spec.name}-{key}.pt"
     if path.exists():
         try:
             blob = torch.load(path, weights_only=True)
             return TaskData(blob["name"], {k: Split(**v) for k, v in blob["splits"].items()},
-                            blob["source"], blob["vocab_size"], blob["num_shapes"], blob["truncated"])
+                            blob["source"], blob["vocab_size"], blob["num_shapes"], blob["truncated"],
+                            blob.get("num_chars", 0))
         except Exception:
             path.unlink(missing_ok=True)  # a torn or stale cache file: rebuild it
     raws = read_source(spec, data_dir)
     for split, raw in raws.items():
         check_split(spec, split, raw)
     data = tensorize(spec, cfg, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval),
-                     subwords and subwords[1])
+                     subwords and subwords[1], chars)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"name": data.name, "source": data.source, "vocab_size": data.vocab_size,
-                "num_shapes": data.num_shapes, "truncated": data.truncated,
+                "num_shapes": data.num_shapes, "truncated": data.truncated, "num_chars": data.num_chars,
                 "splits": {k: {"tensors": v.tensors, "gold": v.gold} for k, v in data.splits.items()}}, tmp)
     os.replace(tmp, path)  # atomic: a reader never sees half a file
     return data
@@ -519,7 +548,7 @@ def select(split: Split, idx: torch.Tensor, lengths: torch.Tensor | None, device
         host = lengths[idx]
         L = int(host.max())  # host-side lengths: no device sync
         for k, v in split.tensors.items():
-            batch[k] = v[dev_idx, :L] if v.dim() == 2 else v[dev_idx]
+            batch[k] = v[dev_idx, :L] if v.dim() >= 2 else v[dev_idx]   # (B, L) and (B, L, chars)
         batch["host_lengths"] = host   # on the host, for what needs them there (packing, metrics)
     else:
         batch = {k: v[dev_idx] for k, v in split.tensors.items()}

@@ -58,15 +58,15 @@ def stream_seed(seed: int, task: str) -> int:
     return seed * 1_000_003 + zlib.crc32(task.encode())
 
 
-def task_subwords(cfg: RunConfig, spec: TaskSpec) -> tuple[str, object] | None:
-    """(cache key, tokenizer) when the task's stem reads a pretrained model's sub-words, else None."""
+def task_reads(cfg: RunConfig, spec: TaskSpec) -> dict[str, object]:
+    """What the task's stem reads beyond word ids, as ``load_task`` keywords (``Stem.reads``)."""
     stem, argument = resolve_stem(stem_of(spec.name, spec.input, cfg.model), spec.input, spec.name)
-    return stem.tokenizer(argument) if stem.tokenizer else None
+    return stem.reads(argument, cfg.model) if stem.reads else {}
 
 
 def task_io(spec: TaskSpec, data: TaskData, max_len: int) -> TaskIO:
     return TaskIO(spec.name, spec.input, spec.output, spec.num_labels, vocab_size=data.vocab_size,
-                  max_len=max_len, num_shapes=data.num_shapes)
+                  max_len=max_len, num_shapes=data.num_shapes, num_chars=data.num_chars)
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig, extra: list[torch.Tensor] = ()) -> torch.optim.Optimizer:
@@ -191,7 +191,7 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     for n in names:
         say("data", {"task": n})
         data[n] = load_task(specs[n], cfg.tasks[n], cfg.data_dir, cfg.holdout_seed, cfg.limit_train,
-                            cfg.limit_eval, subwords=task_subwords(cfg, specs[n]))
+                            cfg.limit_eval, **task_reads(cfg, specs[n]))
     data_seconds = time.perf_counter() - t0
     streams = {n: TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size,
                               stream_seed(cfg.seed, n), device, augment=specs[n].input == "image")

@@ -291,3 +291,21 @@ def test_unreachable_hub_is_a_clear_error(monkeypatch):
     spec = TASKS.get("cifar10")
     with pytest.raises(DataError, match=r"cannot load uoft-cs/cifar10 from the Hub .* pass --data-dir"):
         D.load_task(spec, spec.defaults, None)
+
+
+def test_characters_of_given_words_keep_their_case(data_dir):
+    """model.char_dim's data: each word's characters (first MAX_WORD_CHARS), only where words are given."""
+    spec = TASKS.get("conll2003")
+    plain = load("conll2003", data_dir)
+    d = load("conll2003", data_dir, chars=True)
+    assert "chars" not in plain.splits["train"].tensors and plain.num_chars == 0
+    chars = d.splits["test"].tensors["chars"]
+    assert chars.dtype == torch.int16 and chars.shape[1:] == (spec.defaults.max_len, D.MAX_WORD_CHARS)
+    vocab = D.build_char_vocab(spec, D.RawSplit(pq.read_table(data_dir / "conll2003" / "data" /
+                                                              "train-00000-of-00001.parquet"), "", np.arange(1)))
+    assert d.num_chars == len(vocab) + 2
+    test = pq.read_table(data_dir / "conll2003" / "data" / "test-00000-of-00001.parquet")
+    word = test.column("tokens")[0].as_py()[0]   # no limit: rows keep their file order
+    expect = [vocab.get(c, D.UNK) for c in word[: D.MAX_WORD_CHARS]]
+    assert chars[0, 0, : len(expect)].tolist() == expect and chars[0, 0, len(expect):].eq(0).all()
+    assert "chars" not in load("imdb", data_dir, chars=True).splits["train"].tensors   # free text: none

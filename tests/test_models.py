@@ -167,3 +167,17 @@ def test_default_stems_keep_the_run_ids_of_committed_records():
         plain.config_hash()
     assert make_config("stl-imdb", overrides=['model.stems={"imdb": "bilstm"}']).config_hash() != \
         make_config("stl-imdb").config_hash()
+
+
+def test_bilstm_character_cnn_tells_apart_words_with_one_id():
+    """With model.char_dim, two unknown words (same <unk> id, different characters) differ."""
+    io = dataclasses.replace(IOS["conll2003"], num_chars=30)
+    model = build_model("single", [io], dataclasses.replace(CFG, stems={"conll2003": "bilstm"}, char_dim=8)).eval()
+    batch = batch_for(io, B=2, L=4)
+    batch["ids"][:] = 1
+    batch["chars"] = torch.zeros(2, 4, 5, dtype=torch.int16)
+    batch["chars"][0, :, :3], batch["chars"][1, :, :3] = 5, 6
+    with torch.no_grad():
+        out = model("conll2003", batch)
+    assert not torch.allclose(out[0], out[1])
+    assert model.stems["conll2003"].lstm.input_size == 32 + 8

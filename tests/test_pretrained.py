@@ -15,7 +15,7 @@ from lepton_bench.config import TaskConfig
 from lepton_bench.errors import ConfigError
 from lepton_bench.models.stems import hf_tokenizer, resolve_stem, timm_stem
 from lepton_bench.tasks import IGNORE, TASKS
-from lepton_bench.train import evaluate, task_subwords
+from lepton_bench.train import evaluate, task_reads
 from lepton_bench.variants import make_config
 
 X = IGNORE
@@ -85,13 +85,13 @@ def test_predictions_go_back_to_words_on_real_sentences(tiny_bert, data_dir):
     spec = TASKS.get("conll2003")
     cfg = make_config("stl-conll2003", overrides=[f"model.stems.conll2003=hf:{tiny_bert}",
                                                   "tasks.conll2003.max_len=512"])
-    data = D.load_task(spec, cfg.tasks["conll2003"], str(data_dir), subwords=task_subwords(cfg, spec))
+    data = D.load_task(spec, cfg.tasks["conll2003"], str(data_dir), **task_reads(cfg, spec))
     assert data.truncated["test"] == 0
     metrics, _ = evaluate(Oracle(), spec, data, "test", 16, torch.device("cpu"))
     assert metrics["entity_f1"] == 1.0 and metrics["token_accuracy"] == 1.0
     # cut at 24 sub-tokens, the words past the cut count as "O": no longer perfect, still aligned
     cfg.tasks["conll2003"].max_len = 24
-    short = D.load_task(spec, cfg.tasks["conll2003"], str(data_dir), subwords=task_subwords(cfg, spec))
+    short = D.load_task(spec, cfg.tasks["conll2003"], str(data_dir), **task_reads(cfg, spec))
     assert short.truncated["test"] > 0
     metrics, _ = evaluate(Oracle(), spec, short, "test", 16, torch.device("cpu"))
     assert 0.3 < metrics["token_accuracy"] < 1.0

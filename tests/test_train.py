@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lepton_bench.errors import TrainingError
-from lepton_bench.models.stems import STEMS
+from lepton_bench.models.stems import DEFAULT_STEMS, STEMS
 from lepton_bench.results import RECORD_KEYS, SCHEMA_VERSION
 from lepton_bench.sampling import SAMPLERS
 from lepton_bench.tasks import TASKS, TaskSpec
@@ -135,6 +135,11 @@ def test_flops_per_step_count_the_tasks_a_step_trains(data_dir):
     assert one["cost"]["flops_per_step"] == pytest.approx(expected)
 
 
+def test_bilstm_with_a_character_cnn_trains_on_real_sentences(data_dir):
+    rec = run(tiny("stl-conll2003", data_dir, steps=2, extra=["model.stems.conll2003=bilstm", "model.char_dim=8"]))
+    assert rec["status"] == "ok" and rec["config"]["model"]["char_dim"] == 8
+
+
 @pytest.mark.parametrize("stem", STEMS.list())
 def test_every_stem_trains_its_tasks_on_real_data(stem, data_dir, stem_example):
     name, overrides = stem_example(stem)
@@ -142,5 +147,6 @@ def test_every_stem_trains_its_tasks_on_real_data(stem, data_dir, stem_example):
         if TASKS.get(task).input not in STEMS.get(stem).inputs:
             continue
         rec = run(tiny(f"stl-{task}", data_dir, steps=2, extra=[f"model.stems.{task}={name}", *overrides]))
-        assert rec["config"]["model"]["stems"] == {task: name}
+        default = name == DEFAULT_STEMS[TASKS.get(task).input]   # a default stem is not written out
+        assert rec["config"]["model"]["stems"] == ({} if default else {task: name})
         assert all(0.0 <= v <= 1.0 for v in rec["metrics"][task]["test"].values())

@@ -32,6 +32,7 @@ class TaskIO:
     vocab_size: int = 0
     max_len: int = 0
     num_shapes: int = 0   # word-shape ids (0: none)
+    num_chars: int = 0    # character ids (0: the data has no characters)
     image_size: int = 32
 
 

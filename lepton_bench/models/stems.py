@@ -126,20 +126,41 @@ class EmbeddingStem(nn.Module):
         return self.drop(x + self.pos[:, : x.shape[1]]), mask
 
 
-class BiLSTMStem(nn.Module):
-    """Word (+ shape) embedding -> one bidirectional LSTM layer (d/2 per direction), over packed
-    sequences so padding never enters the recurrence."""
+class CharCNN(nn.Module):
+    """A word's characters -> embedding -> width-3 convolution -> max over the characters: one
+    ``width``-wide vector per word (Ma & Hovy, ACL 2016), which sees case, affixes and unseen words."""
 
-    def __init__(self, dim: int, vocab_size: int, num_shapes: int = 0, dropout: float = 0.0):
+    def __init__(self, num_chars: int, width: int, char_emb: int = 32):
+        super().__init__()
+        self.emb = nn.Embedding(num_chars, char_emb, padding_idx=0)
+        self.conv = nn.Conv1d(char_emb, width, 3, padding=1)
+
+    def forward(self, chars: torch.Tensor) -> torch.Tensor:
+        B, L, C = chars.shape
+        chars = chars.long().view(B * L, C)
+        h = self.conv(self.emb(chars).transpose(1, 2))                    # (B*L, width, C)
+        h = h.masked_fill((chars == 0)[:, None, :], float("-inf")).amax(-1)
+        return h.nan_to_num(0.0, neginf=0.0).view(B, L, -1)               # padding words: 0
+
+
+class BiLSTMStem(nn.Module):
+    """Word (+ shape) embedding (+ a character CNN per word) -> one bidirectional LSTM layer
+    (d/2 per direction), over packed sequences so padding never enters the recurrence."""
+
+    def __init__(self, dim: int, vocab_size: int, num_shapes: int = 0, dropout: float = 0.0,
+                 num_chars: int = 0, char_dim: int = 0):
         super().__init__()
         if dim % 2:
             raise ValueError(f"bilstm needs an even model.dim (d/2 per direction), got {dim}")
         self.words = WordEmbedding(dim, vocab_size, num_shapes)
-        self.lstm = nn.LSTM(dim, dim // 2, batch_first=True, bidirectional=True)
+        self.chars = CharCNN(num_chars, char_dim) if num_chars and char_dim else None
+        self.lstm = nn.LSTM(dim + (char_dim if self.chars else 0), dim // 2, batch_first=True, bidirectional=True)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         x, mask = self.words(batch)
+        if self.chars is not None:
+            x = torch.cat([x, self.chars(batch["chars"])], dim=-1)
         # packing needs host lengths: the batch carries them (no device sync); else count them
         lengths = batch.get("host_lengths")
         lengths = (mask.sum(1).cpu() if lengths is None else lengths).clamp(min=1)
@@ -241,8 +262,9 @@ class Stem:
     """A registered stem: the input types it reads and how to build it for one task.
 
     A stem with an ``argument`` is a family named ``name:<argument>`` (``hf:bert-base-cased``);
-    ``build`` then gets the argument. A stem with a ``tokenizer`` reads sub-word ids of its own:
-    ``tokenizer(argument) -> (cache key, Hugging Face fast tokenizer)`` replaces the word vocabulary.
+    ``build`` then gets the argument. ``reads(argument, model config)`` says what data the stem
+    needs beyond word ids, as ``data.load_task`` keywords: ``{"subwords": (cache key, fast
+    tokenizer)}`` for a pretrained model's own sub-words, ``{"chars": True}`` for characters.
     """
 
     name: str
@@ -250,7 +272,7 @@ class Stem:
     build: Callable[..., nn.Module]               # (TaskIO, ModelConfig[, argument]) -> module
     help: str = ""
     argument: str = ""                            # e.g. "model id"; empty: a plain name
-    tokenizer: Callable[[str], tuple[str, Any]] | None = None
+    reads: Callable[[str, Any], dict[str, Any]] | None = None
 
 
 STEMS: Registry[Stem] = Registry("stem")
@@ -258,13 +280,13 @@ DEFAULT_STEMS = {"image": "conv", "text": "embedding"}   # a task's stem unless 
 
 
 def register_stem(name: str, inputs: tuple[str, ...], help: str, argument: str = "",
-                  tokenizer: Callable[[str], tuple[str, Any]] | None = None):
+                  reads: Callable[[str, Any], dict[str, Any]] | None = None):
     """Decorator: register ``build(io, cfg) -> nn.Module`` as stem ``name`` for ``inputs``
     (``build(io, cfg, argument)`` for a stem family with an ``argument``)."""
 
     def add(build):
         shown = f"{name}:<{argument}>: {help}" if argument else help
-        STEMS.register(name, Stem(name, inputs, build, help, argument, tokenizer), help=shown)
+        STEMS.register(name, Stem(name, inputs, build, help, argument, reads), help=shown)
         return build
 
     return add
@@ -319,9 +341,12 @@ def _cnn(io, cfg) -> nn.Module:
     return ResNetStem(cfg.dim, cfg.image_widths, io.image_size, dropout=cfg.dropout, resize=cfg.image_size)
 
 
-@register_stem("bilstm", ("text",), "word embedding (+ word shape) -> bidirectional LSTM, d/2 per direction")
+@register_stem("bilstm", ("text",), "word embedding (+ word shape, + a character CNN with model.char_dim) -> "
+                                   "bidirectional LSTM, d/2 per direction",
+               reads=lambda argument, cfg: {"chars": True} if cfg.char_dim else {})
 def _bilstm(io, cfg) -> nn.Module:
-    return BiLSTMStem(cfg.dim, io.vocab_size, io.num_shapes if cfg.case_feature else 0, dropout=cfg.dropout)
+    return BiLSTMStem(cfg.dim, io.vocab_size, io.num_shapes if cfg.case_feature else 0, dropout=cfg.dropout,
+                      num_chars=io.num_chars if cfg.char_dim else 0, char_dim=cfg.char_dim)
 
 
 def hf_tokenizer(model_id: str) -> tuple[str, Any]:
@@ -340,7 +365,7 @@ def hf_tokenizer(model_id: str) -> tuple[str, Any]:
 
 
 @register_stem("hf", ("text",), "a Hugging Face encoder (AutoModel) on its own sub-words; tags on first sub-tokens",
-               argument="model id", tokenizer=hf_tokenizer)
+               argument="model id", reads=lambda model_id, cfg: {"subwords": hf_tokenizer(model_id)})
 def _hf(io, cfg, model_id: str) -> nn.Module:
     transformers = _transformers()
     if cfg.pretrained:
