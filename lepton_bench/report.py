@@ -413,7 +413,8 @@ def overall_stats(a: Analysis) -> pd.DataFrame:
     rows = []
     for g in a.groups:
         row: dict[str, Any] = {"name": g.name, "stl": g.stl, "tasks": "+".join(g.tasks), "n": len(g.runs),
-                               "weighting": g.weighting, "static": g.weighting == "static" or g.variant == "hard-ew"}
+                               "weighting": g.weighting, "static": g.weighting == "static" or g.variant == "hard-ew",
+                               "design": " · ".join(g.designs[t] for t in g.tasks)}
         row["dm"], row["dm_std"], row["dm_ci"] = mean_ci(a.dm_seeds.get(g.name, []))
         for key in ("train_s", "flops", "rss_mb", "cuda_mb", "params", "infer_s", "samples_s"):
             row[key] = mean_ci(g.cost(key))[0]
@@ -499,25 +500,30 @@ def _fmt_dm(row: Mapping[str, Any]) -> str:
 
 
 def _adaptive_sentence(a: Analysis) -> list[str]:
-    """Whether any adaptive weighting beats the best point of the static-weight sweep, by Δm."""
+    """Whether any adaptive weighting beats the best point of the static-weight sweep of its own
+    design (same stems and trunk), by Δm."""
     mtl = a.overall[~a.overall["stl"] & a.overall["dm"].notna()]
-    static = mtl[mtl["static"]]
-    adaptive = mtl[~mtl["static"] & ~mtl["weighting"].isin(["ew", "static"])]
-    if static.empty or adaptive.empty:
-        missing = "static-sweep point (hard-ew or static weights)" if static.empty else "adaptive weighting"
-        return [f"No {missing} has a Δm, so adaptive and static weightings cannot be compared."]
-    best = static.iloc[0]  # rows are sorted by Δm, best first
-    better = adaptive[adaptive["dm"] > best["dm"]]
-    head = f"the best static-sweep point, {best['name']} (Δm {fmt_pct(best['dm'])})"
-    if better.empty:
-        top = adaptive.iloc[0]
-        return [f"No adaptive weighting beats {head}; the best adaptive one is {top['name']} "
-                f"(Δm {fmt_pct(top['dm'])})."]
-    items = []
-    for _, r in better.iterrows():
-        p = welch_p(a.dm_seeds[r["name"]], a.dm_seeds[best["name"]])
-        items.append(f"{r['name']} (Δm {fmt_pct(r['dm'])}" + (f", Welch p = {p:.3f})" if _ok(p) else ")"))
-    return [f"{len(better)} of {len(adaptive)} adaptive weightings beat {head}: {', '.join(items)}."]
+    out = []
+    for _, rows in mtl.groupby("design", sort=False):   # rows stay sorted by Δm, best first
+        static = rows[rows["static"]]
+        adaptive = rows[~rows["static"] & ~rows["weighting"].isin(["ew", "static"])]
+        if static.empty or adaptive.empty:
+            continue
+        best = static.iloc[0]
+        better = adaptive[adaptive["dm"] > best["dm"]]
+        head = f"the best static-sweep point, {best['name']} (Δm {fmt_pct(best['dm'])})"
+        if better.empty:
+            top = adaptive.iloc[0]
+            out.append(f"No adaptive weighting beats {head}; the best adaptive one is {top['name']} "
+                       f"(Δm {fmt_pct(top['dm'])}).")
+            continue
+        items = []
+        for _, r in better.iterrows():
+            p = welch_p(a.dm_seeds[r["name"]], a.dm_seeds[best["name"]])
+            items.append(f"{r['name']} (Δm {fmt_pct(r['dm'])}" + (f", Welch p = {p:.3f})" if _ok(p) else ")"))
+        out.append(f"{len(better)} of {len(adaptive)} adaptive weightings beat {head}: {', '.join(items)}.")
+    return out or ["No design has both a static-sweep point (hard-ew or static weights) and an adaptive "
+                   "weighting with a Δm, so adaptive and static weightings cannot be compared."]
 
 
 def setting(a: Analysis, source: str) -> str:
