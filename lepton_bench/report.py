@@ -247,19 +247,23 @@ def run_cost(rec: dict) -> dict[str, float]:
 
 
 def make_groups(ok: Sequence[dict]) -> list[Group]:
-    """Group ok runs by (variant, tasks); a variant run on several task sets gets them in its name."""
-    by_key: dict[tuple[str, tuple[str, ...]], list[dict]] = {}
+    """Group ok runs by (variant, tasks, design); a variant run on several task sets or designs (e.g.
+    with ``--stem``) gets what tells them apart in its name."""
+    by_key: dict[tuple[str, tuple[str, ...], tuple[str, ...]], list[dict]] = {}
     for r in ok:
-        by_key.setdefault((r["variant"], tuple(r["tasks"])), []).append(r)
-    names = pd.Series([v for v, _ in by_key]).value_counts()
+        designs = tuple(design_of(r.get("config") or {}, t) for t in r["tasks"])
+        by_key.setdefault((r["variant"], tuple(r["tasks"]), designs), []).append(r)
+    task_sets = pd.Series([(v, t) for v, t, _ in by_key]).drop_duplicates().map(lambda k: k[0]).value_counts()
+    design_sets = pd.Series([(v, d) for v, _, d in by_key]).drop_duplicates().map(lambda k: k[0]).value_counts()
     groups = []
-    for (variant, tasks), runs in sorted(by_key.items()):
+    for (variant, tasks, designs), runs in sorted(by_key.items()):
         cfg = runs[0].get("config") or {}
         arch = cfg.get("architecture") or ("single" if variant.startswith("stl-") else "?")
-        name = variant if names[variant] == 1 else f"{variant} ({'+'.join(tasks)})"
+        apart = (["+".join(tasks)] if task_sets[variant] > 1 else []) + \
+            ([" · ".join(dict.fromkeys(designs))] if design_sets[variant] > 1 else [])
+        name = f"{variant} ({', '.join(apart)})" if apart else variant
         runs = sorted(runs, key=lambda r: (r["seed"], r["run_id"]))
-        groups.append(Group(name, variant, tasks, arch, cfg.get("weighting") or "?", runs,
-                            {t: design_of(cfg, t) for t in tasks}))
+        groups.append(Group(name, variant, tasks, arch, cfg.get("weighting") or "?", runs, dict(zip(tasks, designs))))
     return groups
 
 
@@ -479,7 +483,9 @@ def _wins_sentences(a: Analysis) -> list[str]:
     for _, row in mtl.iterrows():
         wins = _wins(a, row["name"])
         if not wins and not (_ok(row["dm"]) and row["dm"] > 0):
-            losers.append(f"{row['name']} (Δm {fmt_pct(row['dm'])}, {fmt_ratio(row['train_ratio'])} STL training time)")
+            cost = (f"{fmt_ratio(row['train_ratio'])} STL training time" if _ok(row["train_ratio"])
+                    else "training time vs STL unknown")
+            losers.append(f"{row['name']} (Δm {fmt_pct(row['dm'])}, {cost})")
             continue
         # "ahead", not "beats": a mean ahead is not a win unless marked significant
         where = f"is ahead of STL on {', '.join(wins)}" if wins else "is ahead of STL on no task's primary metric"
