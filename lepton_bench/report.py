@@ -724,7 +724,7 @@ def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
 
 def _figure(width: float, height: float) -> Figure:
     """A figure on the Agg canvas, without pyplot (no global state, no GUI backend)."""
-    fig = Figure(figsize=(width, height), layout="constrained")
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
@@ -744,8 +744,6 @@ def plot_delta_m(a: Analysis, path: Path) -> bool:
     ax = fig.add_subplot()
     ax.errorbar(df["train_ratio"], df["dm"], yerr=df["dm_ci"].fillna(0), fmt="o", color=MTL_COLOR,
                 ecolor="0.6", capsize=3, label="MTL variant (95% CI)")
-    for _, r in df.iterrows():
-        ax.annotate(r["name"], (r["train_ratio"], r["dm"]), xytext=(5, 4), textcoords="offset points", fontsize=8)
     pts = list(zip(df["train_ratio"], df["dm"], strict=True))
     front = pareto_front(pts)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="tab:green", lw=1.2,
@@ -753,12 +751,31 @@ def plot_delta_m(a: Analysis, path: Path) -> bool:
     ax.axhline(0, color="0.3", lw=0.8)
     ax.axvline(1, color="0.5", lw=0.8, ls=":")
     ax.plot([1], [0], "s", color=STL_COLOR, label="STL models together")
+    _labels(ax, list(df["name"]), pts)
     ax.set(xlabel="training time ÷ STL models' total (×, lower is cheaper)",
            ylabel="Δm vs STL (%, higher is better)", title=f"{a.grid}: quality gain vs training cost")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     _save(fig, path)
     return True
+
+
+def _labels(ax, names: Sequence[str], pts: Sequence[tuple[float, float]]) -> None:
+    """Name each point; a label that would cover an earlier one moves down a line, joined to its point."""
+    fig = ax.figure
+    fig.canvas.draw()   # the limits are final: data -> pixel positions are known
+    line = 11.0         # px per label line at fontsize 8
+    placed: list[tuple[float, float, float]] = []   # (x0, x1, y) of placed labels, in pixels
+    order = sorted(range(len(names)), key=lambda i: (-pts[i][1], pts[i][0], names[i]))
+    for i in order:
+        x, y = ax.transData.transform(pts[i])
+        x0, x1, ly = x + 5, x + 5 + 5.2 * len(names[i]), y + 4
+        while any(x0 < b1 and b0 < x1 and abs(ly - by) < line for b0, b1, by in placed):
+            ly -= line
+        placed.append((x0, x1, ly))
+        moved = ly != y + 4
+        ax.annotate(names[i], pts[i], xytext=(5, ly - y), textcoords="offset pixels", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None)
 
 
 def _barh(ax, names: Sequence[str], means: Sequence[float], errs: Sequence[float] | None,
