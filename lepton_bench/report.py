@@ -263,7 +263,8 @@ def make_groups(ok: Sequence[dict]) -> list[Group]:
             ([" · ".join(dict.fromkeys(designs))] if design_sets[variant] > 1 else [])
         name = f"{variant} ({', '.join(apart)})" if apart else variant
         runs = sorted(runs, key=lambda r: (r["seed"], r["run_id"]))
-        groups.append(Group(name, variant, tasks, arch, cfg.get("weighting") or "?", runs, dict(zip(tasks, designs, strict=True))))
+        groups.append(Group(name, variant, tasks, arch, cfg.get("weighting") or "?", runs,
+                            dict(zip(tasks, designs, strict=True))))
     return groups
 
 
