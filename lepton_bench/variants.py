@@ -97,6 +97,7 @@ register_variant(Variant("lepton-hard-static", "hard", "static",
 register_variant(Variant("lepton-soft_l2-ew", "soft_l2", "ew", overrides=LEPTON_MODEL,
                          help="the articles' design with one MLP layer per task tied by an L2 penalty"))
 
+
 def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
                 overrides: dict[str, Any] | list[str] | None = None, **fields: Any) -> RunConfig:
     """The full ``RunConfig`` of a variant: task defaults < variant overrides < user overrides.
