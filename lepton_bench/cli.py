@@ -123,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config overrides, as given to run (e.g. tasks.imdb.max_len=128)")
 
-    wk = sub.add_parser("_worker", help="(internal) one grid run, in the child process the grid starts")
+    # the child process of one grid run; no help=, so argparse leaves it out of the command list
+    wk = sub.add_parser("_worker")
     wk.add_argument("config")
     wk.add_argument("record")
 

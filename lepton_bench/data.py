@@ -368,8 +368,8 @@ def tensorize_subwords(spec: TaskSpec, cfg: TaskConfig, raw: RawSplit, tok, with
     tags = raw.table.column(spec.columns["label"]).to_pylist()
     # a word the tokenizer drops entirely (a stray control character) becomes its unknown token,
     # so that every word keeps a first sub-token and a prediction
-    words = [[w if tok.tokenize(w) else tok.unk_token for w in ws] if ws else [tok.unk_token] for ws in texts] \
-        if _has_empty_words(tok, texts) else [ws if ws else [tok.unk_token] for ws in texts]
+    empty = {w for w in {w for ws in texts for w in ws} if not tok.tokenize(w)}   # each distinct word once
+    words = [[tok.unk_token if w in empty else w for w in ws] or [tok.unk_token] for ws in texts]
     enc = tok(words, is_split_into_words=True, truncation=True, max_length=L)
     target = np.full((n, L), IGNORE, dtype=np.int64)
     for i in range(n):
@@ -390,11 +390,6 @@ def special_frame(tok) -> tuple[list[int], list[int]]:
         if framed[start:start + len(bare)] == bare:
             return framed[:start], framed[start + len(bare):]
     raise ConfigError(f"cannot tell the special tokens of tokenizer {type(tok).__name__}: {framed} vs {bare}")
-
-
-def _has_empty_words(tok, texts: list[list[str]]) -> bool:
-    """Whether any word of the split yields no sub-token (checked once per distinct word)."""
-    return any(not tok.tokenize(w) for w in {w for ws in texts for w in ws})
 
 
 def tensorize(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], subwords=None,

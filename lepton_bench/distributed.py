@@ -6,9 +6,10 @@ of every task (so augmentation and length bucketing match a single process), tra
 1/N shard of it, and averages the gradients with one ``all_reduce`` per step before clipping —
 what DistributedDataParallel does, done by hand because a multi-task step runs several forward
 passes and, for the gradient aggregators, several partial backward passes before the gradients
-are complete, which DDP's hooks do not allow. The weighting's state (DWA, FAMO, ...) sees the
-losses averaged over ranks, so every rank keeps the same task weights. Only rank 0 evaluates
-and writes the record. Backends: NCCL on CUDA, gloo on CPU.
+are complete, which DDP's hooks do not allow. The gradient aggregators aggregate the Jacobian
+averaged over ranks (the Jacobian of the global batch), so every rank applies the same update;
+weightings whose state grows from each process's own losses (DWA, FAMO, GradNorm) are refused.
+Only rank 0 evaluates and writes the record. Backends: NCCL on CUDA, gloo on CPU.
 """
 
 from __future__ import annotations
@@ -56,6 +57,14 @@ def init(world: World, device: torch.device) -> torch.device:
     return device
 
 
+def finish(world: World) -> None:
+    """Leave the process group together: the other ranks wait for rank 0's test pass, then every
+    process tears gloo/NCCL down before exiting (a rank exiting alone can abort in its destructor)."""
+    if world.active and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def check_batch_sizes(world: World, batch_sizes: dict[str, int]) -> None:
     bad = {t: b for t, b in batch_sizes.items() if b % world.size}
     if world.active and bad:
@@ -83,14 +92,20 @@ def average_gradients(world: World, params: list[torch.Tensor]) -> None:
         g.copy_(synced)
 
 
+def mean_over_ranks(world: World, t: torch.Tensor) -> torch.Tensor:
+    """``t`` averaged over ranks, in place (the same shape on every rank)."""
+    if world.active:
+        dist.all_reduce(t)
+        t /= world.size
+    return t
+
+
 def average(world: World, values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-task scalars averaged over ranks (same keys on every rank)."""
     if not world.active or not values:
         return values
     names = sorted(values)
-    stacked = torch.stack([values[n].detach().float() for n in names])
-    dist.all_reduce(stacked)
-    stacked /= world.size
+    stacked = mean_over_ranks(world, torch.stack([values[n].detach().float() for n in names]))
     return dict(zip(names, stacked, strict=True))
 
 

@@ -56,6 +56,12 @@ def written_since(path: Path, started: str) -> bool:
         return False
 
 
+def last_line(text: object) -> str:
+    """The last non-empty line of an error or a stream, for one-line messages."""
+    lines = str(text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
 def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None) -> dict[str, Any]:
     """Train one run in a child process; make sure a record exists afterwards. Runs wherever the
     engine placed it (this machine, a Slurm node, a Ray worker). Returns a short summary."""
@@ -65,10 +71,9 @@ def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None) -
     proc = subprocess.run([sys.executable, "-m", "lepton_bench", "_worker", job.config_path, job.record_path],
                           env=env, capture_output=True, text=True)
     # the child may have died before writing (killed, out of memory, segfault): record that
-    tail = (proc.stderr or "").strip().splitlines()[-1:] or [""]
     reason = "killed by the system (out of memory?)" if proc.returncode in (-9, 137) else \
         f"exit code {proc.returncode}"
-    ensure_record(job, f"worker died: {reason}; {tail[0]}", proc.stderr or "")
+    ensure_record(job, f"worker died: {reason}; {last_line(proc.stderr)}", proc.stderr or "")
     return {"run_id": job.run_id, "returncode": proc.returncode}
 
 
@@ -157,7 +162,7 @@ class SubmititExecutor(Executor):
             try:
                 h.result()
             except Exception as e:   # cancelled, timed out, node failure: the run failed
-                ensure_record(job, f"submitit job {h.job_id} failed: {str(e).strip().splitlines()[-1:]}")
+                ensure_record(job, f"submitit job {h.job_id} failed: {last_line(e)}")
             done(job)
 
 
@@ -186,7 +191,7 @@ class RayExecutor(Executor):
                 try:
                     ray.get(ready[0])
                 except Exception as e:   # worker lost, task cancelled: the run failed
-                    ensure_record(job, f"ray task failed: {type(e).__name__}: {str(e).strip().splitlines()[-1:]}")
+                    ensure_record(job, f"ray task failed: {type(e).__name__}: {last_line(e)}")
                 done(job)
         finally:
             if started_here:

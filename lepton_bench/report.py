@@ -260,7 +260,7 @@ def make_groups(ok: Sequence[dict]) -> list[Group]:
         cfg = runs[0].get("config") or {}
         arch = cfg.get("architecture") or ("single" if variant.startswith("stl-") else "?")
         apart = (["+".join(tasks)] if task_sets[variant] > 1 else []) + \
-            ([" · ".join(dict.fromkeys(designs))] if design_sets[variant] > 1 else [])
+            ([", ".join(f"{t}: {d}" for t, d in zip(tasks, designs, strict=True))] if design_sets[variant] > 1 else [])
         name = f"{variant} ({', '.join(apart)})" if apart else variant
         runs = sorted(runs, key=lambda r: (r["seed"], r["run_id"]))
         groups.append(Group(name, variant, tasks, arch, cfg.get("weighting") or "?", runs,
@@ -418,7 +418,9 @@ def overall_stats(a: Analysis) -> pd.DataFrame:
     rows = []
     for g in a.groups:
         row: dict[str, Any] = {"name": g.name, "stl": g.stl, "tasks": "+".join(g.tasks), "n": len(g.runs),
-                               "weighting": g.weighting, "static": g.weighting == "static" or g.variant == "hard-ew",
+                               "weighting": g.weighting,
+                               # a point of the static sweep: hard sharing with equal or static weights
+                               "static": g.weighting == "static" or (g.weighting == "ew" and g.architecture == "hard"),
                                "design": " · ".join(g.designs[t] for t in g.tasks)}
         row["dm"], row["dm_std"], row["dm_ci"] = mean_ci(a.dm_seeds.get(g.name, []))
         for key in ("train_s", "flops", "rss_mb", "cuda_mb", "params", "infer_s", "samples_s"):
@@ -529,7 +531,7 @@ def _adaptive_sentence(a: Analysis) -> list[str]:
             p = welch_p(a.dm_seeds[r["name"]], a.dm_seeds[best["name"]])
             items.append(f"{r['name']} (Δm {fmt_pct(r['dm'])}" + (f", Welch p = {p:.3f})" if _ok(p) else ")"))
         out.append(f"{len(better)} of {len(adaptive)} adaptive weightings beat {head}: {', '.join(items)}.")
-    return out or ["No design has both a static-sweep point (hard-ew or static weights) and an adaptive "
+    return out or ["No design has both a static-sweep point (hard sharing, equal or static weights) and an adaptive "
                    "weighting with a Δm, so adaptive and static weightings cannot be compared."]
 
 
@@ -618,13 +620,13 @@ def _stl_together_row(a: Analysis, cuda: bool) -> list[list[str]]:
     """Per design of the MTL groups, the sums over tasks of its STL baselines: what the ratios divide by."""
     rows, seen = [], set()
     for g in a.mtl:
-        refs = [r for t in g.tasks if (r := a.ref(t, g)) is not None]
-        key = tuple(r.name for r in refs)
-        if not refs or key in seen:
+        refs = [a.ref(t, g) for t in g.tasks]
+        key = tuple(r.name for r in refs if r is not None)
+        if None in refs or key in seen:   # the ratios need every task's baseline; so does this row
             continue
         seen.add(key)
-        cost = {k: float(sum(mean_ci(r.cost(k))[0] for r in refs)) for k in ("train_s", "params", "infer_s", "flops")}
-        rows.append([md_cell(f"STL models together: {', '.join(key)}"), "+".join(r.tasks[0] for r in refs), "", "",
+        cost = {k: stl_cost(a, g, k) for k in ("train_s", "params", "infer_s", "flops")}
+        rows.append([md_cell(f"STL models together: {', '.join(key)}"), "+".join(g.tasks), "", "",
                      fmt_num(cost["train_s"], 1), "1.00×", fmt_num(cost["flops"] / 1e9, 2), "—"]
                     + (["—"] if cuda else []) + [fmt_num(cost["params"] / 1e6, 2), "1.00×",
                                                  fmt_num(cost["infer_s"], 1), "1.00×"])
@@ -665,6 +667,7 @@ def claims_section(a: Analysis) -> str:
             stl, mtl = part[part["stl"]], part[~part["stl"]]
             cells = [c.task, c.metric, md_cell(c.setting), md_cell(design), f"{c.value:.3f}"]
             for side in (stl, mtl):
+                side = side.dropna(subset=[f"{c.metric}:mean"])   # e.g. only diverged runs
                 if side.empty:
                     cells += ["—", "—"]
                     continue
@@ -838,10 +841,10 @@ def plot_learning_curves(a: Analysis, path: Path) -> bool:
     # STL baselines: thick black; with several per task (several designs), a dash pattern and a label each
     stl = [g for g in a.groups if g.stl]
     several = len({g.tasks for g in stl}) < len(stl)
-    families = sorted({g.variant.rsplit("stl-", 1)[0] for g in stl})   # "", "lepton-", ...
+    designs = sorted({g.designs[g.tasks[0]] for g in stl})
     for g in stl:
-        styles[g.name] = {"color": "black", "lw": 2.2,
-                          "ls": ("--", ":", "-.")[families.index(g.variant.rsplit("stl-", 1)[0]) % 3]}
+        dash = ("--", ":", "-.")[designs.index(g.designs[g.tasks[0]]) % 3]
+        styles[g.name] = {"color": "black", "lw": 2.2, "ls": dash}
     stl_label = {g.name: f"STL baseline ({g.name})" if several else "STL baseline" for g in stl}
     fig = _figure(5.0 * len(data) + 2.5, 4.2)
     for ax, (t, gc) in zip(fig.subplots(1, len(data), squeeze=False)[0], data.items(), strict=True):

@@ -27,6 +27,7 @@ from .distributed import (
     average_gradients,
     broadcast_parameters,
     check_batch_sizes,
+    finish,
     shard,
     world_from_env,
 )
@@ -177,7 +178,11 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     if weighting_cls.needs_every_task and not sampler_cls.every_task_every_step:
         raise ConfigError(f"weighting {cfg.weighting} needs every task's loss at every step; "
                           f"sampler {cfg.sampler} gives one task per step (use sampler 'all')")
+    if world.active and weighting_cls.single_process:
+        raise ConfigError(f"weighting {cfg.weighting} keeps state from each process's own losses, which "
+                          f"{world.size} torchrun processes would not share; run it in one process")
     weighting = weighting_cls(names, cfg.weighting_args, seed=cfg.seed).to(device)
+    weighting.world = world
     check_batch_sizes(world, {n: cfg.tasks[n].batch_size for n in names})
     t = cfg.train
     if t.steps < 1:
@@ -263,9 +268,9 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
     if s.weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
         with torch.no_grad(), autocast(s.device, s.runtime["precision"]):
             after = {n: s.specs[n].loss(model(n, b), b["y"]) for n, b in batches.items()}
-        s.weighting.after_step(average(s.world, after))
+        s.weighting.after_step(after)
     else:
-        s.weighting.after_step(average(s.world, {n: v.detach() for n, v in losses.items()}))
+        s.weighting.after_step({n: v.detach() for n, v in losses.items()})
     return {n: v.detach() for n, v in losses.items()}
 
 
@@ -349,6 +354,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
                             f"or --limit-train") from None
     memory = peak_memory(device)
     if not world.main:
+        finish(world)
         return None
 
     # ---- test once, with the best validation checkpoint
@@ -403,4 +409,5 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
         "started_at": started,
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    finish(world)
     return record

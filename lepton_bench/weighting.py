@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .config import WeightingConfig
+from .distributed import World, mean_over_ranks
 from .errors import ConfigError
 from .registry import Registry
 
@@ -30,6 +31,9 @@ class Weighting(ABC):
 
     needs_every_task = False      # True: needs every task's loss at every step (sampler 'all')
     needs_losses_after_step = False   # True: ``after_step`` wants the losses re-computed after the update
+    single_process = False        # True: keeps state from this process's own losses or gradients,
+                                  # which torchrun processes would not share: refused there
+    world = World()               # the torchrun world, set by ``train.prepare``
 
     def __init__(self, tasks: Sequence[str], cfg: WeightingConfig | None = None, seed: int = 0):
         self.tasks = list(tasks)
@@ -136,6 +140,8 @@ class DynamicWeightAverage(Weighting):
     ratio of task t's last two average losses. The paper averages per epoch; here per
     ``dwa_window`` steps. Weights are 1 until two windows have passed. No host syncs."""
 
+    single_process = True
+
     needs_every_task = True
 
     def to(self, device):
@@ -207,6 +213,8 @@ class FAMO(Weighting):
     xi moves (Adam, lr ``famo_lr``, decay ``famo_decay``) to favour the tasks whose log-loss fell
     least: grad xi = J_softmax^T (log L_t(before) - log L_t(after)), losses on the same batch."""
 
+    single_process = True
+
     needs_every_task = True
     needs_losses_after_step = True
     eps = 1e-8
@@ -247,6 +255,8 @@ class GradNorm(Weighting):
     G_t = ||grad_W w_t L_t|| on the last shared layer W approach mean(G) * r_t^alpha, with
     r_t = (L_t/L_t(0)) / mean(L/L(0)) each task's relative inverse training rate. The weights
     are renormalised to sum to T after each update."""
+
+    single_process = True
 
     needs_every_task = True
 
@@ -355,7 +365,8 @@ class GradientAggregation(Weighting):
                                         allow_unused=True)
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
                                    for g, p in zip(grads, shared, strict=True)]))
-        update = self.aggregator(torch.stack(rows))
+        # the Jacobian of the global batch: every rank aggregates the same matrix
+        update = self.aggregator(mean_over_ranks(self.world, torch.stack(rows)))
         offset = 0
         for p in shared:
             p.grad = update[offset:offset + p.numel()].view_as(p).clone()

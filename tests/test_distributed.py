@@ -18,14 +18,19 @@ from .conftest import TINY
 SETS = [a for o in [*TINY, "train.steps=6", "train.eval_every=3", "train.log_every=1"] for a in ("--set", o)]
 
 
-def test_torchrun_two_processes_train_like_one(data_dir, tmp_path):
-    args = ["run", "--variant", "hard-ew", "--tasks", "imdb", "conll2003", "--data-dir", str(data_dir),
+def torchrun(args, nproc=2):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                           str(nproc), "-m", "lepton_bench", *args],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("variant", ["hard-ew", "hard-pcgrad"])   # pcgrad: the Jacobian averaged over ranks
+def test_torchrun_two_processes_train_like_one(variant, data_dir, tmp_path):
+    args = ["run", "--variant", variant, "--tasks", "imdb", "conll2003", "--data-dir", str(data_dir),
             "--device", "cpu", "--limit-eval", "24", "--no-progress", *SETS]
     assert main([*args, "--out", str(tmp_path / "one")]) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                           "-m", "lepton_bench", *args, "--out", str(tmp_path / "two")],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = torchrun([*args, "--out", str(tmp_path / "two")])
     assert proc.returncode == 0, proc.stderr[-3000:]
     [one] = read_records(tmp_path / "one" / "runs.jsonl")
     two = read_records(tmp_path / "two" / "runs.jsonl")
@@ -42,6 +47,14 @@ def test_torchrun_two_processes_train_like_one(data_dir, tmp_path):
         for name, value in one["metrics"][task]["test"].items():
             assert two["metrics"][task]["test"][name] == pytest.approx(value, abs=0.05)
         assert two["cost"]["tasks"][task]["examples_seen"] == one["cost"]["tasks"][task]["examples_seen"]
+
+
+def test_a_weighting_with_per_process_state_is_refused_under_torchrun(data_dir, tmp_path):
+    proc = torchrun(["run", "--variant", "hard-dwa", "--data-dir", str(data_dir), "--device", "cpu", "--no-progress",
+                     "--out", str(tmp_path), *SETS])
+    assert proc.returncode != 0
+    assert "weighting dwa keeps state from each process's own losses" in proc.stderr
+    assert not (tmp_path / "runs.jsonl").exists()
 
 
 def test_shards_split_a_global_batch_and_batch_sizes_must_divide():

@@ -277,3 +277,23 @@ def test_claims_table_sets_the_articles_figures_beside_each_design(rendered):
     assert cells[4] == "0.920" and cells[5] == "stl-cifar10" and cells[7] == "hard-ew"
     assert cells[9] == f"{0.91 - 0.92:+.3f}"    # best mean here (hard-ew, 0.91) minus the claim
     assert "| conll2003" not in claims          # no CoNLL-2003 runs in this grid: no row
+
+
+def test_one_variant_with_two_designs_is_two_groups_named_apart():
+    recs = [make_record("hard-ew", s, {"imdb": 0.85, "conll2003": 0.5}) for s in range(2)]
+    recs += [make_record("hard-ew", s, {"imdb": 0.84, "conll2003": 0.6}) for s in range(2)]
+    for r in recs[:2]:
+        r["config"]["model"] = {"stems": {"imdb": "bilstm"}}
+    for r in recs[2:]:
+        r["config"]["model"] = {"stems": {"conll2003": "bilstm"}}
+    names = sorted(g.name for g in report.analyse("mini", recs).groups)
+    assert len(set(names)) == 2 and "imdb: bilstm → transformer×2" in names[0] + names[1]
+
+
+def test_claims_table_survives_a_design_without_values():
+    recs = [make_record("stl-cifar10", 0, {"cifar10": 0.8}), make_record("hard-ew", 0, {"cifar10": 0.8})]
+    recs[1]["metrics"]["cifar10"]["test"]["accuracy"] = None   # e.g. a run whose metric was not finite
+    row = next(line for line in report.claims_section(report.analyse("mini", recs)).splitlines()
+               if line.startswith("| cifar10"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[5:9] == ["stl-cifar10", "0.8000", "—", "—"]   # the MTL side has no value: no crash, a dash

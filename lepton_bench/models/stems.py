@@ -6,6 +6,7 @@ They are what the Lepton articles call modality encoders. Each task has its own 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -349,6 +350,7 @@ def _bilstm(io, cfg) -> nn.Module:
                       num_chars=io.num_chars if cfg.char_dim else 0, char_dim=cfg.char_dim)
 
 
+@functools.lru_cache(maxsize=8)   # one load per process: prepare, every task and every grid run share it
 def hf_tokenizer(model_id: str) -> tuple[str, Any]:
     """(cache key, fast tokenizer) of a Hub id or local folder; a folder's key follows its files."""
     transformers = _transformers()
