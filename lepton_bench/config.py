@@ -13,29 +13,94 @@ import json
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from collections.abc import Iterator
 from typing import Any, get_type_hints
 
 from .errors import ConfigError
+
+
+# ---------------------------------------------------------------- what each field is for
+#
+# Every field says, once, on itself (``setting(...)``), which of the derived facts it belongs to:
+#   runtime  how a run executes, not what it trains: out of the config hash (device, precision, ...)
+#   added    added after the first committed records: hashed only when set off its default, so the run
+#            ids of those records (and the resume of their grids) still hold
+#   data     changes the tensors a task's data becomes: part of the tensor cache key
+#   sharing  read only by architectures that share (soft_l2, mmoe, adapters): an STL model is the same
+#            whatever it says, so it stays out of the design label the report matches STL runs by
+# A plain field (no ``setting``) is hashed, is not data, and is part of the design when it is a model field.
+
+ROLES = ("runtime", "added", "data", "sharing")
+
+
+def setting(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING,
+            runtime: bool = False, added: bool = False, data: bool = False, sharing: bool = False):
+    """A dataclass field with its roles (see above) in ``metadata["lepton"]``."""
+    roles = frozenset(r for r, on in zip(ROLES, (runtime, added, data, sharing), strict=True) if on)
+    return field(default=default, default_factory=default_factory, metadata={"lepton": roles})
+
+
+def roles_of(f: dataclasses.Field) -> frozenset[str]:
+    return f.metadata.get("lepton", frozenset())
+
+
+def field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+
+
+def walk(obj: Any, prefix: str = "") -> Iterator[tuple[str, dataclasses.Field, Any]]:
+    """(dotted path, field, value) of every leaf field of a config, at any depth: sections are
+    walked into, and so are mappings of sections (``tasks.<t>.*``); a mapping of plain values
+    (``model.stems``) is one leaf."""
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        path = f"{prefix}{f.name}"
+        if is_dataclass(value):
+            yield from walk(value, path + ".")
+        elif isinstance(value, dict) and value and all(is_dataclass(v) for v in value.values()):
+            for k, v in value.items():
+                yield from walk(v, f"{path}.{k}.")
+        else:
+            yield path, f, value
+
+
+def paths_with(obj: Any, role: str) -> list[str]:
+    """Dotted paths of the leaf fields of ``obj`` that have ``role``."""
+    return [p for p, f, _ in walk(obj) if role in roles_of(f)]
+
+
+def data_settings(obj: Any) -> dict[str, Any]:
+    """The ``data`` fields of a config section and their values (what a tensor cache key holds)."""
+    return {p: v for p, f, v in walk(obj) if "data" in roles_of(f)}
+
+
+def _drop(d: dict[str, Any], path: str) -> None:
+    *parents, last = path.split(".")
+    for p in parents:
+        d = d[p]
+    d.pop(last, None)
 
 
 @dataclass
 class TaskConfig:
     batch_size: int = 64          # examples of this task per optimizer step
     eval_batch_size: int = 256    # examples per forward pass at evaluation
-    max_len: int = 0              # tokens kept per text example (0: not a text task)
-    truncate: str = "head"        # longer texts keep their first max_len tokens, or with
+    max_len: int = setting(0, data=True)          # tokens kept per text example (0: not a text task)
+    truncate: str = setting("head", data=True)    # longer texts keep their first max_len tokens, or with
                                   # "head_tail" the first and last max_len/2 (Sun et al. 2019)
-    vocab_size: int = 30000       # word-level vocabulary cap, incl. <pad>/<unk>
-    min_freq: int = 2             # a word needs this many train occurrences to get an id
-    holdout_frac: float = 0.1     # share of train held out for validation (no val split)
-    holdout_max: int = 5000       # cap on that hold-out, in examples
+    vocab_size: int = setting(30000, data=True)   # word-level vocabulary cap, incl. <pad>/<unk>
+    min_freq: int = setting(2, data=True)         # a word needs this many train occurrences to get an id
+    holdout_frac: float = setting(0.1, data=True)  # share of train held out for validation (no val split)
+    holdout_max: int = setting(5000, data=True)   # cap on that hold-out, in examples
     label_smoothing: float = 0.0  # cross-entropy label smoothing
 
 
 @dataclass
 class ModelConfig:
     dim: int = 128                # trunk width d, in channels
-    trunk: str = "transformer"    # the shared layer (list trunks): transformer, or mlp (token-wise)
+    trunk: str = setting("transformer", added=True)  # the shared layer (list trunks): transformer, or mlp
     depth: int = 2                # blocks in the trunk
     heads: int = 4                # attention heads per block
     mlp_ratio: float = 4.0        # MLP hidden width / d
@@ -43,15 +108,15 @@ class ModelConfig:
     drop_path: float = 0.0        # stochastic depth, max rate over the blocks
     image_widths: tuple[int, ...] = (32, 64, 128)  # conv stem stage widths; each stage halves H, W
     case_feature: bool = True     # text stems: add a word-shape embedding (Aa, AA, aa, 0, .)
-    char_dim: int = 0             # bilstm: width of a character-CNN word feature (0: none; tasks whose
+    char_dim: int = setting(0, added=True)  # bilstm: width of a character-CNN word feature (0: none; tasks whose
                                   # words are given, i.e. conll2003)
-    soft_l2: float = 1e-2         # soft_l2: strength of the L2 pull of each task's trunk to their mean
-    experts: int = 3              # mmoe: shared expert trunks
-    adapter_dim: int = 32         # adapters: bottleneck width of the per-task adapters
-    stems: dict[str, str] = field(default_factory=dict)  # task -> stem (list stems); unset: conv
+    soft_l2: float = setting(1e-2, sharing=True)  # soft_l2: strength of the L2 pull of each task's trunk to their mean
+    experts: int = setting(3, sharing=True)       # mmoe: shared expert trunks
+    adapter_dim: int = setting(32, sharing=True)  # adapters: bottleneck width of the per-task adapters
+    stems: dict[str, str] = setting(default_factory=dict, added=True)  # task -> stem (list stems); unset: conv
                                   # for images, embedding for text
-    pretrained: bool = True       # hf:/timm: stems load their trained weights (false: random init)
-    image_size: int = 0           # image stems resize to this many px first (0: as stored, 32 for
+    pretrained: bool = setting(True, added=True)  # hf:/timm: stems load their trained weights (false: random init)
+    image_size: int = setting(0, added=True)  # image stems resize to this many px first (0: as stored, 32 for
                                   # CIFAR-10); ImageNet-trained timm: stems want their own, e.g. 224
 
 
@@ -92,35 +157,36 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     weighting_args: WeightingConfig = field(default_factory=WeightingConfig)
     seed: int = 0
-    limit_train: int | None = None   # cap on train examples per task (seeded subset)
-    limit_eval: int | None = None    # cap on validation and test examples per task
-    holdout_seed: int = 0            # fixes the validation hold-out for every run and seed
+    limit_train: int | None = setting(None, data=True)   # cap on train examples per task (seeded subset)
+    limit_eval: int | None = setting(None, data=True)    # cap on validation and test examples per task
+    holdout_seed: int = setting(0, data=True)            # fixes the validation hold-out for every run and seed
     # Where and how to run: the same training, executed differently; out of the hash.
-    device: str = "auto"
-    data_dir: str | None = None
-    precision: str = "auto"          # auto (bf16 autocast on a CUDA GPU that has it, else fp32), bf16, fp32
-    compile: bool = False            # torch.compile the model (CUDA only; eager on CPU)
-
-    RUNTIME_FIELDS = ("device", "data_dir", "precision", "compile")
-    # Fields added after the first committed records: hashed only when set, so the run ids of
-    # those records (and the resume of their grids) still hold. Add every new field here.
-    HASHED_UNLESS_DEFAULT = ("model.stems", "model.trunk", "model.pretrained", "model.image_size",
-                             "model.char_dim")
+    device: str = setting("auto", runtime=True)
+    data_dir: str | None = setting(None, runtime=True)
+    precision: str = setting("auto", runtime=True)   # auto (bf16 autocast on a CUDA GPU that has it, else fp32),
+                                                     # bf16, fp32
+    compile: bool = setting(False, runtime=True)     # torch.compile the model (CUDA only; eager on CPU)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def identity(self) -> dict[str, Any]:
+        """What defines what is trained, as a dict: the config without its runtime fields, and
+        without the ``added`` fields that are at their defaults."""
+        d = self.to_dict()
+        for path, f, value in walk(self):
+            roles = roles_of(f)
+            if "runtime" in roles or ("added" in roles and value == field_default(f)):
+                _drop(d, path)
+        return d
+
     def config_hash(self) -> str:
         """Hash of everything that defines what is trained (not where it runs)."""
-        d = self.to_dict()
-        for k in self.RUNTIME_FIELDS:
-            d.pop(k, None)
-        for key in self.HASHED_UNLESS_DEFAULT:
-            section, name = key.split(".")
-            if d[section][name] == asdict(type(getattr(self, section))())[name]:
-                del d[section][name]
-        blob = json.dumps(d, sort_keys=True, default=list).encode()
+        blob = json.dumps(self.identity(), sort_keys=True, default=list).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+RUNTIME_FIELDS = tuple(paths_with(RunConfig(), "runtime"))   # device, data_dir, precision, compile
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -231,3 +297,38 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     d["train"] = TrainConfig(**train)
     d["weighting_args"] = WeightingConfig(**d.get("weighting_args", {}))
     return RunConfig(**d)
+
+
+# ---------------------------------------------------------------- configs as records hold them
+
+def sharing_fields() -> frozenset[str]:
+    """Model fields read only by sharing architectures: left out of the design label."""
+    return frozenset(f.name for f in fields(ModelConfig) if "sharing" in roles_of(f))
+
+
+def complete(d: dict[str, Any] | None) -> dict[str, Any]:
+    """A record's config dict with every field its version lacked filled in with today's default,
+    so that configs of old and new records compare key by key. Unknown keys (a newer version, a
+    plugin) are kept as they are; a task section is completed with ``TaskConfig``'s defaults."""
+    def merge(default: Any, given: Any) -> Any:
+        if isinstance(default, dict) and isinstance(given, dict) and default:
+            return {**default, **{k: merge(default.get(k), v) for k, v in given.items()}}
+        return given
+
+    d = dict(d or {})
+    out = merge(asdict(RunConfig()), d)
+    task_default = asdict(TaskConfig())
+    out["tasks"] = {t: merge(task_default, v) if isinstance(v, dict) else v
+                    for t, v in (d.get("tasks") or {}).items()}
+    return out
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"train": {"lr": 1e-3}}`` -> ``{"train.lr": 1e-3}``; mappings of plain values (``model.stems``)
+    one key per entry, an empty one none; lists become tuples (hashable, as the dataclasses hold them)."""
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: tuple(d) if isinstance(d, list) else d}

@@ -14,7 +14,7 @@ import io
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .config import TaskConfig
+from .config import TaskConfig, data_settings
 from .errors import ConfigError, DataError
 from .tasks import IGNORE, TaskSpec
 
@@ -423,10 +423,8 @@ def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_see
               limit_train: int | None, limit_eval: int | None, subwords: tuple[str, object] | None = None,
               chars: bool = False) -> str:
     """The tensor cache's key: everything the tensors depend on (``subwords``/``chars`` as ``load_task``)."""
-    relevant = {k: v for k, v in asdict(cfg).items()
-                if k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
     key = {"format": CACHE_FORMAT, "task": spec.name, "columns": spec.columns,
-           "cfg": relevant, "seed": holdout_seed, "limits": [limit_train, limit_eval],
+           "cfg": data_settings(cfg),   # the task's fields marked ``data`` (config.setting) "seed": holdout_seed, "limits": [limit_train, limit_eval],
            "source": fingerprint(spec, data_dir)}
     if subwords and spec.input == "text":   # keyed only when set: the word-level keys stay as they were
         key["tokenizer"] = subwords[0]

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig, from_dict
+from .config import RUNTIME_FIELDS, RunConfig, from_dict
 from .errors import ConfigError, LeptonError
 from .executors import EXECUTORS, ExecutorOptions, Job
 from .registry import Registry
@@ -74,7 +74,7 @@ def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
 
     ``runtime`` sets the RunConfig fields that change how, not what, is trained (device, data_dir,
     precision, compile)."""
-    unknown = set(runtime) - set(RunConfig.RUNTIME_FIELDS)
+    unknown = set(runtime) - set(RUNTIME_FIELDS)
     if unknown:
         raise TypeError(f"plan() takes runtime fields only, not {', '.join(sorted(unknown))}")
     g = GRIDS.get(grid)

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from .config import TaskConfig
 from .registry import Registry
@@ -45,8 +43,10 @@ class TaskSpec:
     def num_labels(self) -> int:
         return len(self.labels)
 
-    def loss(self, logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0):
+    def loss(self, logits, target, label_smoothing: float = 0.0):
         """Mean cross-entropy over examples (classification) or real tokens (tagging)."""
+        import torch.nn.functional as F   # here, not at the top: the task registry stays torch-free
+
         if self.output == "tag":
             logits, target = logits.flatten(0, 1), target.flatten()
         return F.cross_entropy(logits, target, ignore_index=IGNORE,

@@ -12,12 +12,26 @@ from typing import Any
 
 from .config import RunConfig, apply_overrides
 from .errors import ConfigError
-from .models.stems import DEFAULT_STEMS, resolve_stem
-from .models.trunk import TRUNKS
 from .registry import Registry
 from .tasks import TASKS
 
 ALL_TASKS = ("cifar10", "imdb", "conll2003")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A published figure a variant is meant to reproduce; the report sets it beside what was measured.
+
+    ``metric`` is the metric of this project that the figure *is* (which need not be the one its
+    source names: see ``note``); ``beside`` lists other metrics of the task to show next to it."""
+
+    task: str
+    metric: str
+    value: float                # in the metric's own [0, 1] units
+    setting: str                # how the source got it (model, budget), in a few words
+    source: str = ""
+    note: str = ""              # one line: why ``metric`` is the figure's metric, when it is not obvious
+    beside: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -29,6 +43,7 @@ class Variant:
     tasks: tuple[str, ...] = ALL_TASKS
     overrides: dict[str, Any] = field(default_factory=dict)   # dotted config keys
     help: str = ""
+    claims: tuple[Claim, ...] = ()   # published figures this variant is measured against (report)
 
 
 VARIANTS: Registry[Variant] = Registry("variant")
@@ -85,16 +100,31 @@ for _s, _h in (("round_robin", "tasks in turn"), ("proportional", "p ~ train-set
 # trunk), so its MTL runs are compared with the very same encoders trained alone.
 LEPTON_MODEL = {"model.trunk": "mlp", "model.depth": 1,
                 "model.stems": {"cifar10": "cnn", "imdb": "bilstm", "conll2003": "bilstm"}}
+# The articles' figures. Their CoNLL-2003 "97.3 F1" is scikit-learn's classification_report micro
+# average over every token tag, O included (its support, 46,435, is every test token): that is token
+# accuracy. NER papers report seqeval's entity F1, which the report shows beside it.
+LEPTON_CLAIMS = (
+    Claim("cifar10", "accuracy", 0.92, "CNN image encoder -> shared layer (budget not stated)",
+          source="the Lepton articles"),
+    Claim("imdb", "accuracy", 0.88, "recurrent text encoder -> shared layer (budget not stated)",
+          source="the Lepton articles"),
+    Claim("conll2003", "token_accuracy", 0.973,
+          "pretrained BERT, fine-tuned (AdamW, lr 2e-5, batch 16, 5 epochs)", source="the Lepton articles",
+          note="the articles' '97.3 F1' is scikit-learn's micro average over every token tag including O "
+               "(support 46,435 = every test token), i.e. token accuracy, not seqeval entity F1",
+          beside=("entity_f1",)),
+)
 for _t in ALL_TASKS:
     register_variant(Variant(f"lepton-stl-{_t}", "single", tasks=(_t,), overrides=LEPTON_MODEL,
-                             help=f"the articles' design trained on {_t} alone (its STL baseline)"))
-register_variant(Variant("lepton-hard-ew", "hard", "ew", overrides=LEPTON_MODEL,
+                             help=f"the articles' design trained on {_t} alone (its STL baseline)",
+                             claims=tuple(c for c in LEPTON_CLAIMS if c.task == _t)))
+register_variant(Variant("lepton-hard-ew", "hard", "ew", overrides=LEPTON_MODEL, claims=LEPTON_CLAIMS,
                          help="the articles' design: cnn/bilstm stems -> one shared MLP layer, equal weights"))
 # The articles weight a sum of losses; CoNLL-2003 x2 is the quick sweep's best static point.
-register_variant(Variant("lepton-hard-static", "hard", "static",
+register_variant(Variant("lepton-hard-static", "hard", "static", claims=LEPTON_CLAIMS,
                          overrides={**LEPTON_MODEL, "weighting_args.static": {"conll2003": 2.0}},
                          help="the articles' design, weighted loss sum (conll2003 x2)"))
-register_variant(Variant("lepton-soft_l2-ew", "soft_l2", "ew", overrides=LEPTON_MODEL,
+register_variant(Variant("lepton-soft_l2-ew", "soft_l2", "ew", overrides=LEPTON_MODEL, claims=LEPTON_CLAIMS,
                          help="the articles' design with one MLP layer per task tied by an L2 penalty"))
 
 
@@ -118,6 +148,9 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     cfg = apply_overrides(cfg, {k: val for k, val in v.overrides.items()
                                 if not k.startswith("tasks.") or k.split(".")[1] in names})
     cfg = apply_overrides(cfg, overrides or {})
+    from .models.stems import DEFAULT_STEMS, resolve_stem   # here: the registry itself stays torch-free
+    from .models.trunk import TRUNKS
+
     # a stem named for a task this run does not train, or a task's default stem, changes nothing,
     # so it stays out of the hash (and the report sees one design, not two)
     cfg.model.stems = {t: n for t, n in cfg.model.stems.items()
