@@ -97,6 +97,9 @@ class TaskConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
 
 
+DEFAULT_STEMS = {"image": "conv", "text": "embedding"}   # input type -> a task's stem unless model.stems names one
+
+
 @dataclass
 class ModelConfig:
     dim: int = 128                # trunk width d, in channels

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import RunConfig, apply_overrides
+from .config import DEFAULT_STEMS, RunConfig, apply_overrides
 from .errors import ConfigError
 from .registry import Registry
 from .tasks import TASKS
@@ -130,10 +130,25 @@ register_variant(Variant("lepton-soft_l2-ew", "soft_l2", "ew", overrides=LEPTON_
 
 def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
                 overrides: dict[str, Any] | list[str] | None = None, **fields: Any) -> RunConfig:
-    """The full ``RunConfig`` of a variant: task defaults < variant overrides < user overrides.
+    """The full ``RunConfig`` of a variant: task defaults < variant overrides < user overrides, with
+    its stem and trunk names checked (a bad one fails here, before any data loads).
 
     ``fields`` sets top-level ``RunConfig`` fields (device, data_dir, limits).
     """
+    cfg = compose(variant, tasks, seed=seed, overrides=overrides, **fields)
+    from .models.stems import resolve_stem   # here: the registry itself stays torch-free
+    from .models.trunk import TRUNKS
+
+    for t, n in cfg.model.stems.items():
+        resolve_stem(n, TASKS.get(t).input, t)
+    TRUNKS.get(cfg.model.trunk)
+    return cfg
+
+
+def compose(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
+            overrides: dict[str, Any] | list[str] | None = None, **fields: Any) -> RunConfig:
+    """``make_config`` without the stem and trunk checks (no torch): e.g. a variant's defaults for
+    the report."""
     v = VARIANTS.get(variant)
     names = list(tasks) if tasks else list(v.tasks)
     for t in names:
@@ -148,14 +163,8 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     cfg = apply_overrides(cfg, {k: val for k, val in v.overrides.items()
                                 if not k.startswith("tasks.") or k.split(".")[1] in names})
     cfg = apply_overrides(cfg, overrides or {})
-    from .models.stems import DEFAULT_STEMS, resolve_stem   # here: the registry itself stays torch-free
-    from .models.trunk import TRUNKS
-
     # a stem named for a task this run does not train, or a task's default stem, changes nothing,
     # so it stays out of the hash (and the report sees one design, not two)
     cfg.model.stems = {t: n for t, n in cfg.model.stems.items()
                        if t in cfg.tasks and n != DEFAULT_STEMS.get(TASKS.get(t).input)}
-    for t, n in cfg.model.stems.items():   # a bad stem or trunk name fails here, before any data loads
-        resolve_stem(n, TASKS.get(t).input, t)
-    TRUNKS.get(cfg.model.trunk)
     return cfg

@@ -16,6 +16,7 @@ import torch
 from timm.layers import ConvNormAct, trunc_normal_
 from torch import nn
 
+from ..config import DEFAULT_STEMS
 from ..errors import ConfigError
 from ..registry import Registry
 
@@ -277,7 +278,6 @@ class Stem:
 
 
 STEMS: Registry[Stem] = Registry("stem")
-DEFAULT_STEMS = {"image": "conv", "text": "embedding"}   # a task's stem unless model.stems names one
 
 
 def register_stem(name: str, inputs: tuple[str, ...], help: str, argument: str = "",
