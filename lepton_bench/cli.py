@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .errors import LeptonError
 
-KINDS = ("variants", "grids", "tasks", "architectures", "stems", "trunks", "weightings", "samplers", "executors")
+KINDS = ("variants", "grids", "tasks", "metrics", "architectures", "stems", "trunks", "weightings", "samplers",
+         "executors")
 
 
 def _registries():
@@ -20,16 +21,20 @@ def _registries():
     from .models.stems import STEMS
     from .models.trunk import TRUNKS
     from .sampling import SAMPLERS
-    from .tasks import TASKS
+    from .tasks import METRICS, TASKS
     from .variants import VARIANTS
     from .weighting import WEIGHTINGS
 
-    return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "architectures": ARCHITECTURES,
+    return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "metrics": METRICS, "architectures": ARCHITECTURES,
             "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS, "stems": STEMS,
             "trunks": TRUNKS}
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser; its help lists registered names, so load plugins first (``main`` does)."""
+    from .grid import GRIDS
+    from .tasks import TASKS
+
     p = argparse.ArgumentParser(
         prog="lepton-bench",
         description="Does one multi-task model beat one model per task? Train matched single-task "
@@ -37,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                    help="import MODULE first, to register its variants, weightings, ... (repeatable); "
                         "installed plugins (entry points 'lepton_bench.plugins') load by themselves")
+    p.add_argument("--no-plugins", action="store_true",
+                   help="skip the installed plugins (--plugin modules still load); the same as "
+                        "LEPTON_BENCH_NO_PLUGINS=1, which the runs of a grid inherit")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("run", help="train one variant, or a whole grid of variants x seeds",
@@ -48,11 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     what = r.add_mutually_exclusive_group(required=True)
     what.add_argument("--variant", metavar="NAME",
                       help="registered variant, e.g. hard-ew or stl-cifar10 (see: list variants)")
-    what.add_argument("--grid", metavar="NAME", help="registered grid: smoke, quick or full (see: list grids)")
+    what.add_argument("--grid", metavar="NAME",
+                      help=f"registered grid: {', '.join(GRIDS.list())} (see: list grids)")
     r.add_argument("--tasks", nargs="+", metavar="TASK",
-                   help="train these tasks instead of the variant's own (cifar10 imdb conll2003)")
-    r.add_argument("--seed", type=int, default=0, help="seeds model init, data order and augmentation "
-                   "(default: 0)")
+                   help=f"train these tasks instead of the variant's own: {' '.join(TASKS.list())}")
+    r.add_argument("--seed", type=int, help="seeds model init, data order and augmentation "
+                   "(default: 0; a grid runs seeds 0..N-1, see --seeds)")
     r.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N "
                    "(default: auto)")
     r.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
@@ -115,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "node), so that no run downloads or tokenizes, and none hits the Hub "
                                     "at the same time as another.")
     pp.add_argument("--grid", metavar="NAME", help="every data setting the grid's runs use (limits included)")
-    pp.add_argument("--tasks", nargs="+", metavar="TASK", help="these tasks at their defaults (default: all)")
+    pp.add_argument("--tasks", nargs="+", metavar="TASK",
+                    help=f"these tasks at their defaults (default: all: {' '.join(TASKS.list())})")
     pp.add_argument("--data-dir", default=os.environ.get("LEPTON_BENCH_DATA"), metavar="DIR",
                     help="local parquet folders instead of the Hub (default: $LEPTON_BENCH_DATA, else the Hub)")
     pp.add_argument("--cache-dir", metavar="DIR", help="where the tensors go (default: $LEPTON_BENCH_CACHE, "
@@ -238,15 +248,37 @@ def _executor_options(args):
     return ExecutorOptions(workers=args.workers, plugins=tuple(args.plugin), **opts)
 
 
+def _check_data_dir(data_dir: str | None, tasks) -> None:
+    """A bad --data-dir fails now, naming what is missing, not later in every run."""
+    if not data_dir:
+        return
+    if not Path(data_dir).is_dir():
+        raise LeptonError(f"--data-dir {data_dir}: no such folder")
+    from .data import local_files
+    from .tasks import TASKS
+
+    for task in dict.fromkeys(tasks):
+        local_files(Path(data_dir), TASKS.get(task))
+
+
 def cmd_grid(args) -> int:
     from tqdm import tqdm
 
-    from .grid import adopt, plan, read_record_files, run_grid
+    from .grid import plan, run_grid
+    from .results import adopt, read_record_files
 
     if args.workers < 1:
         raise LeptonError(f"--workers must be at least 1, got {args.workers}")
-    overrides = _overrides(args) + ([f"train.steps={args.steps}"] if args.steps else [])
-    runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides, **_runtime(args))
+    # what a grid would silently ignore is an error instead
+    for flag, value, instead in (("--tasks", args.tasks, "each variant trains its own tasks; narrow the grid "
+                                                          "with --variants"),
+                                 ("--seed", args.seed, "a grid runs seeds 0..N-1: use --seeds N")):
+        if value is not None:
+            raise LeptonError(f"{flag} is a single-run option ({instead})")
+    overrides = _overrides(args) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides,
+                limit_train=args.limit_train, limit_eval=args.limit_eval, **_runtime(args))
+    _check_data_dir(args.data_dir, [t for r in runs for t in r.config.tasks])
     results_dir = Path(args.out or "results") / args.grid
     if args.dry_run:
         adopt(results_dir)
@@ -308,11 +340,21 @@ def _print_plan(runs, done, results_dir, retry_failed) -> int:
 def cmd_run(args) -> int:
     from tabulate import tabulate
 
+    for flag, value in (("--limit-train", args.limit_train), ("--limit-eval", args.limit_eval),
+                        ("--steps", args.steps), ("--seeds", args.seeds)):
+        if value is not None and value < 1:
+            raise LeptonError(f"{flag} must be at least 1, got {value}")
     if args.grid:
         return cmd_grid(args)
-    for flag, value in (("--seeds", args.seeds), ("--variants", args.variants)):
-        if value is not None:
-            raise LeptonError(f"{flag} is a grid option; use it with --grid")
+    grid_only = {"--seeds": args.seeds is not None, "--variants": args.variants is not None,
+                 "--workers": args.workers != 1, "--retry-failed": args.retry_failed, "--dry-run": args.dry_run,
+                 "--executor": args.executor != "local", "--executor-config": args.executor_config is not None,
+                 **{f"--{k.replace('_', '-')}": getattr(args, k) is not None
+                    for k in ("partition", "time_min", "cpus_per_run", "gpus_per_run", "mem_gb", "cluster",
+                              "ray_address")}}
+    given = [flag for flag, on in grid_only.items() if on]
+    if given:
+        raise LeptonError(f"{', '.join(given)}: grid option{'s' if len(given) > 1 else ''}; use with --grid")
 
     from .results import append_record
     from .train import run
@@ -321,14 +363,9 @@ def cmd_run(args) -> int:
     overrides = _overrides(args)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
-    for flag, value in (("--limit-train", args.limit_train), ("--limit-eval", args.limit_eval),
-                        ("--steps", args.steps)):
-        if value is not None and value < 1:
-            raise LeptonError(f"{flag} must be at least 1, got {value}")
-    if args.data_dir and not Path(args.data_dir).is_dir():
-        raise LeptonError(f"--data-dir {args.data_dir}: no such folder")
-    cfg = make_config(args.variant, args.tasks, seed=args.seed, overrides=overrides,
+    cfg = make_config(args.variant, args.tasks, seed=args.seed or 0, overrides=overrides,
                       limit_train=args.limit_train, limit_eval=args.limit_eval, **_runtime(args))
+    _check_data_dir(args.data_dir, cfg.tasks)
     from .distributed import world_from_env
 
     main_rank = world_from_env().main   # under torchrun only rank 0 reports and records
@@ -415,16 +452,72 @@ def cmd_report(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        from .plugins import load_plugins
+def _plugin_flags(argv: list[str]) -> tuple[list[str], bool]:
+    """(``--plugin`` modules, ``--no-plugins``) from the global options before the command, read
+    ahead of the parser, whose help lists the registries with the plugins' entries in them.
+    Unique prefixes count, as argparse takes them (``--no``, ``--plug=m``)."""
+    modules, skip = [], False
+    it = iter(argv)
+    for a in it:
+        if not a.startswith("--") or a == "--":
+            if a.startswith("-"):
+                continue   # -h
+            break          # the command: its own options follow
+        flag, eq, value = a.partition("=")
+        if len(flag) > 2 and "--no-plugins".startswith(flag):
+            skip = True
+        elif len(flag) > 2 and "--plugin".startswith(flag):
+            modules.append(value if eq else next(it, ""))
+    return [m for m in modules if m], skip
 
-        load_plugins(args.plugin)
-        return {"run": cmd_run, "list": cmd_list, "report": cmd_report, "prepare": cmd_prepare,
+
+def _load_plugins(modules: list[str]) -> None:
+    """Load the plugins; their warnings as one ``lepton-bench: warning: ...`` line each."""
+    import warnings
+
+    from .plugins import PluginWarning, load_plugins
+
+    caught: list = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", PluginWarning)
+            load_plugins(modules)
+    finally:
+        for w in caught:
+            if issubclass(w.category, PluginWarning):
+                print(f"lepton-bench: warning: {w.message}", file=sys.stderr)
+            else:   # a plugin's own warnings, as Python would show them
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .plugins import NO_PLUGINS_ENV
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        modules, no_plugins = _plugin_flags(argv)
+        if no_plugins:
+            os.environ[NO_PLUGINS_ENV] = "1"   # the grid's worker processes inherit it
+        _load_plugins(modules)
+        args = build_parser().parse_args(argv)
+        code = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "prepare": cmd_prepare,
                 "_worker": cmd_worker}[args.command](args)
+        sys.stdout.flush()   # a reader that has gone (``| head``) shows here, not at exit
+        return code
+    except BrokenPipeError:
+        # the Python docs' recipe: no more output, and no second error when Python flushes at exit
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):   # a stdout without a file descriptor (captured): nothing to flush
+            pass
+        return 1
     except LeptonError as e:
-        print(f"lepton-bench: error: {e}", file=sys.stderr)
+        print(f"lepton-bench: error: {_first_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("lepton-bench: interrupted; nothing was recorded for the unfinished run", file=sys.stderr)

@@ -12,12 +12,11 @@ import hashlib
 import json
 import types
 import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, get_type_hints
 
 from .errors import ConfigError
-
 
 # ---------------------------------------------------------------- what each field is for
 #
@@ -304,9 +303,17 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
 
 # ---------------------------------------------------------------- configs as records hold them
 
+# These look the section classes up when called, so a field declared on them is seen everywhere
+# (and a test can stand a subclass with a dummy field in for one).
+
 def sharing_fields() -> frozenset[str]:
     """Model fields read only by sharing architectures: left out of the design label."""
     return frozenset(f.name for f in fields(ModelConfig) if "sharing" in roles_of(f))
+
+
+def model_defaults() -> dict[str, Any]:
+    """Every model field's default, as a record's config holds it."""
+    return asdict(ModelConfig())
 
 
 def complete(d: dict[str, Any] | None) -> dict[str, Any]:
@@ -319,7 +326,7 @@ def complete(d: dict[str, Any] | None) -> dict[str, Any]:
         return given
 
     d = dict(d or {})
-    out = merge(asdict(RunConfig()), d)
+    out = merge({**asdict(RunConfig()), "model": model_defaults()}, d)
     task_default = asdict(TaskConfig())
     out["tasks"] = {t: merge(task_default, v) if isinstance(v, dict) else v
                     for t, v in (d.get("tasks") or {}).items()}

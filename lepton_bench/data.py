@@ -1,7 +1,8 @@
 """Load, check, split, tensorize and cache the tasks' data; feed batches on the device.
 
-Sources: the Hub ids by default, or ``DIR/<task>/`` folders in the Hub's parquet
-layout (``--data-dir`` / ``LEPTON_BENCH_DATA``). Local parquet files are read with
+Sources: each task's ``Dataset`` (``tasks.py``): its Hub id by default, or its folder
+``DIR/<folder>/`` in the Hub's parquet layout (``--data-dir`` / ``LEPTON_BENCH_DATA``);
+tasks of one dataset read one folder. Local parquet files are read with
 pyarrow directly: ``datasets.load_dataset(<folder>)`` caches by folder *name*, so a
 64-row slice and the full mirror in two folders called ``imdb`` would share a cache
 entry. Our own tensor cache is keyed by file paths + sizes + mtimes instead.
@@ -75,11 +76,12 @@ class RawSplit:
 
 
 def local_files(root: Path, spec: TaskSpec) -> dict[str, Path]:
-    """Find ``<split>-*.parquet`` (Hub layout) or ``<split>/*.parquet`` (convert/parquet)."""
-    folder = root / spec.name
+    """Find ``<split>-*.parquet`` (Hub layout) or ``<split>/*.parquet`` (convert/parquet) in the
+    folder of the task's dataset, ``root/<spec.dataset.folder>``."""
+    folder = root / spec.dataset.folder
     if not folder.is_dir():
         raise DataError(f"{spec.name}: no folder {folder} (expected {folder}/data/train-00000-of-00001.parquet, "
-                        f"the Hub's parquet layout; or drop --data-dir to load {spec.hub_id} from the Hub)")
+                        f"the Hub's parquet layout; or drop --data-dir to load {spec.dataset.hub_id} from the Hub)")
     found: dict[str, Path] = {}
     for split in SPLITS:
         hits = sorted(folder.glob(f"**/{split}-*.parquet")) or sorted(folder.glob(f"**/{split}/*.parquet"))
@@ -102,7 +104,20 @@ def read_parquet(path: Path) -> pa.Table:
     try:
         return pq.read_table(path)
     except (OSError, pa.ArrowException) as e:
-        raise DataError(f"{path}: not a readable parquet file ({type(e).__name__}: {e})") from None
+        # one short line, the path once: pyarrow's text repeats the path and says twice that the
+        # file is not parquet ("Could not open Parquet input source '<path>': ... Either the file
+        # is corrupted or this is not a parquet file.")
+        why = (str(e).strip().splitlines() or [""])[0]
+        for shown in dict.fromkeys((str(path), str(Path(path).resolve()))):
+            why = why.replace(f"'{shown}'", "").replace(f"{shown} ", " ").removesuffix(shown)
+        for said in ("Could not open Parquet input source :",
+                     "Either the file is corrupted or this is not a parquet file."):
+            why = why.replace(said, "")
+        why = " ".join(why.split()).strip(" .:")
+        if len(why) > 150:
+            why = why[: why.rfind(" ", 0, 149)] + " …"
+        detail = f"{type(e).__name__}: {why}" if why else type(e).__name__
+        raise DataError(f"{path}: not a readable parquet file ({detail})") from None
 
 
 def fingerprint(spec: TaskSpec, data_dir: str | None) -> dict:
@@ -110,7 +125,8 @@ def fingerprint(spec: TaskSpec, data_dir: str | None) -> dict:
     if data_dir:
         files = local_files(Path(data_dir), spec)
         return {s: [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for s, p in files.items()}
-    return {"hub": spec.hub_id, "config": spec.hub_config, "revision": spec.hub_revision}
+    ds = spec.dataset
+    return {"hub": ds.hub_id, "config": ds.hub_config, "revision": ds.hub_revision}
 
 
 def read_source(spec: TaskSpec, data_dir: str | None) -> dict[str, RawSplit]:
@@ -119,12 +135,13 @@ def read_source(spec: TaskSpec, data_dir: str | None) -> dict[str, RawSplit]:
     try:
         import datasets
 
-        dd = datasets.load_dataset(spec.hub_id, spec.hub_config, revision=spec.hub_revision)
+        ds = spec.dataset
+        dd = datasets.load_dataset(ds.hub_id, ds.hub_config, revision=ds.hub_revision)
     except Exception as e:  # network, auth, missing dataset: all say the same to the user
-        raise DataError(f"{spec.name}: cannot load {spec.hub_id} from the Hub ({type(e).__name__}: "
+        raise DataError(f"{spec.name}: cannot load {ds.hub_id} from the Hub ({type(e).__name__}: "
                         f"{str(e).splitlines()[0] if str(e) else ''}); pass --data-dir DIR with "
-                        f"local copies in the Hub's parquet layout") from None
-    return {s: _raw(dd[s].data.table, f"{spec.hub_id}[{s}]") for s in SPLITS if s in dd}
+                        f"local copies in the Hub's parquet layout (DIR/{ds.folder}/)") from None
+    return {s: _raw(dd[s].data.table, f"{ds.hub_id}[{s}]") for s in SPLITS if s in dd}
 
 
 def _raw(table: pa.Table, origin: str) -> RawSplit:
@@ -134,7 +151,8 @@ def _raw(table: pa.Table, origin: str) -> RawSplit:
 # ---------------------------------------------------------------- checks
 
 def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
-    """Columns present, split non-empty, labels in range, tokens/tags of equal length."""
+    """Columns present, split non-empty, no missing input (nor word) or label, labels in range,
+    tokens/tags of equal length."""
     t, where, label_col = raw.table, raw.origin, spec.columns["label"]
     for role, col in spec.columns.items():
         if col not in t.column_names:
@@ -142,6 +160,10 @@ def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
                             f"columns are {', '.join(t.column_names)}")
     if t.num_rows == 0:
         raise DataError(f"{where}: the {split} split of {spec.name} is empty")
+    input_col = spec.columns["input"]
+    inputs = t.column(input_col)
+    if inputs.null_count:   # e.g. a review without text: named here, not a tokenizer's traceback
+        raise DataError(f"{where}: row {_first(pc.is_null(inputs))}: {input_col!r} is missing")
     labels = t.column(label_col)
     if labels.null_count:
         raise DataError(f"{where}: row {_first(pc.is_null(labels))}: {label_col!r} is missing")
@@ -155,6 +177,10 @@ def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
                             f"{n_tag[row].as_py()} {label_col} tags")
         flat = pc.list_flatten(labels)
         row_of = np.repeat(np.arange(t.num_rows), np.asarray(n_tag))  # flat position -> row
+        words = pc.list_flatten(inputs)   # as many as tags (checked above): row_of fits both
+        if words.null_count:
+            raise DataError(f"{where}: row {row_of[_first(pc.is_null(words))]}: a word of {input_col!r} "
+                            f"is missing")
     else:
         flat, row_of = labels, np.arange(t.num_rows)
     if flat.null_count:
@@ -424,7 +450,8 @@ def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_see
               chars: bool = False) -> str:
     """The tensor cache's key: everything the tensors depend on (``subwords``/``chars`` as ``load_task``)."""
     key = {"format": CACHE_FORMAT, "task": spec.name, "columns": spec.columns,
-           "cfg": data_settings(cfg),   # the task's fields marked ``data`` (config.setting) "seed": holdout_seed, "limits": [limit_train, limit_eval],
+           "cfg": data_settings(cfg),   # the task's fields marked ``data`` (config.setting)
+           "seed": holdout_seed, "limits": [limit_train, limit_eval],
            "source": fingerprint(spec, data_dir)}
     if subwords and spec.input == "text":   # keyed only when set: the word-level keys stay as they were
         key["tokenizer"] = subwords[0]

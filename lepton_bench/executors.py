@@ -23,6 +23,7 @@ from typing import Any
 from .config import from_dict
 from .errors import ConfigError
 from .registry import Registry
+from .results import failed_record, write_json_atomic, written_since
 
 
 @dataclass(frozen=True)
@@ -46,14 +47,6 @@ class ExecutorOptions:
     cluster: str | None = None       # submitit: None (auto: Slurm if present), "slurm", "local", "debug"
     address: str | None = None       # ray: cluster address ("auto", "ray://host:10001"); None: a local Ray
     plugins: tuple[str, ...] = ()    # --plugin modules every run imports first
-
-
-def written_since(path: Path, started: str) -> bool:
-    """Whether ``path`` holds a record of a run that started at or after ``started``."""
-    try:
-        return json.loads(Path(path).read_text()).get("started_at", "") >= started
-    except (OSError, json.JSONDecodeError):
-        return False
 
 
 def last_line(text: object) -> str:
@@ -80,8 +73,6 @@ def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None) -
 def ensure_record(job: Job, error: str, detail: str = "") -> None:
     """If no record of this job was written since it started (the worker died, or the engine
     cancelled, timed out or lost the job), record the run as failed with ``error``."""
-    from .grid import failed_record, write_json_atomic
-
     if not written_since(Path(job.record_path), job.started):
         cfg = from_dict(json.loads(Path(job.config_path).read_text()))
         write_json_atomic(Path(job.record_path), failed_record(cfg, error[:500], job.started, detail))

@@ -10,19 +10,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from .config import RUNTIME_FIELDS, RunConfig, from_dict
-from .errors import ConfigError, LeptonError
+from .errors import ConfigError
 from .executors import EXECUTORS, ExecutorOptions, Job
 from .registry import Registry
-from .results import RECORD_KEYS, SCHEMA_VERSION, json_safe
+from .results import adopt, failed_record, merge, now_iso, read_record_files, record_path, run_id, write_json_atomic
 from .variants import VARIANTS, make_config
 
 
@@ -64,13 +62,11 @@ class PlannedRun:
     config: RunConfig
 
 
-def run_id(cfg: RunConfig) -> str:
-    return f"{cfg.variant}-s{cfg.seed}-{cfg.config_hash()}"
-
-
 def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
-         overrides: Sequence[str] = (), **runtime: Any) -> list[PlannedRun]:
-    """The runs of a grid: its variants (optionally narrowed by a pattern) x seeds.
+         overrides: Sequence[str] = (), limit_train: int | None = None, limit_eval: int | None = None,
+         **runtime: Any) -> list[PlannedRun]:
+    """The runs of a grid: its variants (optionally narrowed by a pattern) x seeds. ``limit_*``
+    replace the grid's own limits when given.
 
     ``runtime`` sets the RunConfig fields that change how, not what, is trained (device, data_dir,
     precision, compile)."""
@@ -89,74 +85,10 @@ def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
         for name in names:
             cfg = make_config(name, seed=seed, overrides=[*(f"{k}={json.dumps(v)}" for k, v in g.overrides.items()),
                                                           *overrides],
-                              limit_train=g.limit_train, limit_eval=g.limit_eval, **runtime)
+                              limit_train=g.limit_train if limit_train is None else limit_train,
+                              limit_eval=g.limit_eval if limit_eval is None else limit_eval, **runtime)
             runs.append(PlannedRun(run_id(cfg), cfg))
     return runs
-
-
-# ---------------------------------------------------------------- records on disk
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(json_safe(obj), f, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def read_record_files(results_dir: Path) -> dict[str, dict]:
-    """run_id -> record, from ``records/*.json`` (temp files of killed writers are ignored)."""
-    out = {}
-    for path in sorted((results_dir / "records").glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            continue
-        if rec.get("schema_version") == SCHEMA_VERSION:
-            out[rec["run_id"]] = rec
-    return out
-
-
-def adopt(results_dir: Path) -> None:
-    """Give every record of ``runs.jsonl`` a record file, e.g. after a clone that has only the
-    committed ``runs.jsonl``: otherwise the next merge would drop those runs."""
-    from .results import read_records
-
-    have = read_record_files(results_dir)
-    for rec in read_records(results_dir / "runs.jsonl"):
-        if rec.get("run_id") and rec["run_id"] not in have:
-            write_json_atomic(results_dir / "records" / f"{rec['run_id']}.json", rec)
-
-
-def merge(results_dir: Path) -> Path:
-    """Rebuild ``runs.jsonl`` from the record files: one line per run, written atomically."""
-    records = sorted(read_record_files(results_dir).values(), key=lambda r: (r["finished_at"], r["run_id"]))
-    path = results_dir / "runs.jsonl"
-    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".runs.jsonl.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec, allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def failed_record(cfg: RunConfig, error: str, started: str, detail: str = "") -> dict:
-    from .measure import environment, resolve_device
-
-    try:
-        env = environment(resolve_device(cfg.device))
-    except LeptonError:
-        env = {}
-    rec = {k: None for k in RECORD_KEYS}
-    rec.update(schema_version=SCHEMA_VERSION, run_id=run_id(cfg), status="failed", variant=cfg.variant,
-               tasks=list(cfg.tasks), seed=cfg.seed, config=cfg.to_dict(), config_hash=cfg.config_hash(),
-               metrics={}, curves={}, cost={}, env=env, error=error, error_detail=detail[-4000:],
-               started_at=started, finished_at=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    return rec
 
 
 def worker(config_path: str, record_path: str) -> int:
@@ -164,7 +96,7 @@ def worker(config_path: str, record_path: str) -> int:
     from .plugins import load_plugins
     from .train import run
 
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = now_iso()
     cfg = from_dict(json.loads(Path(config_path).read_text()))
     plugins = env_plugins()
     try:
@@ -212,12 +144,12 @@ def run_grid(runs: list[PlannedRun], results_dir: Path, *, retry_failed: bool = 
         return summary
     jobs_dir = results_dir / "jobs"
     jobs_dir.mkdir(exist_ok=True)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = now_iso()
     jobs = []
     for r in todo:
         cfg_path = jobs_dir / f"{r.run_id}.config.json"
         write_json_atomic(cfg_path, r.config.to_dict())
-        jobs.append(Job(r.run_id, str(cfg_path), str(results_dir / "records" / f"{r.run_id}.json"), started))
+        jobs.append(Job(r.run_id, str(cfg_path), str(record_path(results_dir, r.run_id)), started))
 
     def finished(job: Job) -> None:
         rec = json.loads(Path(job.record_path).read_text())

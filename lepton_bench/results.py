@@ -1,8 +1,14 @@
-"""The one results schema: a versioned JSON record per finished run, one per line.
+"""The one results schema: a versioned JSON record per run, built by one function, written two ways.
 
-Records are appended with a single ``write`` on an ``O_APPEND`` file under an
-exclusive lock, then fsynced: concurrent writers never interleave, and a reader
-skips a torn last line (a machine that died mid-write) instead of failing.
+* ``build_record`` makes every record (a finished run in ``train.run``, a failed one anywhere:
+  ``failed_record``) from typed parts; ``Record`` below documents each key.
+* ``runs.jsonl`` (``append_record``): one record per line, appended with a single ``write`` on an
+  ``O_APPEND`` file under an exclusive lock, then fsynced, so concurrent writers never interleave
+  and a reader skips a torn last line (a machine that died mid-write) instead of failing.
+* a grid's ``records/<run_id>.json`` (``write_json_atomic``, temp file + rename) are the truth
+  from which its ``runs.jsonl`` is rebuilt (``merge``) after every run.
+
+Nothing here imports torch at module level: the report reads records with it.
 """
 
 from __future__ import annotations
@@ -11,15 +17,107 @@ import fcntl
 import json
 import math
 import os
+import tempfile
 import warnings
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 SCHEMA_VERSION = 1
 
-# Keys every record has; tests check them, the report relies on them.
+
+class TaskMetrics(TypedDict):
+    test: dict[str, float]       # metric -> value on the test split, best validation checkpoint
+    val: dict[str, float]        # metric -> value on validation at that checkpoint
+    primary: str                 # the task's primary metric (checkpoint selection, Δ vs STL)
+
+
+class Selection(TypedDict):
+    rule: str                    # how the tested checkpoint was chosen
+    best_step: int
+    best_val_score: float
+
+
+class Curves(TypedDict):
+    train_loss: list[dict[str, Any]]   # every log_every steps: step, lr, weights, task -> mean loss
+    val: list[dict[str, Any]]          # every eval_every steps: step, task -> metric -> value
+
+
+class Record(TypedDict, total=False):
+    """One run. Keys in ``RECORD_KEYS`` are in every record (None where a failed run has none)."""
+
+    schema_version: int          # SCHEMA_VERSION: readers skip records of another schema
+    run_id: str                  # ``run_id(cfg)``: <variant>-s<seed>-<config hash>
+    status: Literal["ok", "failed"]
+    variant: str
+    tasks: list[str]             # in config order
+    seed: int
+    config: dict[str, Any]       # the full RunConfig (``to_dict``)
+    config_hash: str             # ``RunConfig.config_hash``: what is trained, not where it runs
+    metrics: dict[str, TaskMetrics]   # task -> metrics ({} when failed)
+    selection: Selection
+    curves: Curves | dict
+    cost: dict[str, Any]         # wall times, throughput, FLOPs, MFU, parameters, memory, per task ({} failed)
+    data: dict[str, Any]         # task -> source, split sizes, vocabulary size, truncated examples
+    env: dict[str, Any]          # versions, git hash, device, precision, compiled, notes, world size
+    started_at: str              # ISO 8601, UTC
+    finished_at: str
+    error: str                   # failed runs: one line, "<Type>: <message>"
+    error_detail: str            # failed runs: the traceback's last 4,000 characters
+
+
 RECORD_KEYS = ("schema_version", "run_id", "status", "variant", "tasks", "seed", "config",
                "config_hash", "metrics", "curves", "cost", "env", "started_at", "finished_at")
+
+
+def run_id(cfg: RunConfig) -> str:
+    """The one run-id format: what a grid plans, resumes by and names record files after."""
+    return f"{cfg.variant}-s{cfg.seed}-{cfg.config_hash()}"
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def build_record(cfg: RunConfig, *, status: Literal["ok", "failed"], started_at: str, env: dict[str, Any],
+                 metrics: dict[str, TaskMetrics] | None = None, selection: Selection | None = None,
+                 curves: Curves | None = None, cost: dict[str, Any] | None = None,
+                 data: dict[str, Any] | None = None, error: str | None = None,
+                 error_detail: str | None = None) -> Record:
+    """Every record, ok or failed, from its typed parts; identity fields come from ``cfg``."""
+    rec: Record = {
+        "schema_version": SCHEMA_VERSION, "run_id": run_id(cfg), "status": status,
+        "variant": cfg.variant, "tasks": list(cfg.tasks), "seed": cfg.seed,
+        "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
+        "metrics": metrics or {}, "curves": curves or {}, "cost": cost or {}, "env": env,
+        "started_at": started_at, "finished_at": now_iso(),
+    }
+    if selection is not None:
+        rec["selection"] = selection
+    if data is not None:
+        rec["data"] = data
+    if status == "failed":
+        rec["error"] = error or "unknown error"
+        rec["error_detail"] = (error_detail or "")[-4000:]
+    return rec
+
+
+def failed_record(cfg: RunConfig, error: str, started_at: str, detail: str = "") -> Record:
+    """The record of a run that raised, diverged, or whose worker died."""
+    from .errors import LeptonError
+    from .measure import environment, resolve_device  # torch: only where a run was attempted
+
+    try:
+        env = environment(resolve_device(cfg.device))
+    except LeptonError:
+        env = {}
+    return build_record(cfg, status="failed", started_at=started_at, env=env, error=error, error_detail=detail)
+
+
+# ---------------------------------------------------------------- runs.jsonl
 
 
 def json_safe(x: Any) -> Any:
@@ -75,3 +173,66 @@ def read_records(path: str | os.PathLike) -> list[dict]:
         else:
             warnings.warn(f"{path}:{n}: skipping a record of another schema", stacklevel=2)
     return out
+
+
+# ---------------------------------------------------------------- a grid's record files
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(json_safe(obj), f, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def record_path(results_dir: Path, rid: str) -> Path:
+    return Path(results_dir) / "records" / f"{rid}.json"
+
+
+def read_record_files(results_dir: Path) -> dict[str, dict]:
+    """run_id -> record, from ``records/*.json`` (temp files of killed writers are ignored)."""
+    out = {}
+    for path in sorted((Path(results_dir) / "records").glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if rec.get("schema_version") == SCHEMA_VERSION:
+            out[rec["run_id"]] = rec
+    return out
+
+
+def written_since(path: Path, started: str) -> bool:
+    """Whether ``path`` holds a record of a run that started at or after ``started``."""
+    try:
+        return json.loads(Path(path).read_text()).get("started_at", "") >= started
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def adopt(results_dir: Path) -> None:
+    """Give every record of ``runs.jsonl`` a record file, e.g. after a clone that has only the
+    committed ``runs.jsonl``: otherwise the next merge would drop those runs."""
+    have = read_record_files(results_dir)
+    for rec in read_records(Path(results_dir) / "runs.jsonl"):
+        if rec.get("run_id") and rec["run_id"] not in have:
+            write_json_atomic(record_path(results_dir, rec["run_id"]), rec)
+
+
+def merge(results_dir: Path) -> Path:
+    """Rebuild ``runs.jsonl`` from the record files: one line per run, written atomically."""
+    results_dir = Path(results_dir)
+    records = sorted(read_record_files(results_dir).values(), key=lambda r: (r["finished_at"], r["run_id"]))
+    path = results_dir / "runs.jsonl"
+    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".runs.jsonl.", suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        for rec in records:
+            f.write(json.dumps(rec, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path

@@ -3,6 +3,11 @@
 ``all`` gives every task a batch every step (gradient methods need it). The others pick one
 task per step; a run with them takes T times as many optimizer steps, so that the number of
 batches trained on equals that of ``all`` (each task sees ``steps`` batches on average).
+
+A sampler is a ``Sampler`` subclass registered in ``SAMPLERS``. ``train.prepare`` builds it once
+per run as ``cls(tasks, sizes, total_steps, seed, temperature)``; ``train.run`` then asks
+``tasks_at(step)`` before each step and, at each ``train.log_every`` step, hands it the tasks'
+logged losses through ``observe(step, losses)`` before the next step is drawn.
 """
 
 from __future__ import annotations
@@ -29,6 +34,13 @@ class Sampler(ABC):
     @abstractmethod
     def tasks_at(self, step: int) -> list[str]:
         """The tasks that get a batch at ``step`` (1-based)."""
+
+    def observe(self, step: int, losses: dict[str, float]) -> None:
+        """Called by ``train.run`` after step ``step`` when it logs (every ``train.log_every``
+        steps and at the last), before step ``step + 1`` is drawn: ``losses`` holds each task's mean
+        training loss over the steps since the previous call, for the tasks trained in them (under
+        torchrun: the mean over the processes, the same on each, so they keep drawing alike).
+        These are the host-side floats the log already read: no extra device sync. Default: ignored."""
 
     def probabilities(self, step: int) -> np.ndarray:
         """Probability of each task at ``step`` (uniform unless a sampler says otherwise)."""

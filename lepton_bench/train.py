@@ -13,8 +13,7 @@ import warnings
 import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from datetime import datetime, timezone
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -46,7 +45,7 @@ from .measure import (
 )
 from .models import MultiTaskModel, TaskIO, build_model
 from .models.stems import resolve_stem, stem_of
-from .results import SCHEMA_VERSION
+from .results import build_record, now_iso
 from .sampling import SAMPLERS, Sampler
 from .tasks import IGNORE, TASKS, TaskSpec
 from .weighting import WEIGHTINGS, Weighting
@@ -138,6 +137,42 @@ def evaluate(model: MultiTaskModel, spec: TaskSpec, data: TaskData, split: str, 
     return spec.compute_metrics(preds, golds), timing
 
 
+class NonFiniteWatch:
+    """The first step at which a task loss or the weighting's combined loss was not finite, and
+    the losses of that step: kept on the device by ``torch.where`` (no host sync per step), read
+    at ``run``'s log points. So the error names the first bad step even between log points, and a
+    non-finite combined loss whose task losses were finite is named the weighting's, not a task's."""
+
+    def __init__(self, tasks: list[str], device: torch.device):
+        self.tasks = tasks
+        self.steps = 0                                                   # steps watched
+        self.step = torch.zeros((), dtype=torch.long, device=device)    # first bad step; 0: none yet
+        self.values = torch.zeros(len(tasks) + 1, device=device)        # its task losses + combined loss
+        self._zero = torch.zeros((), device=device)                     # a task that did not run
+
+    def update(self, losses: dict[str, torch.Tensor], total: torch.Tensor | None) -> None:
+        self.steps += 1
+        v = torch.stack([losses[n].detach().float() if n in losses else self._zero for n in self.tasks]
+                        + [self._zero if total is None else total.detach().float()])
+        new = (self.step == 0) & ~torch.isfinite(v).all()
+        self.step = torch.where(new, self.steps, self.step)
+        self.values = torch.where(new, v, self.values)
+
+    def error(self, cfg: RunConfig) -> TrainingError | None:
+        """The error for the first bad step, or None (a host sync: call it at log points only)."""
+        step = int(self.step)
+        if not step:
+            return None
+        *task_values, total = self.values.tolist()
+        for n, v in zip(self.tasks, task_values, strict=True):
+            if not math.isfinite(v):   # a task's own loss first: the task is named
+                return TrainingError(f"non-finite loss ({v}) for task {n} at step {step} of {cfg.variant}; "
+                                     f"lower the learning rate (--set train.lr=...)")
+        return TrainingError(f"non-finite combined loss ({total}) of weighting {cfg.weighting} at step {step} "
+                             f"of {cfg.variant}; the task losses were finite, so the weighting made it "
+                             f"(or lower the learning rate: --set train.lr=...)")
+
+
 @dataclass
 class Setup:
     """Everything a run trains with, built by ``prepare`` (also used by the benchmarks)."""
@@ -159,6 +194,10 @@ class Setup:
     runtime: dict[str, object]  # how it runs: precision, compiled, tf32, and why a request was not met
     world: World                # torchrun processes (a world of one without torchrun)
     params: list[torch.Tensor]  # everything the optimizer trains (gradients averaged over the world)
+    watch: NonFiniteWatch = field(init=False, repr=False)   # non-finite losses, seen by train_step
+
+    def __post_init__(self) -> None:
+        self.watch = NonFiniteWatch(self.names, self.device)
 
     @property
     def names(self) -> list[str]:
@@ -259,7 +298,8 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
         losses = {n: s.specs[n].loss(model(n, b), b["y"], cfg.tasks[n].label_smoothing)
                   for n, b in batches.items()}
     s.opt.zero_grad(set_to_none=True)
-    s.weighting.backward(losses, model, model.extra_loss())
+    total = s.weighting.backward(losses, model, model.extra_loss())
+    s.watch.update(losses, total)
     average_gradients(s.world, s.params)
     if cfg.train.clip_norm > 0:
         nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
@@ -278,7 +318,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     """Train and evaluate one configuration; return its results record (under torchrun: on rank
     0; the other ranks train their shards and return None)."""
     say = progress or (lambda event, info: None)
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    started = now_iso()
     s = prepare(cfg, say)
     device, names, specs, data, streams = s.device, s.names, s.specs, s.data, s.streams
     model, sched, weighting = s.model, s.sched, s.weighting
@@ -316,20 +356,21 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
             if step == t.timing_warmup:  # throughput counts from here on
                 timed_from = now(device)
             if step % t.log_every == 0 or step == total_steps:
+                # a non-finite loss since the last log point, in any process (host syncs: here only)
+                if float(average(world, {"bad": s.watch.step.float()})["bad"]):
+                    raise s.watch.error(cfg) or TrainingError(
+                        f"non-finite loss in another torchrun process by step {step} of {cfg.variant}")
                 point = {"step": step, "lr": sched.get_last_lr()[0], "weights": weighting.weights()}
                 mean_loss = average(world, {n: loss_sum[n] for n in names if loss_count[n]})
                 for n in names:
                     if loss_count[n]:
-                        v = float(mean_loss[n]) / loss_count[n]   # host sync, every log_every steps
-                        if not math.isfinite(v):
-                            raise TrainingError(
-                                f"non-finite loss ({v}) for task {n} at step {step} of {cfg.variant}; "
-                                f"lower the learning rate (--set train.lr=...)")
-                        point[n] = v
+                        point[n] = float(mean_loss[n]) / loss_count[n]   # host sync, every log_every steps
                         loss_sum[n].zero_()
                         loss_count[n] = 0
                 train_curve.append(point)
-                say("step", {"step": step, "losses": {n: point[n] for n in names if n in point}})
+                logged = {n: point[n] for n in names if n in point}
+                s.sampler.observe(step, logged)   # the host floats just read: no extra sync
+                say("step", {"step": step, "losses": logged})
             if world.main and (step % t.eval_every == 0 or step == total_steps):
                 stop = now(device)
                 train_seconds += stop - clock
@@ -385,29 +426,19 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
             "infer_tokens_per_s": inference[n].get("tokens_per_s"),
             "infer_seconds": inference[n]["seconds"],
         }
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": f"{cfg.variant}-s{cfg.seed}-{cfg.config_hash()}",
-        "status": "ok",
-        "variant": cfg.variant, "tasks": names, "seed": cfg.seed,
-        "config": cfg.to_dict(), "config_hash": cfg.config_hash(),
-        "metrics": {n: {"test": test[n], "val": best["metrics"][n], "primary": specs[n].primary}
-                    for n in names},
-        "selection": {"rule": "best mean validation primary metric over tasks",
-                      "best_step": best["step"], "best_val_score": best["score"]},
-        "curves": {"train_loss": train_curve, "val": val_curve},
-        "cost": {"train_seconds": train_seconds, "eval_seconds": eval_seconds,
-                 "data_seconds": s.data_seconds, "steps": total_steps, "steps_per_s": steps_per_s,
-                 "flops_per_step": timed_flops / timed_steps if timed_steps else sum(flops.values()),
-                 "model_tflops_per_s": flops_per_s / 1e12 if flops_per_s else None,
-                 "peak_tflops": peak, "mfu": flops_per_s / (peak * 1e12) if flops_per_s and peak else None,
-                 "params": model.parameter_counts(),
-                 "memory": memory, "tasks": per_task},
-        "data": {n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
-                     "truncated": data[n].truncated} for n in names},
-        "env": {**env, **s.runtime, "world_size": world.size},
-        "started_at": started,
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = build_record(
+        cfg, status="ok", started_at=started, env={**env, **s.runtime, "world_size": world.size},
+        metrics={n: {"test": test[n], "val": best["metrics"][n], "primary": specs[n].primary} for n in names},
+        selection={"rule": "best mean validation primary metric over tasks",
+                   "best_step": best["step"], "best_val_score": best["score"]},
+        curves={"train_loss": train_curve, "val": val_curve},
+        cost={"train_seconds": train_seconds, "eval_seconds": eval_seconds,
+              "data_seconds": s.data_seconds, "steps": total_steps, "steps_per_s": steps_per_s,
+              "flops_per_step": timed_flops / timed_steps if timed_steps else sum(flops.values()),
+              "model_tflops_per_s": flops_per_s / 1e12 if flops_per_s else None,
+              "peak_tflops": peak, "mfu": flops_per_s / (peak * 1e12) if flops_per_s and peak else None,
+              "params": model.parameter_counts(), "memory": memory, "tasks": per_task},
+        data={n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
+                  "truncated": data[n].truncated} for n in names})
     finish(world)
     return record

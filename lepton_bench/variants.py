@@ -1,6 +1,11 @@
 """Variants: named, registered combinations of architecture + weighting + sampler + overrides.
 
 A variant is the unit users pick (``--variant``) and grids multiply by seeds.
+
+Every registered task has its single-task baseline ``stl-<task>``: this module listens to the task
+registry (``TASKS.on_register``), so a task a plugin registers later gets one too. A multi-task
+variant that names no tasks trains ``tasks.default_tasks()`` (the core tasks flagged
+``default_mtl``, in registration order: cifar10, imdb, conll2003), read when its config is built.
 """
 
 from __future__ import annotations
@@ -13,9 +18,7 @@ from typing import Any
 from .config import DEFAULT_STEMS, RunConfig, apply_overrides
 from .errors import ConfigError
 from .registry import Registry
-from .tasks import TASKS
-
-ALL_TASKS = ("cifar10", "imdb", "conll2003")
+from .tasks import TASKS, TaskSpec, default_tasks
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class Variant:
     architecture: str
     weighting: str = "ew"
     sampler: str = "all"
-    tasks: tuple[str, ...] = ALL_TASKS
+    tasks: tuple[str, ...] = ()      # (): the default task set, tasks.default_tasks()
     overrides: dict[str, Any] = field(default_factory=dict)   # dotted config keys
     help: str = ""
     claims: tuple[Claim, ...] = ()   # published figures this variant is measured against (report)
@@ -53,10 +56,14 @@ def register_variant(v: Variant) -> Variant:
     return VARIANTS.register(v.name, v, help=v.help)
 
 
-# Single-task baselines: the yardstick of every other variant.
-for _t in ALL_TASKS:
-    register_variant(Variant(f"stl-{_t}", "single", tasks=(_t,),
-                             help=f"single-task baseline (STL) on {_t}"))
+# Single-task baselines, the yardstick of every other variant: one per task, registered with it.
+def _register_stl(spec: TaskSpec) -> None:
+    if f"stl-{spec.name}" not in VARIANTS:
+        register_variant(Variant(f"stl-{spec.name}", "single", tasks=(spec.name,),
+                                 help=f"single-task baseline (STL) on {spec.name}"))
+
+
+TASKS.on_register(_register_stl)
 
 # Hard sharing with every weighting: loss-level ones, then torchjd's gradient aggregators.
 _WEIGHTING_HELP = {
@@ -74,7 +81,7 @@ for _w, _h in _WEIGHTING_HELP.items():
 
 # The static-weight sweep: one task up-weighted at a time (Xin et al. 2022: the baseline that
 # adaptive weightings must beat), together with hard-ew as the (1, 1, 1) point.
-for _t in ALL_TASKS:
+for _t in default_tasks():
     register_variant(Variant(f"hard-static-{_t}x2", "hard", "static",
                              overrides={"weighting_args.static": {_t: 2.0}},
                              help=f"hard sharing, static weights, {_t} x2 (weight sweep)"))
@@ -104,9 +111,9 @@ LEPTON_MODEL = {"model.trunk": "mlp", "model.depth": 1,
 # average over every token tag, O included (its support, 46,435, is every test token): that is token
 # accuracy. NER papers report seqeval's entity F1, which the report shows beside it.
 LEPTON_CLAIMS = (
-    Claim("cifar10", "accuracy", 0.92, "CNN image encoder -> shared layer (budget not stated)",
+    Claim("cifar10", "accuracy", 0.92, "CNN image encoder → shared layer (budget not stated)",
           source="the Lepton articles"),
-    Claim("imdb", "accuracy", 0.88, "recurrent text encoder -> shared layer (budget not stated)",
+    Claim("imdb", "accuracy", 0.88, "recurrent text encoder → shared layer (budget not stated)",
           source="the Lepton articles"),
     Claim("conll2003", "token_accuracy", 0.973,
           "pretrained BERT, fine-tuned (AdamW, lr 2e-5, batch 16, 5 epochs)", source="the Lepton articles",
@@ -114,7 +121,7 @@ LEPTON_CLAIMS = (
                "(support 46,435 = every test token), i.e. token accuracy, not seqeval entity F1",
           beside=("entity_f1",)),
 )
-for _t in ALL_TASKS:
+for _t in LEPTON_MODEL["model.stems"]:
     register_variant(Variant(f"lepton-stl-{_t}", "single", tasks=(_t,), overrides=LEPTON_MODEL,
                              help=f"the articles' design trained on {_t} alone (its STL baseline)",
                              claims=tuple(c for c in LEPTON_CLAIMS if c.task == _t)))
@@ -136,7 +143,7 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     ``fields`` sets top-level ``RunConfig`` fields (device, data_dir, limits).
     """
     cfg = compose(variant, tasks, seed=seed, overrides=overrides, **fields)
-    from .models.stems import resolve_stem   # here: the registry itself stays torch-free
+    from .models.stems import resolve_stem  # here: the registry itself stays torch-free
     from .models.trunk import TRUNKS
 
     for t, n in cfg.model.stems.items():
@@ -150,7 +157,7 @@ def compose(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
     """``make_config`` without the stem and trunk checks (no torch): e.g. a variant's defaults for
     the report."""
     v = VARIANTS.get(variant)
-    names = list(tasks) if tasks else list(v.tasks)
+    names = list(tasks or v.tasks or default_tasks())
     for t in names:
         TASKS.get(t)  # unknown task -> error with close matches
     if len(set(names)) != len(names):

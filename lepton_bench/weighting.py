@@ -53,9 +53,12 @@ class Weighting(ABC):
         """Refuse a model this method cannot work on (e.g. no shared parameters)."""
 
     def backward(self, losses: dict[str, torch.Tensor], model: nn.Module,
-                 extra: torch.Tensor | None = None) -> None:
+                 extra: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Fill the gradients; return the combined loss (detached, on the device; the run checks
+        it is finite without a host sync), or None for a method that combines no loss."""
         total = self.combine(losses)
         (total if extra is None else total + extra).backward()
+        return total.detach()
 
     @abstractmethod
     def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -302,6 +305,7 @@ class GradNorm(Weighting):
         total = self.combine(losses)   # uses the weights before this step's update
         (total if extra is None else total + extra).backward()
         self.update(L, norms)
+        return total.detach()
 
     def weights(self):
         return {t: float(v) for t, v in zip(self.tasks, self.w.detach(), strict=True)}
@@ -375,6 +379,7 @@ class GradientAggregation(Weighting):
             for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
                 if g is not None:
                     p.grad += g
+        return None   # no combined loss: the gradients were aggregated (the task losses are checked)
 
 
 def _aggregator(name: str, factory: Callable[[GradientAggregation], Callable], doc: str,

@@ -42,23 +42,37 @@ def write_slice(src: Path, dst: Path, rows: dict[str, int], seed: int = 0) -> Pa
     return dst
 
 
+def dataset_folders() -> list[str]:
+    """The ``--data-dir`` folder of every registered task's dataset, once each (tasks of one
+    dataset share it), in registration order."""
+    from lepton_bench.tasks import TASKS
+
+    return list(dict.fromkeys(spec.dataset.folder for spec in TASKS.in_order()))
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """Real slices of all three datasets, in folders named like the full mirrors."""
+    """Real slices of every registered task's dataset (plugins' included), in folders named like
+    the full mirrors."""
     root = tmp_path_factory.mktemp("slices")
-    for task in ("cifar10", "imdb", "conll2003"):
-        write_slice(SHARED_DATA / task, root / task, SLICE_ROWS)
+    for folder in dataset_folders():
+        if not (SHARED_DATA / folder).is_dir():
+            pytest.fail(f"no offline mirror {SHARED_DATA / folder} of a registered task's dataset")
+        write_slice(SHARED_DATA / folder, root / folder, SLICE_ROWS)
     return root
 
 
 @pytest.fixture
 def copy_task(data_dir, tmp_path):
-    """A private, editable copy of one task's slice: ``copy_task('imdb') -> root``."""
+    """A private, editable copy of one task's dataset slice: ``copy_task('imdb') -> root``, with
+    ``root/<its dataset folder>``."""
     import shutil
 
+    from lepton_bench.tasks import TASKS
+
     def make(task: str) -> Path:
-        root = tmp_path / "data"
-        shutil.copytree(data_dir / task, root / task)
+        root, folder = tmp_path / "data", TASKS.get(task).dataset.folder
+        shutil.copytree(data_dir / folder, root / folder)
         return root
 
     return make
@@ -92,8 +106,10 @@ def stem_example(request):
     return example
 
 
-# Installed plugins (CI installs examples/plugin) join the registries before the tests are
+# Installed plugins (CI installs examples/plugin) and the test-only plugin task
+# (tests/pos_demo_plugin.py, written as a user would) join the registries before the tests are
 # collected, so the registry-parametrized tests train their variants too.
 from lepton_bench.plugins import load_plugins  # noqa: E402
 
-load_plugins()
+TEST_PLUGINS = ["tests.pos_demo_plugin"]
+load_plugins(TEST_PLUGINS)

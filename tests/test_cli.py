@@ -21,11 +21,13 @@ def tiny_args(data_dir, out, *extra):
 
 
 def test_module_entry_point_help_and_list():
-    out = subprocess.run([sys.executable, "-m", "lepton_bench", "run", "--help"], cwd=ROOT,
-                         capture_output=True, text=True)
+    # --plugin is read before the parser is built: the plugin's task is in run's help
+    out = subprocess.run([sys.executable, "-m", "lepton_bench", "--plugin", "tests.pos_demo_plugin", "run",
+                          "--help"], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0
     for flag in ("--variant", "--tasks", "--seed", "--device", "--data-dir", "--steps", "--out", "--set"):
         assert flag in out.stdout
+    assert "conll2003_pos_demo" in " ".join(out.stdout.split())
     out = subprocess.run([sys.executable, "-m", "lepton_bench", "list"], cwd=ROOT, capture_output=True,
                          text=True)
     assert out.returncode == 0 and "hard-ew" in out.stdout and "stl-cifar10" in out.stdout
@@ -102,3 +104,37 @@ def test_stem_flag_is_checked_before_anything_runs(tmp_path, capsys):
     assert main(["list", "stems"]) == 0
     assert "embedding" in capsys.readouterr().out
     assert not (tmp_path / "runs.jsonl").exists()
+
+
+def test_run_help_lists_the_registered_tasks(capsys):
+    from lepton_bench.grid import GRIDS
+    from lepton_bench.tasks import TASKS
+
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--help"])
+    assert e.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())   # argparse wraps lines
+    assert f"instead of the variant's own: {' '.join(TASKS.list())}" in text
+    assert f"registered grid: {', '.join(GRIDS.list())}" in text
+
+
+def test_output_into_a_closed_pipe_ends_quietly():
+    """``lepton-bench list variants | head -2``: the reader leaves early; no BrokenPipe traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "lepton_bench", "list", "variants"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()   # gone before the child has written anything (it is still importing)
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""   # before: "Exception ignored ... BrokenPipeError: [Errno 32] Broken pipe"
+
+
+def test_an_error_message_is_cut_to_its_first_line(monkeypatch, capsys):
+    from lepton_bench import cli
+    from lepton_bench.errors import DataError
+
+    def fail(args):
+        raise DataError("first line of the error\n  details pyarrow or a plugin added\n")
+
+    monkeypatch.setattr(cli, "cmd_list", fail)
+    assert main(["list"]) == 2
+    assert capsys.readouterr().err == "lepton-bench: error: first line of the error\n"

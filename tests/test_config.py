@@ -74,3 +74,81 @@ def test_stem_and_trunk_names_are_checked_when_the_config_is_made():
     # a task's default stem named explicitly is the same model, so the same run id
     assert make_config("stl-imdb", overrides=["model.stems.imdb=embedding"]).config_hash() == \
         make_config("stl-imdb").config_hash()
+
+
+# --------------------------------------------------------------------------- one declaration per field
+
+
+def _identity_paths(cfg_dict: dict) -> set[str]:
+    from lepton_bench.config import flatten
+
+    return set(flatten(from_dict(cfg_dict).identity()))
+
+
+def test_committed_run_ids_are_reproduced_from_their_configs():
+    """Every committed record's run id is what today's code computes from its config, so grids keep
+    resuming. Records made before some hashed fields existed (weighting_args.*, soft sharing's
+    settings: the first baselines at git 719c386) cannot be recomputed by any later code; they are
+    counted, and must stay exactly those."""
+    from lepton_bench.config import flatten
+    from lepton_bench.results import read_records, run_id
+
+    from .conftest import ROOT
+
+    for grid in ("quick", "baselines"):
+        records = read_records(ROOT / "results" / grid / "runs.jsonl")
+        assert records
+        legacy = []
+        for r in records:
+            if _identity_paths(r["config"]) - set(flatten(r["config"])):   # a hashed field it never had
+                legacy.append(r)
+                continue
+            assert run_id(from_dict(r["config"])) == r["run_id"], r["run_id"]
+            assert from_dict(r["config"]).config_hash() == r["config_hash"]
+        assert {r["env"]["git"][:7] for r in legacy} <= {"719c386"}
+        assert len(legacy) == {"quick": 0, "baselines": 4}[grid]
+
+
+def test_field_roles_are_declared_on_the_fields():
+    from lepton_bench.config import RUNTIME_FIELDS, ModelConfig, paths_with, sharing_fields
+
+    assert RUNTIME_FIELDS == ("device", "data_dir", "precision", "compile")
+    assert sharing_fields() == {"soft_l2", "experts", "adapter_dim"}
+    cfg = make_config("hard-ew")
+    assert set(paths_with(cfg, "data")) == {"limit_train", "limit_eval", "holdout_seed"} | {
+        f"tasks.{t}.{k}" for t in cfg.tasks
+        for k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
+    assert set(paths_with(ModelConfig(), "added")) == {"trunk", "char_dim", "stems", "pretrained", "image_size"}
+
+
+def test_a_new_field_declared_once_reaches_hash_cache_key_and_design(monkeypatch):
+    """A dummy field on each section, declared with ``setting``: nothing else is told about it."""
+    import dataclasses
+
+    from lepton_bench import config, report
+    from lepton_bench.config import ModelConfig, setting
+    from lepton_bench.data import cache_key
+    from lepton_bench.tasks import TASKS
+
+    Model = dataclasses.make_dataclass("Model", [("widget", int, setting(0, added=True)),
+                                                 ("gate_temp", float, setting(1.0, added=True, sharing=True))],
+                                       bases=(ModelConfig,))
+    Task = dataclasses.make_dataclass("Task", [("stride", int, setting(1, added=True, data=True)),
+                                               ("warm", int, setting(0, added=True))], bases=(TaskConfig,))
+    # hash: an 'added' field at its default leaves the run id alone, set it changes it, at any depth
+    plain = RunConfig(tasks={"imdb": TaskConfig()})
+    assert RunConfig(tasks={"imdb": Task()}, model=Model()).config_hash() == plain.config_hash()
+    assert RunConfig(tasks={"imdb": TaskConfig()}, model=Model(widget=2)).config_hash() != plain.config_hash()
+    assert RunConfig(tasks={"imdb": Task(warm=3)}).config_hash() != plain.config_hash()
+    # cache key: a 'data' field of a task changes the key; a field that is not data does not
+    spec = TASKS.get("imdb")
+    key = lambda t: cache_key(spec, t, None, 0, None, None)   # noqa: E731
+    assert key(Task(stride=2)) != key(Task(stride=1))
+    assert key(Task(warm=5)) == key(Task())
+    # and the run-level data settings: hold-out seed and limits
+    assert len({cache_key(spec, Task(), None, *args) for args in
+                [(0, None, None), (1, None, None), (0, 64, None), (0, None, 32)]}) == 4
+    # design label: a model field off its default is part of the design; a sharing-only one is not
+    monkeypatch.setattr(config, "ModelConfig", Model)
+    assert report.design_of({"model": {"widget": 2}}, "imdb") == "default stem → transformer×2 (widget=2)"
+    assert report.design_of({"model": {"widget": 0, "gate_temp": 3.0}}, "imdb") == report.design_of({}, "imdb")

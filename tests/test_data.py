@@ -10,7 +10,7 @@ import torch
 
 from lepton_bench import data as D
 from lepton_bench.errors import ConfigError, DataError
-from lepton_bench.tasks import IGNORE, TASKS
+from lepton_bench.tasks import IGNORE, TASKS, Dataset
 
 from .conftest import SHARED_DATA, SLICE_ROWS, write_slice
 
@@ -137,6 +137,40 @@ def set_cell(table, column, row, value):
 def test_missing_folder(tmp_path):
     with pytest.raises(DataError, match=r"cifar10: no folder .*cifar10 \(expected .*train-00000"):
         load("cifar10", tmp_path)
+
+
+def test_two_tasks_of_one_dataset_read_one_folder_into_their_own_cache_entries(data_dir, tmp_path):
+    """conll2003 (NER) and the test plugin's POS task read the one conll2003 folder, each its columns."""
+    ner, pos = TASKS.get("conll2003"), TASKS.get("conll2003_pos_demo")
+    assert D.local_files(data_dir, ner) == D.local_files(data_dir, pos)
+    assert D.fingerprint(ner, str(data_dir)) == D.fingerprint(pos, str(data_dir))
+    assert D.fingerprint(pos, None) == {"hub": "eriktks/conll2003", "config": "conll2003",
+                                        "revision": "refs/convert/parquet"}
+    keys = {D.cache_key(t, t.defaults, str(data_dir), 0, None, None) for t in (ner, pos)}
+    assert len(keys) == 2
+    d_pos = D.load_task(pos, pos.defaults, str(data_dir), cache_dir=tmp_path)
+    d_ner = D.load_task(ner, ner.defaults, str(data_dir), cache_dir=tmp_path)
+    assert sorted(f.name.rsplit("-", 1)[0] for f in tmp_path.glob("*.pt")) == ["conll2003", "conll2003_pos_demo"]
+    assert d_pos.sizes() == d_ner.sizes() == SLICE_ROWS
+    test = pq.read_table(data_dir / "conll2003" / "data" / "test-00000-of-00001.parquet")
+    assert d_pos.splits["test"].gold == test.column("pos_tags").to_pylist()   # no limit: file order
+    assert d_ner.splits["test"].gold == test.column("ner_tags").to_pylist()
+    y = d_pos.splits["train"].tensors["y"]
+    assert y[y != IGNORE].max() > 8   # POS ids go past NER's 9 tags, and check_split let them through
+    assert torch.equal(d_pos.splits["train"].tensors["ids"], d_ner.splits["train"].tensors["ids"])
+
+
+def test_a_task_reads_its_datasets_folder_not_its_own_name(data_dir, tmp_path):
+    import dataclasses
+
+    spec = dataclasses.replace(TASKS.get("imdb"), name="imdb_renamed_test")   # declared, not registered
+    assert D.local_files(data_dir, spec) == D.local_files(data_dir, TASKS.get("imdb"))
+    other = dataclasses.replace(spec, dataset=Dataset("stanfordnlp/imdb", "plain_text", folder="reviews"))
+    with pytest.raises(DataError, match=r"imdb_renamed_test: no folder .*reviews \(expected .*reviews/data/train-"):
+        D.local_files(data_dir, other)
+    with pytest.raises(DataError, match=r"conll2003_pos_demo: no folder .*conll2003 \(expected .*load "
+                                        r"eriktks/conll2003 from the Hub"):
+        D.local_files(tmp_path, TASKS.get("conll2003_pos_demo"))
 
 
 def test_missing_split_file(copy_task):
@@ -309,3 +343,41 @@ def test_characters_of_given_words_keep_their_case(data_dir):
     expect = [vocab.get(c, D.UNK) for c in word[: D.MAX_WORD_CHARS]]
     assert chars[0, 0, : len(expect)].tolist() == expect and chars[0, 0, len(expect):].eq(0).all()
     assert "chars" not in load("imdb", data_dir, chars=True).splits["train"].tensors   # free text: none
+
+
+# ---------------------------------------------------------------- missing inputs, short messages
+
+def test_a_review_without_text_names_its_file_row_and_column(copy_task):
+    root = copy_task("imdb")
+    path = edit(root, "imdb", "test", lambda t: set_cell(t, "text", 4, None))
+    with pytest.raises(DataError) as e:
+        load("imdb", root)
+    assert str(e.value) == f"{path}: row 4: 'text' is missing"
+
+
+def test_a_sentence_without_tokens_names_its_row(copy_task):
+    root = copy_task("conll2003")
+    path = edit(root, "conll2003", "validation", lambda t: set_cell(t, "tokens", 6, None))
+    with pytest.raises(DataError) as e:
+        load("conll2003", root)
+    assert str(e.value) == f"{path}: row 6: 'tokens' is missing"
+
+
+def test_a_missing_word_in_a_sentence_names_its_row(copy_task):
+    root = copy_task("conll2003")
+    path = edit(root, "conll2003", "train",
+                lambda t: set_cell(t, "tokens", 2, [*t.column("tokens")[2].as_py()[:-1], None]))
+    with pytest.raises(DataError) as e:
+        load("conll2003", root)
+    assert str(e.value) == f"{path}: row 2: a word of 'tokens' is missing"
+
+
+def test_an_unreadable_parquet_file_is_one_short_line_naming_the_file_once(copy_task):
+    root = copy_task("imdb")
+    path = next((root / "imdb" / "data").glob("test-*"))
+    path.write_bytes(b"PAR1 garbage")
+    with pytest.raises(DataError) as e:
+        load("imdb", root)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: not a readable parquet file (ArrowInvalid: ")
+    assert msg.count(str(path)) == 1 and len(msg) < 300 and "\n" not in msg, msg

@@ -36,13 +36,13 @@ def test_grids_are_registered_and_plan_variants_times_seeds():
     assert {r.config.seed for r in quick} == {0, 1, 2}
     assert {"stl-cifar10", "stl-imdb", "stl-conll2003", "hard-ew"} <= {r.config.variant for r in quick}
     narrowed = plan("smoke", seeds=2, variants="stl-*,hard-ew")
-    assert len(narrowed) == 2 * 4
+    assert len(narrowed) == 2 * (len(VARIANTS.list("stl-*")) + 1)   # one STL per task (plugins' too)
 
 
 def test_dry_run_prints_the_plan_and_runs_nothing(data_dir, tmp_path, capsys):
     assert main(grid_args(data_dir, tmp_path, "--variants", "stl-*", "--dry-run")) == 0
     out = capsys.readouterr().out
-    assert "stl-imdb" in out and "3 runs" in out and "to run" in out
+    assert "stl-imdb" in out and f"{len(VARIANTS.list('stl-*'))} runs" in out and "to run" in out
     assert not (tmp_path / "smoke" / "runs.jsonl").exists()
 
 
@@ -127,9 +127,44 @@ def test_grid_arguments_are_checked(tmp_path, capsys):
     assert main(["run", "--grid", "smok", "--out", str(tmp_path)]) == 2
     assert "did you mean smoke" in capsys.readouterr().err
     assert main(["run", "--variant", "hard-ew", "--seeds", "3"]) == 2
-    assert "--seeds is a grid option" in capsys.readouterr().err
+    assert "--seeds: grid option; use with --grid" in capsys.readouterr().err
+    assert main(["run", "--variant", "hard-ew", "--dry-run", "--workers", "2"]) == 2
+    assert "--workers, --dry-run: grid options" in capsys.readouterr().err
     assert main(["run", "--grid", "smoke", "--variants", "nothing-*", "--out", str(tmp_path)]) == 2
     assert "no variant of grid smoke matches" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tasks", "imdb"], "--tasks is a single-run option"),
+    (["--seed", "1"], "--seed is a single-run option (a grid runs seeds 0..N-1: use --seeds N)"),
+    (["--steps", "0"], "--steps must be at least 1, got 0"),
+    (["--limit-train", "0"], "--limit-train must be at least 1"),
+    (["--data-dir", "/no/such/folder"], "--data-dir /no/such/folder: no such folder"),
+])
+def test_grid_mode_refuses_what_it_would_ignore(flags, message, tmp_path, capsys):
+    assert main(["run", "--grid", "smoke", "--out", str(tmp_path), "--no-progress", *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "smoke").exists()   # nothing started, nothing written
+
+
+def test_a_data_dir_without_a_tasks_folder_fails_before_the_grid_starts(data_dir, tmp_path, capsys):
+    import shutil
+
+    partial = tmp_path / "data"
+    shutil.copytree(data_dir / "imdb", partial / "imdb")
+    assert main(["run", "--grid", "smoke", "--data-dir", str(partial), "--out", str(tmp_path / "res")]) == 2
+    assert "cifar10: no folder" in capsys.readouterr().err
+    assert not (tmp_path / "res" / "smoke").exists()
+
+
+def test_grid_limits_and_steps_given_on_the_command_line_reach_every_run(tmp_path, capsys):
+    assert main(["run", "--grid", "smoke", "--limit-train", "64", "--limit-eval", "32", "--steps", "2",
+                 "--variants", "stl-*", "--dry-run", "--out", str(tmp_path)]) == 0
+    runs = plan("smoke", variants="stl-*", limit_train=64, limit_eval=32, overrides=["train.steps=2"])
+    out = capsys.readouterr().out
+    assert runs and all(r.run_id in out for r in runs)
+    assert {(r.config.limit_train, r.config.limit_eval, r.config.train.steps) for r in runs} == {(64, 32, 2)}
+    assert not {r.run_id for r in runs} & {r.run_id for r in plan("smoke", variants="stl-*")}
 
 
 def test_a_committed_runs_jsonl_without_record_files_is_kept(data_dir, tmp_path, capsys):

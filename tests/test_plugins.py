@@ -62,3 +62,116 @@ def test_a_missing_plugin_is_a_clear_error(capsys):
     assert "--plugin no_such_plugin_mod: cannot import it" in capsys.readouterr().err
     with pytest.raises(ConfigError):
         load_plugins(["no_such_plugin_mod"])
+
+
+# ---------------------------------------------------------------- broken, empty and skipped plugins
+
+def install(root, entry_points: dict[str, str], modules: dict[str, str], dist="lb-test-plugins"):
+    """A distribution 'installed' on sys.path under ``root``: its dist-info declares ``entry_points``
+    (name -> module) in group lepton_bench.plugins, beside the ``modules`` (name -> source)."""
+    info = root / f"{dist.replace('-', '_')}-0.1.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        f"[{ENTRY_POINT_GROUP}]\n" + "".join(f"{k} = {v}\n" for k, v in entry_points.items()))
+    for name, source in modules.items():
+        (root / f"{name}.py").write_text(textwrap.dedent(source))
+    return root
+
+
+@pytest.fixture
+def fresh_plugins(monkeypatch):
+    """Plugin bookkeeping of this test only: what it tries and what fails is forgotten after it."""
+    from lepton_bench import plugins
+    from lepton_bench.registry import Registry
+
+    monkeypatch.setattr(plugins, "_loaded", set(plugins._loaded))
+    monkeypatch.setattr(Registry, "plugin_failures", [])
+    monkeypatch.setenv(plugins.NO_PLUGINS_ENV, "")   # main may set it; restored (unset) afterwards
+
+
+@pytest.fixture
+def broken_installed(tmp_path, monkeypatch, fresh_plugins):
+    root = install(tmp_path / "site", {"broken": "lb_test_broken_plugin"},
+                   {"lb_test_broken_plugin": "raise RuntimeError('boom: the plugin is broken')"})
+    monkeypatch.syspath_prepend(str(root))
+    return root
+
+
+def test_a_broken_installed_plugin_is_named_and_other_commands_still_work(broken_installed, capsys):
+    assert main(["list", "variants", "hard-ew"]) == 0
+    out, err = capsys.readouterr()
+    assert "hard-ew" in out
+    assert err.splitlines() == [
+        "lepton-bench: warning: installed plugin 'broken = lb_test_broken_plugin' (lb-test-plugins) failed to "
+        "load and is skipped (RuntimeError: boom: the plugin is broken); --no-plugins or "
+        "LEPTON_BENCH_NO_PLUGINS=1 skips installed plugins"]
+    # a name the registries lack may be the broken plugin's: the error says it failed (one line)
+    assert main(["run", "--variant", "hard-broken"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown variant 'hard-broken'" in err
+    assert err.rstrip().endswith("plugin 'broken = lb_test_broken_plugin' (lb-test-plugins) failed to load")
+
+
+def test_no_plugins_skips_installed_plugins_here_and_in_child_processes(broken_installed, capsys):
+    import os
+    import subprocess
+
+    from lepton_bench.plugins import NO_PLUGINS_ENV
+
+    from .conftest import ROOT
+
+    assert main(["--no-plugins", "list", "tasks"]) == 0
+    assert capsys.readouterr().err == ""
+    assert os.environ[NO_PLUGINS_ENV] == "1"   # what a grid's worker processes inherit
+    # a child started with this environment (as the grid's executors start workers) skips them too;
+    # without the variable it meets the broken plugin
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(broken_installed), str(ROOT)])}
+    for unset, warned in (({}, False), ({NO_PLUGINS_ENV: ""}, True)):
+        child = subprocess.run([sys.executable, "-m", "lepton_bench", "list", "grids"], cwd=ROOT,
+                               env={**env, **unset}, capture_output=True, text=True)
+        assert child.returncode == 0 and "smoke" in child.stdout
+        assert ("lb_test_broken_plugin" in child.stderr) is warned, child.stderr
+
+
+def test_no_plugins_still_loads_plugins_named_with_the_flag(broken_installed, tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from lepton_bench.registry import Registry
+
+    monkeypatch.setenv("LEPTON_BENCH_NO_PLUGINS", "1")
+    (tmp_path / "lb_test_named_plugin.py").write_text(textwrap.dedent("""
+        from lepton_bench.weighting import WEIGHTINGS, EqualWeighting
+        WEIGHTINGS.register("ew-named-test", EqualWeighting)
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_plugins() == []   # the variable alone: the broken installed plugin is not tried
+    assert Registry.plugin_failures == []
+    assert main(["--no-plugins", "--plugin", "lb_test_named_plugin", "list", "weightings", "ew-named*"]) == 0
+    assert "ew-named-test" in capsys.readouterr().out
+
+
+def test_a_plugin_that_registers_nothing_is_warned_about(tmp_path, monkeypatch, fresh_plugins, capsys):
+    root = install(tmp_path / "site", {"empty": "lb_test_empty_installed"},
+                   {"lb_test_empty_installed": "X = 1\n", "lb_test_empty_named": "Y = 2\n"})
+    monkeypatch.syspath_prepend(str(root))
+    assert main(["--plugin", "lb_test_empty_named", "list", "tasks"]) == 0
+    assert capsys.readouterr().err.splitlines() == [
+        "lepton-bench: warning: installed plugin 'empty = lb_test_empty_installed' (lb-test-plugins) "
+        "registered nothing (no task, variant, weighting, ...)",
+        "lepton-bench: warning: --plugin lb_test_empty_named registered nothing (no task, variant, "
+        "weighting, ...); is it the module that registers them?"]
+
+
+def test_a_duplicate_name_says_which_module_registered_it_first(tmp_path, monkeypatch, fresh_plugins, capsys):
+    (tmp_path / "lb_test_dup_plugin.py").write_text(textwrap.dedent("""
+        from lepton_bench.variants import Variant, register_variant
+        register_variant(Variant("hard-ew", "hard", "uw", help="a clash"))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["--plugin", "lb_test_dup_plugin", "list"]) == 2
+    assert capsys.readouterr().err == (
+        "lepton-bench: error: variant 'hard-ew' is already registered by lepton_bench.variants; "
+        "lb_test_dup_plugin cannot register it again (pick another name)\n")

@@ -105,12 +105,12 @@ def test_the_tokenizer_is_part_of_the_cache_key(tiny_bert, data_dir):
     assert subwords.vocab_size == len(hf_tokenizer(str(tiny_bert))[1])
 
 
-def test_a_missing_extra_is_named(monkeypatch, tmp_path, capsys):
+def test_a_missing_extra_is_named(monkeypatch, tmp_path, capsys, data_dir):
     monkeypatch.setitem(sys.modules, "transformers", None)   # as if not installed
     with pytest.raises(ConfigError, match=r"pip install 'lepton-bench\[pretrained\]'"):
         hf_tokenizer("bert-base-cased")
     code = main(["run", "--variant", "stl-conll2003", "--stem", "conll2003=hf:bert-base-cased",
-                 "--data-dir", str(tmp_path), "--out", str(tmp_path / "out")])
+                 "--data-dir", str(data_dir), "--out", str(tmp_path / "out")])
     assert code == 2 and "lepton-bench[pretrained]" in capsys.readouterr().err
 
 

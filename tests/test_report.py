@@ -19,14 +19,17 @@ PRIMARY = {"cifar10": "accuracy", "imdb": "accuracy", "conll2003": "entity_f1"}
 
 def make_record(variant: str, seed: int, test: dict[str, float], *, weighting: str = "ew", status: str = "ok",
                 train_seconds: float = 100.0, params: int = 1_000_000, infer_seconds: float = 10.0,
-                finished_at: str = "2026-11-23T12:00:00+00:00", error: str | None = None) -> dict:
-    """A full record as training writes it, with one metric per task (task -> primary test value)."""
+                finished_at: str = "2026-11-23T12:00:00+00:00", error: str | None = None,
+                architecture: str | None = None, tag: str = "0123456789abcdef") -> dict:
+    """A full record as training writes it, with one metric per task (task -> primary test value). The
+    config is minimal, as an old record's may be: the report completes it with today's defaults.
+    ``tag`` ends the run id (runs of one variant and seed with different configs need their own)."""
     tasks = list(test)
-    stl = variant.startswith("stl-")
+    arch = architecture or ("single" if variant.startswith("stl-") else "hard")
     rec = {
-        "schema_version": SCHEMA_VERSION, "run_id": f"{variant}-s{seed}-0123456789abcdef", "status": status,
+        "schema_version": SCHEMA_VERSION, "run_id": f"{variant}-s{seed}-{tag}", "status": status,
         "variant": variant, "tasks": tasks, "seed": seed, "config_hash": "0123456789abcdef",
-        "config": {"variant": variant, "architecture": "single" if stl else "hard", "weighting": weighting,
+        "config": {"variant": variant, "architecture": arch, "weighting": weighting,
                    "sampler": "all", "train": {"steps": 20, "eval_every": 10}, "limit_train": 64,
                    "limit_eval": None, "seed": seed, "tasks": {t: {"batch_size": 8} for t in tasks}},
         "metrics": {}, "curves": {}, "cost": {}, "started_at": "2026-11-23T11:00:00+00:00",
@@ -268,32 +271,148 @@ def test_a_model_setting_off_its_default_is_part_of_the_design():
     assert report.design_of({"model": {"soft_l2": 0.5}}, "imdb") == report.design_of({}, "imdb")
 
 
-def test_claims_table_sets_the_articles_figures_beside_each_design(rendered):
-    text = rendered[2]
-    claims = text.split("## The articles' claims")[1].split("\n## ")[0]
+def claims_of(text: str) -> str:
+    return text.split("## The articles' claims")[1].split("\n## ")[0]
+
+
+def cells_of(line: str) -> list[str]:
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def test_claims_table_sets_the_articles_figures_beside_each_design():
+    """Claims come from the variants of the records (lepton-*), one row per design of the task."""
+    recs = grid_records() + [lepton(make_record("lepton-hard-ew", s, {"cifar10": 0.5, "imdb": 0.6}),
+                                    {"cifar10": "cnn", "imdb": "bilstm"}) for s in range(2)]
+    text = report.readme(report.analyse("mini", recs), "mini/runs.jsonl", [])
+    claims = claims_of(text)
     assert "3 training steps" not in claims and "20 training steps, 3 seeds, on cpu (AMD EPYC)" in claims
-    row = next(line for line in claims.splitlines() if line.startswith("| cifar10"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[4] == "0.920" and cells[5] == "stl-cifar10" and cells[7] == "hard-ew"
-    assert cells[9] == f"{0.91 - 0.92:+.3f}"    # best mean here (hard-ew, 0.91) minus the claim
+    rows = [cells_of(line) for line in claims.splitlines() if line.startswith("| cifar10")]
+    assert rows[0][3] == "default stem → transformer×2" and rows[1][3] == "cnn → mlp×1"
+    cells = rows[0]
+    assert cells[1] == "accuracy" and cells[4] == "0.920" and cells[5] == "stl-cifar10" and cells[7] == "hard-ew"
+    assert cells[-1] == f"{0.91 - 0.92:+.3f}"   # best mean here (hard-ew, 0.91) minus the claim
+    assert rows[1][5:9] == ["—", "—", "lepton-hard-ew", "0.5000 ± 0.0000"]
     assert "| conll2003" not in claims          # no CoNLL-2003 runs in this grid: no row
+    assert not hasattr(report, "CLAIMS") and not hasattr(report, "Claim")
+
+
+def test_no_claims_section_without_a_variant_that_claims(rendered):
+    assert "## The articles' claims" not in rendered[2]   # stl-*, hard-*: no published figures
+    assert report.claims_section(report.analyse("mini", grid_records())) == ""
+
+
+def test_claims_table_survives_a_design_without_values():
+    stems = {"cifar10": "cnn"}
+    recs = [lepton(make_record("lepton-stl-cifar10", 0, {"cifar10": 0.8}, architecture="single"), stems),
+            lepton(make_record("lepton-hard-ew", 0, {"cifar10": 0.8}), stems)]
+    recs[1]["metrics"]["cifar10"]["test"]["accuracy"] = None   # e.g. a run whose metric was not finite
+    row = next(line for line in report.claims_section(report.analyse("mini", recs)).splitlines()
+               if line.startswith("| cifar10"))
+    assert cells_of(row)[5:9] == ["lepton-stl-cifar10", "0.8000", "—", "—"]   # no MTL value: no crash, a dash
+
+
+def test_claims_table_shows_token_accuracy_for_conll2003_with_its_note_and_entity_f1():
+    """The articles' CoNLL-2003 97.3 is token accuracy: compared as such, entity F1 beside it, the why as a note."""
+    stems = {"imdb": "bilstm", "conll2003": "bilstm"}
+    recs = []
+    for s, (acc, f1) in enumerate([(0.95, 0.80), (0.96, 0.82)]):
+        recs.append(lepton(make_record("lepton-stl-conll2003", s, {"conll2003": f1}, architecture="single"), stems))
+        recs[-1]["metrics"]["conll2003"]["test"]["token_accuracy"] = acc
+    for s, (acc, f1) in enumerate([(0.94, 0.78), (0.96, 0.80)]):
+        recs.append(lepton(make_record("lepton-hard-ew", s, {"imdb": 0.85, "conll2003": f1}), stems))
+        recs[-1]["metrics"]["conll2003"]["test"]["token_accuracy"] = acc
+    claims = claims_of(report.readme(report.analyse("mini", recs), "mini/runs.jsonl", []))
+    lines = claims.splitlines()
+    header = cells_of(next(line for line in lines if line.startswith("| task")))
+    assert header[-3:] == ["STL entity_f1", "MTL entity_f1", "best here − claimed"]
+    rows = [cells_of(line) for line in lines if line.startswith("| conll2003")]
+    assert len(rows) == 1   # lepton-stl-conll2003 and lepton-hard-ew declare the same claim: once
+    row = dict(zip(header[:5], rows[0][:5], strict=True))
+    assert row == {"task": "conll2003", "metric": "token_accuracy", "claimed with": rows[0][2],
+                   "design here": "bilstm → mlp×1", "claimed": "0.973"}
+    assert rows[0][5:9] == ["lepton-stl-conll2003", f"0.9550 ± {math.sqrt(5e-5):.4f}",
+                            "lepton-hard-ew", f"0.9500 ± {math.sqrt(2e-4):.4f}"]
+    assert rows[0][9:11] == [f"0.8100 ± {math.sqrt(2e-4):.4f}", f"0.7900 ± {math.sqrt(2e-4):.4f}"]
+    assert rows[0][11] == f"{0.955 - 0.973:+.3f}"
+    assert cells_of(next(line for line in lines if line.startswith("| imdb")))[9:11] == ["", ""]   # no beside
+    note = [line for line in lines if line.startswith("The CoNLL-2003 figure")]
+    assert len(note) == 1 and "token accuracy, not seqeval entity F1" in note[0]
 
 
 def test_one_variant_with_two_designs_is_two_groups_named_apart():
-    recs = [make_record("hard-ew", s, {"imdb": 0.85, "conll2003": 0.5}) for s in range(2)]
-    recs += [make_record("hard-ew", s, {"imdb": 0.84, "conll2003": 0.6}) for s in range(2)]
+    recs = [make_record("hard-ew", s, {"imdb": 0.85, "conll2003": 0.5}, tag="a") for s in range(2)]
+    recs += [make_record("hard-ew", s, {"imdb": 0.84, "conll2003": 0.6}, tag="b") for s in range(2)]
     for r in recs[:2]:
         r["config"]["model"] = {"stems": {"imdb": "bilstm"}}
     for r in recs[2:]:
         r["config"]["model"] = {"stems": {"conll2003": "bilstm"}}
     names = sorted(g.name for g in report.analyse("mini", recs).groups)
-    assert len(set(names)) == 2 and "imdb: bilstm → transformer×2" in names[0] + names[1]
+    assert names == ["hard-ew (model.stems.conll2003=bilstm)", "hard-ew (model.stems.imdb=bilstm)"]
 
 
-def test_claims_table_survives_a_design_without_values():
-    recs = [make_record("stl-cifar10", 0, {"cifar10": 0.8}), make_record("hard-ew", 0, {"cifar10": 0.8})]
-    recs[1]["metrics"]["cifar10"]["test"]["accuracy"] = None   # e.g. a run whose metric was not finite
-    row = next(line for line in report.claims_section(report.analyse("mini", recs)).splitlines()
-               if line.startswith("| cifar10"))
-    cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[5:9] == ["stl-cifar10", "0.8000", "—", "—"]   # the MTL side has no value: no crash, a dash
+# --------------------------------------------------------------------------- grouping by configuration
+
+
+def test_runs_of_one_variant_with_different_configs_are_separate_rows(tmp_path):
+    """hard-ew at lr 2e-3 (the default), at 1e-3 and with weighting=uw: three rows, never averaged."""
+    recs = [make_record(f"stl-{t}", s, {t: v}) for t, vals in STL.items() for s, v in enumerate(vals)]
+    runs = {"default": (0.002, "ew", [0.90, 0.92]), "lr": (0.001, "ew", [0.70, 0.72]),
+            "uw": (0.002, "uw", [0.80, 0.84])}
+    for tag, (lr, weighting, vals) in runs.items():
+        for s, v in enumerate(vals):
+            recs.append(make_record("hard-ew", s, {"cifar10": v, "imdb": 0.86}, weighting=weighting, tag=tag))
+            recs[-1]["config"]["train"]["lr"] = lr
+    folder = write_grid(tmp_path, recs)
+    text = report.write_report(folder, tmp_path / "out").read_text()
+    labels = {"default": "hard-ew", "lr": "hard-ew (train.lr=0.001)", "uw": "hard-ew (weighting=uw)"}
+    for tag, label in labels.items():
+        vals = runs[tag][2]
+        row = table_row(text, "cifar10", label)
+        mean = sum(vals) / 2
+        assert row[1] == "2" and row[2].strip("*").startswith(f"{mean:.4f} ± ")
+        assert row[4].rstrip("*") == f"{(mean - 0.81) / 0.81 * 100:+.2f}%"
+        assert table_row(text, "imdb", label)[1] == "2"
+        overall = text.split("## Overall")[1]
+        assert sum(cells_of(line)[0] == label for line in overall.splitlines() if line.startswith("|")) == 1
+    a = report.analyse("mini", report.load_records(folder / "runs.jsonl"))
+    assert sorted(g.name for g in a.mtl) == sorted(labels.values())
+    # the adaptive weighting is set against the static sweep (equal weights) of its design and architecture
+    assert "best static-sweep point, hard-ew " in text and "best adaptive one is hard-ew (weighting=uw)" in text
+
+
+def test_labels_stay_unique_when_only_limits_differ():
+    """Limits are part of each group's own defaults; when they are all that differs, they show."""
+    recs = [make_record("hard-ew", 0, {"imdb": 0.85}, tag="a"), make_record("hard-ew", 0, {"imdb": 0.84}, tag="b")]
+    recs[1]["config"]["limit_eval"] = 24
+    names = sorted(g.name for g in report.analyse("mini", recs).groups)
+    assert names == ["hard-ew (limit_eval=24)", "hard-ew (limit_eval=none)"]
+
+
+def test_stl_is_recognised_from_architecture_single_not_from_names(tmp_path):
+    """A single-task variant of any name (here an unregistered plugin's) is the STL baseline; a variant
+    named stl-* that shares a trunk is not."""
+    recs = [make_record("alone-imdb", s, {"imdb": v}, architecture="single") for s, v in enumerate([0.80, 0.82])]
+    recs += [make_record("hard-ew", s, {"imdb": v}) for s, v in enumerate([0.84, 0.86])]
+    recs += [make_record("stl-imdb", s, {"imdb": 0.5}, architecture="hard") for s in range(2)]
+    a = report.analyse("mini", recs)
+    hard = next(g for g in a.groups if g.variant == "hard-ew")
+    assert a.ref("imdb", hard).variant == "alone-imdb" and not next(g for g in a.groups if g.variant == "stl-imdb").stl
+    text = report.readme(a, "mini/runs.jsonl", [])
+    assert table_row(text, "imdb", "alone-imdb (STL)")[4] == ""
+    assert table_row(text, "imdb", "hard-ew")[4] == f"{(0.85 - 0.81) / 0.81 * 100:+.2f}%"
+    assert table_row(text, "imdb", "stl-imdb")[4].rstrip("*") == f"{(0.5 - 0.81) / 0.81 * 100:+.2f}%"
+    assert "## The articles' claims" not in text   # unknown variant names are skipped, not an error
+
+
+def test_the_stl_baseline_agrees_on_training_settings():
+    """Of two STL groups of the task and design, the one trained like the MTL group wins over more runs."""
+    recs = [make_record("stl-imdb", s, {"imdb": 0.80}, tag="same") for s in range(2)]
+    recs += [make_record("stl-imdb", s, {"imdb": 0.70}, tag="long") for s in range(3)]
+    for r in recs[2:]:
+        r["config"]["train"]["steps"] = 40
+    recs += [make_record("hard-ew", s, {"imdb": 0.84}) for s in range(2)]
+    a = report.analyse("mini", recs)
+    hard = next(g for g in a.groups if g.variant == "hard-ew")
+    assert a.ref("imdb", hard).name == "stl-imdb (train.steps=20)"   # steps off the variant's default (2000)
+    assert {g.name for g in a.groups if g.stl} == {"stl-imdb (train.steps=20)", "stl-imdb (train.steps=40)"}
+    assert a.overall.set_index("name").loc["hard-ew", "dm"] == pytest.approx((0.84 - 0.80) / 0.80 * 100)

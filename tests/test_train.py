@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -39,7 +37,12 @@ def test_every_variant_trains_and_writes_a_complete_record(variant, data_dir):
     rec = run(cfg, snapshot)
     all_tasks = SAMPLERS.get(cfg.sampler).every_task_every_step
     assert set(RECORD_KEYS) <= set(rec) and rec["schema_version"] == SCHEMA_VERSION
-    assert rec["status"] == "ok" and rec["tasks"] == list(cfg.tasks)
+    assert rec["tasks"] == list(cfg.tasks)
+    assert rec["selection"]["best_step"] in [v["step"] for v in rec["curves"]["val"]]
+    # one train-loss point per log_every steps (and at the end)
+    total, every = rec["cost"]["steps"], cfg.train.log_every
+    curve = rec["curves"]["train_loss"]
+    assert [p["step"] for p in curve] == [s for s in range(1, total + 1) if s % every == 0 or s == total]
     for task in cfg.tasks:
         spec = TASKS.get(task)
         m = rec["metrics"][task]
@@ -47,9 +50,12 @@ def test_every_variant_trains_and_writes_a_complete_record(variant, data_dir):
         for split in ("val", "test"):
             assert set(spec.metrics) <= set(m[split])
             assert all(0.0 <= v <= 1.0 for v in m[split].values())
-        for point in rec["curves"]["train_loss"]:
-            assert task not in point or math.isfinite(point[task])
         cost = rec["cost"]["tasks"][task]
+        logged = [p[task] for p in curve if task in p]
+        assert all(v > 0 for v in logged), f"{task}: cross-entropy losses must be positive: {logged}"
+        if every == 1:   # a task's loss is logged at exactly the steps that trained it
+            batch = min(cfg.tasks[task].batch_size, cost["train_examples"])
+            assert len(logged) * batch == cost["examples_seen"]
         if all_tasks:
             assert cost["examples_seen"] == 4 * cfg.tasks[task].batch_size   # the budget, exactly
         assert cost["flops_per_step"] > 0
@@ -136,8 +142,23 @@ def test_flops_per_step_count_the_tasks_a_step_trains(data_dir):
 
 
 def test_bilstm_with_a_character_cnn_trains_on_real_sentences(data_dir):
-    rec = run(tiny("stl-conll2003", data_dir, steps=2, extra=["model.stems.conll2003=bilstm", "model.char_dim=8"]))
-    assert rec["status"] == "ok" and rec["config"]["model"]["char_dim"] == 8
+    from lepton_bench.models.stems import CharCNN
+
+    seen = {}
+
+    def snapshot(event, info):
+        if event == "start":
+            seen["cnns"] = [m for m in info["model"].modules() if isinstance(m, CharCNN)]
+            seen["before"] = [p.detach().clone() for m in seen["cnns"] for p in m.parameters()]
+
+    extra = ["model.stems.conll2003=bilstm"]
+    rec = run(tiny("stl-conll2003", data_dir, steps=2, extra=[*extra, "model.char_dim=8"]), snapshot)
+    assert len(seen["cnns"]) == 1 and seen["cnns"][0].conv.out_channels == 8   # the stem has the char CNN
+    after = [p.detach() for p in seen["cnns"][0].parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(seen["before"], after, strict=True)), "char CNN did not train"
+    plain = run(tiny("stl-conll2003", data_dir, steps=2, extra=extra))
+    # the char CNN's parameters, and the LSTM's input widened by its features, are counted
+    assert rec["cost"]["params"]["total"] - plain["cost"]["params"]["total"] > sum(p.numel() for p in after)
 
 
 @pytest.mark.parametrize("stem", STEMS.list())
@@ -150,3 +171,40 @@ def test_every_stem_trains_its_tasks_on_real_data(stem, data_dir, stem_example):
         default = name == DEFAULT_STEMS[TASKS.get(task).input]   # a default stem is not written out
         assert rec["config"]["model"]["stems"] == ({} if default else {task: name})
         assert all(0.0 <= v <= 1.0 for v in rec["metrics"][task]["test"].values())
+
+
+def nan_after_start(monkeypatch, cls, method, from_call):
+    """Make ``cls.method`` return NaN from its ``from_call``-th call after training starts (not in
+    the FLOP probe before it); returns the progress callback that starts the count."""
+    real, state = getattr(cls, method), {"armed": False, "calls": 0}
+
+    def patched(self, *a, **k):
+        out = real(self, *a, **k)
+        if state["armed"]:
+            state["calls"] += 1
+            if state["calls"] >= from_call:
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(cls, method, patched)
+    return lambda event, info: state.update(armed=True) if event == "start" else None
+
+
+@pytest.mark.parametrize("log_every, bad_step", [(1, 1), (3, 2)])
+def test_a_non_finite_combined_loss_names_the_weighting_and_its_first_step(data_dir, monkeypatch, log_every,
+                                                                          bad_step):
+    from lepton_bench.weighting import EqualWeighting
+
+    progress = nan_after_start(monkeypatch, EqualWeighting, "combine", bad_step)
+    cfg = tiny("stl-imdb", data_dir, steps=6, extra=[f"train.log_every={log_every}"])
+    # the task losses were finite at that step: the weighting's combined loss is named, not the task
+    # (after that step the NaN gradients make the task losses NaN too)
+    with pytest.raises(TrainingError, match=rf"^non-finite combined loss \(nan\) of weighting ew at step "
+                                            rf"{bad_step} of stl-imdb; "):
+        run(cfg, progress)
+
+
+def test_a_non_finite_task_loss_between_log_points_names_the_task_and_its_first_step(data_dir, monkeypatch):
+    progress = nan_after_start(monkeypatch, TaskSpec, "loss", 2)
+    with pytest.raises(TrainingError, match=r"^non-finite loss \(nan\) for task imdb at step 2 of stl-imdb"):
+        run(tiny("stl-imdb", data_dir, steps=6, extra=["train.log_every=3"]), progress)

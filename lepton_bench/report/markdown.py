@@ -1,0 +1,245 @@
+"""The README's text: the summary in words, the setting, the per-task and overall tables, the whole README."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .analysis import Analysis, stl_cost
+from .claims import claims_section
+from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
+from .records import get
+from .stats import ALPHA, NAN, ok, significant, welch_p
+
+
+def summary(a: Analysis) -> str:
+    """The opening paragraph: the findings in words, generated from the numbers."""
+    parts = []
+    no_stl = [t for t in a.tasks if not a.has_stl(t)]
+    if not a.ok:
+        parts.append("No run finished successfully: there is nothing to compare yet.")
+    elif not a.mtl:
+        parts.append(f"Only single-task (STL) runs so far ({plural(len(a.groups), 'variant')} on "
+                     f"{', '.join(a.tasks)}): there is no multi-task variant to compare with them yet.")
+    else:
+        parts += _wins_sentences(a)
+        parts += _adaptive_sentence(a)
+    if no_stl:
+        parts.append(f"There are no STL records for {', '.join(no_stl)}: Δ vs STL and Δm leave "
+                     f"{'it' if len(no_stl) == 1 else 'them'} out.")
+    if a.failed:
+        parts.append(f"{plural(len(a.failed), 'run')} failed and "
+                     f"{'are' if len(a.failed) > 1 else 'is'} left out of every statistic (see Failed runs).")
+    return " ".join(parts)
+
+
+def _wins(a: Analysis, name: str) -> list[str]:
+    """'imdb (+1.20%, significant)' for each task where a group's primary mean beats STL."""
+    out = []
+    for t in a.tasks:
+        df = a.per_task[t]
+        row = df[df["name"] == name]
+        if len(row) and ok(row["delta"].iloc[0]) and row["delta"].iloc[0] > 0:
+            sig = ", significant" if significant(row["p"].iloc[0]) else ""
+            out.append(f"{t} ({fmt_pct(row['delta'].iloc[0])}{sig})")
+    return out
+
+
+def _wins_sentences(a: Analysis) -> list[str]:
+    """Per MTL variant (best Δm first): where it beats STL, its Δm and training-cost ratio."""
+    mtl = a.overall[~a.overall["stl"]]
+    n_sig = sum(any("significant" in w for w in _wins(a, n)) for n in mtl["name"])
+    if any(ok(p) for df in a.per_task.values() for p in df["p"]):
+        out = [f"{n_sig} of {plural(len(mtl), 'multi-task variant')} "
+               f"beat{'s' if len(mtl) == 1 else ''} their matched STL baseline significantly on at least one task "
+               f"(primary test metric, Welch's t-test, p < {ALPHA})."]
+    else:
+        out = ["No difference to STL can be tested for significance yet: that needs at least 2 seeds on both sides."]
+    losers = []
+    for _, row in mtl.iterrows():
+        wins = _wins(a, row["name"])
+        if not wins and not (ok(row["dm"]) and row["dm"] > 0):
+            cost = (f"{fmt_ratio(row['train_ratio'])} STL training time" if ok(row["train_ratio"])
+                    else "training time vs STL unknown")
+            losers.append(f"{row['name']} (Δm {fmt_pct(row['dm'])}, {cost})")
+            continue
+        # "ahead", not "beats": a mean ahead is not a win unless marked significant
+        where = f"is ahead of STL on {', '.join(wins)}" if wins else "is ahead of STL on no task's primary metric"
+        cost = (f"at {fmt_ratio(row['train_ratio'])} the training time of the STL models together"
+                if ok(row["train_ratio"]) else "(its training time vs STL is unknown)")
+        out.append(f"{row['name']} {where}; Δm {_fmt_dm(row)} {cost}.")
+    if losers:
+        out.append(f"{', '.join(losers)} {'is' if len(losers) == 1 else 'are'} ahead of STL on no task "
+                   f"and {'has' if len(losers) == 1 else 'have'} no positive Δm.")
+    return out
+
+
+def _fmt_dm(row: Mapping[str, Any]) -> str:
+    """``+0.80% (95% CI ± 0.30)``; the mean alone with one seed."""
+    if not ok(row["dm"]):
+        return "— (no STL baseline)"
+    return fmt_pct(row["dm"]) + (f" (95% CI ± {row['dm_ci']:.2f})" if ok(row["dm_ci"]) else "")
+
+
+def _adaptive_sentence(a: Analysis) -> list[str]:
+    """Whether any adaptive weighting beats the best point of the static-weight sweep (equal or static
+    weights) of its own design (same stems and trunk) and architecture, by Δm."""
+    mtl = a.overall[~a.overall["stl"] & a.overall["dm"].notna()]
+    out = []
+    for _, rows in mtl.groupby(["design", "architecture"], sort=False):   # rows stay sorted by Δm, best first
+        static = rows[rows["static"]]
+        adaptive = rows[~rows["static"]]
+        if static.empty or adaptive.empty:
+            continue
+        best = static.iloc[0]
+        better = adaptive[adaptive["dm"] > best["dm"]]
+        head = f"the best static-sweep point, {best['name']} (Δm {fmt_pct(best['dm'])})"
+        if better.empty:
+            top = adaptive.iloc[0]
+            out.append(f"No adaptive weighting beats {head}; the best adaptive one is {top['name']} "
+                       f"(Δm {fmt_pct(top['dm'])}).")
+            continue
+        items = []
+        for _, r in better.iterrows():
+            p = welch_p(a.dm_seeds[r["name"]], a.dm_seeds[best["name"]])
+            items.append(f"{r['name']} (Δm {fmt_pct(r['dm'])}" + (f", Welch p = {p:.3f})" if ok(p) else ")"))
+        out.append(f"{len(better)} of {len(adaptive)} adaptive weightings beat {head}: {', '.join(items)}.")
+    return out or ["No design has both a static-sweep point (equal or static weights) and an adaptive weighting of "
+                   "the same architecture with a Δm, so adaptive and static weightings cannot be compared."]
+
+
+def setting(a: Analysis, source: str) -> str:
+    """The setting: runs, seeds, budget, limits, environment and date."""
+    cfgs = [r.get("config") or {} for r in a.ok] or [r.get("config") or {} for r in a.records]
+    steps = sorted({get(c, "train", "steps") for c in cfgs} - {None})
+    seeds = sorted({r["seed"] for r in a.records if r.get("seed") is not None})
+    lines = [f"- Runs: {len(a.records)} in `{source}`, {len(a.ok)} ok, {len(a.failed)} failed; "
+             f"{plural(len({r['variant'] for r in a.records}), 'variant')}; seeds {', '.join(map(str, seeds)) or '—'}",
+             f"- Budget: {', '.join(map(str, steps)) or '—'} training steps"
+             + (" (runs differ in budget: their comparisons are not matched)" if len(steps) > 1 else "")]
+    for key in ("limit_train", "limit_eval"):
+        vals = sorted({str(c.get(key)) for c in cfgs})
+        lines.append(f"- `{key}`: {', '.join('none' if v == 'None' else v for v in vals)}")
+    lines.append(_env_line(a))
+    finished = sorted(r["finished_at"] for r in a.records if r.get("finished_at"))
+    lines.append(f"- Date: {finished[-1] if finished else '—'} (the latest finished run)")
+    return "\n".join(lines)
+
+
+def _env_line(a: Analysis) -> str:
+    """The environment of the first ok run (by run_id), and which fields other runs differ in."""
+    if not a.ok:
+        return "- Environment: —"
+    first = a.ok[0]
+    e = first.get("env") or {}
+    keys = ("device", "device_name", "cpu", "cpu_count", "torch_threads", "python", "torch", "cuda", "timm",
+            "lepton_bench", "git")
+    differ = [k for k in keys if len({str((r.get("env") or {}).get(k)) for r in a.ok}) > 1]
+    git = str(e.get("git") or "—")[:12]
+    line = (f"- Environment (of `{first['run_id']}`): device {e.get('device', '—')} ({e.get('device_name', '—')}), "
+            f"CPU {e.get('cpu', '—')} × {e.get('cpu_count', '—')}, {e.get('torch_threads', '—')} torch threads; "
+            f"python {e.get('python', '—')}, torch {e.get('torch', '—')} (CUDA {e.get('cuda') or 'none'}), "
+            f"timm {e.get('timm', '—')}, lepton_bench {e.get('lepton_bench', '—')}, git `{git}`")
+    return line + (f"\n- Runs differ in environment: {', '.join(differ)}" if differ else "")
+
+
+def task_section(a: Analysis, task: str) -> str:
+    """The per-task table: metrics mean ± std, n, primary CI, Δ vs the STL baseline of the same design
+    with its significance mark; a design column when the task was trained with several."""
+    df, primary = a.per_task[task], a.primary[task]
+    several = df["design"].nunique() > 1
+    headers = ["variant"] + (["design"] if several else []) + ["n"] + [f"{k} ↑" for k in a.metrics[task]] + [
+        f"95% CI ± ({primary})", "Δ vs STL"]
+    best = {k: df[f"{k}:mean"].max() for k in a.metrics[task]}
+    rows = []
+    for _, r in df.iterrows():
+        cells = [md_cell(r["name"] + (" (STL)" if r["is_ref"] else ""))] + ([md_cell(r["design"])] if several else [])
+        cells.append(str(r["n"]))
+        for k in a.metrics[task]:
+            s = fmt_pm(r[f"{k}:mean"], r[f"{k}:std"])
+            cells.append(bold(s) if ok(r[f"{k}:mean"]) and r[f"{k}:mean"] >= best[k] - 1e-12 else s)
+        ci = r[f"{primary}:ci"]
+        cells.append(f"{ci:.4f}" if ok(ci) else "")
+        cells.append("" if r["is_ref"] else fmt_pct(r["delta"]) + ("*" if significant(r["p"]) else ""))
+        rows.append(cells)
+    missing = sorted(set(df.loc[df["baseline"] == "", "design"]))
+    note = (f"\n\nNo STL records for design{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
+            f"no Δ vs STL for {'their' if len(missing) > 1 else 'its'} rows.") if missing else ""
+    return f"### {task} (primary: {primary})\n\n" + md_table(headers, rows) + note
+
+
+def overall_section(a: Analysis) -> str:
+    """The overall table: Δm with CI and cost, MTL rows first, then STL rows and the STL models together."""
+    df = a.overall
+    cuda = bool(df["cuda_mb"].notna().any())
+    headers = ["variant", "tasks", "n", "Δm ↑ (%, ± 95% CI)", "train time ↓ (s)", "train ÷ STL ↓",
+               "GFLOP/step ↓", "peak RSS ↓ (MiB)"] + (["CUDA alloc ↓ (MiB)"] if cuda else []) + [
+               "params ↓ (M)", "params ÷ STL ↓", "inference ↓ (s)", "inference ÷ STL ↓"]
+    best_dm = df.loc[~df["stl"], "dm"].max() if (~df["stl"]).any() else NAN
+    rows = []
+    for _, r in df.iterrows():
+        dm = fmt_pm(r["dm"], r["dm_ci"], 2, sign=True)
+        dm = "" if r["stl"] else bold(dm) if ok(r["dm"]) and r["dm"] >= best_dm - 1e-12 else dm
+        rows.append([md_cell(r["name"]), r["tasks"], str(r["n"]), dm, fmt_num(r["train_s"], 1),
+                     fmt_ratio(r["train_ratio"]), fmt_num(r["flops"] / 1e9, 2), fmt_num(r["rss_mb"], 0)]
+                    + ([fmt_num(r["cuda_mb"], 0)] if cuda else [])
+                    + [fmt_num(r["params"] / 1e6, 2), fmt_ratio(r["params_ratio"]), fmt_num(r["infer_s"], 1),
+                       fmt_ratio(r["infer_ratio"])])
+    rows += _stl_together_row(a, cuda)
+    return md_table(headers, rows, left=2)
+
+
+def _stl_together_row(a: Analysis, cuda: bool) -> list[list[str]]:
+    """Per design of the MTL groups, the sums over tasks of its STL baselines: what the ratios divide by."""
+    rows, seen = [], set()
+    for g in a.mtl:
+        refs = [a.ref(t, g) for t in g.tasks]
+        key = tuple(r.name for r in refs if r is not None)
+        if None in refs or key in seen:   # the ratios need every task's baseline; so does this row
+            continue
+        seen.add(key)
+        cost = {k: stl_cost(a, g, k) for k in ("train_s", "params", "infer_s", "flops")}
+        rows.append([md_cell(f"STL models together: {', '.join(key)}"), "+".join(g.tasks), "", "",
+                     fmt_num(cost["train_s"], 1), "1.00×", fmt_num(cost["flops"] / 1e9, 2), "—"]
+                    + (["—"] if cuda else []) + [fmt_num(cost["params"] / 1e6, 2), "1.00×",
+                                                 fmt_num(cost["infer_s"], 1), "1.00×"])
+    return rows
+
+
+def failed_section(a: Analysis) -> str:
+    rows = [[md_cell(r["run_id"]), md_cell(r.get("error") or "—")[:300]] for r in a.failed]
+    return ("These runs are left out of every statistic above.\n\n"
+            + md_table(["run_id", "error"], rows, left=2))
+
+
+OVERALL_NOTE = (
+    "Δm (Maninis et al. 2019): per seed of a variant, the mean over its tasks of the mean over each task's "
+    "test metrics of (M − M_STL) / M_STL × 100, with M_STL the mean over the STL seeds; positive is better than "
+    "STL. Shown as mean ± 95% CI over seeds. Costs are means over seeds; a ratio divides by the sum over the "
+    "variant's tasks of the STL baselines (training time, total parameters to serve every task, inference time "
+    "over every task's test set), so below 1 is cheaper than one model per task.")
+
+TASK_NOTE = (
+    "Test metrics as mean ± sample std over seeds (n seeds; ↑ higher is better, the best mean in bold). "
+    "95% CI: half-width of the primary metric's Student-t interval (blank with one seed). Δ vs STL: relative "
+    f"change of the primary metric's mean vs the STL baseline, `*` when Welch's t-test gives p < {ALPHA} "
+    "(needs 2 seeds on both sides). Each row is compared with the STL baseline of its own design (the task's "
+    "stem → trunk × depth, and any other model setting off its default): the same encoders trained alone.")
+
+
+def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
+    """The whole README text."""
+    out = [f"# lepton_bench report: {a.grid}", summary(a), "## Setting", setting(a, source)]
+    if a.tasks:
+        out += ["## Per task", TASK_NOTE] + [task_section(a, t) for t in a.tasks]
+    if a.groups:
+        out += ["## Overall", OVERALL_NOTE, overall_section(a)]
+    claims = claims_section(a)
+    if claims:
+        out += ["## The articles' claims", claims]
+    if a.failed:
+        out += ["## Failed runs", failed_section(a)]
+    if plots:
+        out += ["## Plots"] + [f"![{Path(p).stem.replace('_', ' ')}]({p})" for p in plots]
+    return "\n\n".join(out) + "\n"

@@ -1,0 +1,206 @@
+"""The report's PNG plots, drawn on the Agg canvas without pyplot (no global state, no GUI backend).
+
+Δm vs training cost with the Pareto front, the per-task primary metric, validation curves, and
+throughput and memory. No version string or hash salt varies between runs: the same records give
+the same bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib import rc_context
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from .analysis import Analysis
+from .groups import Group
+from .records import get
+from .stats import ok, pareto_front
+
+DPI = 110
+STL_COLOR, MTL_COLOR = "tab:orange", "tab:blue"
+PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png")
+
+
+def _figure(width: float, height: float) -> Figure:
+    """A figure on the Agg canvas, without pyplot (no global state, no GUI backend)."""
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _label_room(names: Sequence[str]) -> float:
+    """Extra figure width (inches) for bar labels longer than the usual variant name, so a long group
+    label (``hard-ew (train.lr=0.001)``) does not squeeze its panel's bars."""
+    return 0.05 * max(0, max((len(n) for n in names), default=0) - 24)
+
+
+def _save(fig: Figure, path: Path) -> None:
+    # No version string or hash salt varies between runs, so the same records give the same bytes.
+    with rc_context({"svg.hashsalt": "lepton_bench"}):
+        fig.savefig(path, dpi=DPI, metadata={"Software": None})
+
+
+def plot_delta_m(a: Analysis, path: Path) -> bool:
+    """Δm (95% CI bars) vs training-time ratio, with the Pareto front joined; False when nothing to draw."""
+    df = a.overall[~a.overall["stl"] & a.overall["dm"].notna() & a.overall["train_ratio"].notna()]
+    if df.empty:
+        return False
+    fig = _figure(8, 5.5)
+    ax = fig.add_subplot()
+    ax.errorbar(df["train_ratio"], df["dm"], yerr=df["dm_ci"].fillna(0), fmt="o", color=MTL_COLOR,
+                ecolor="0.6", capsize=3, label="MTL variant (95% CI)")
+    pts = list(zip(df["train_ratio"], df["dm"], strict=True))
+    front = pareto_front(pts)
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="tab:green", lw=1.2,
+            label="Pareto front")
+    ax.axhline(0, color="0.3", lw=0.8)
+    ax.axvline(1, color="0.5", lw=0.8, ls=":")
+    ax.plot([1], [0], "s", color=STL_COLOR, label="STL models together")
+    _labels(ax, list(df["name"]), pts)
+    ax.set(xlabel="training time ÷ STL models' total (×, lower is cheaper)",
+           ylabel="Δm vs STL (%, higher is better)", title=f"{a.grid}: quality gain vs training cost")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    _save(fig, path)
+    return True
+
+
+def _labels(ax, names: Sequence[str], pts: Sequence[tuple[float, float]]) -> None:
+    """Name each point; a label that would cover an earlier one moves down a line, joined to its point."""
+    fig = ax.figure
+    fig.canvas.draw()   # the limits are final: data -> pixel positions are known
+    line = 11.0         # px per label line at fontsize 8
+    placed: list[tuple[float, float, float]] = []   # (x0, x1, y) of placed labels, in pixels
+    order = sorted(range(len(names)), key=lambda i: (-pts[i][1], pts[i][0], names[i]))
+    for i in order:
+        x, y = ax.transData.transform(pts[i])
+        x0, x1, ly = x + 5, x + 5 + 5.2 * len(names[i]), y + 4
+        while any(x0 < b1 and b0 < x1 and abs(ly - by) < line for b0, b1, by in placed):
+            ly -= line
+        placed.append((x0, x1, ly))
+        moved = ly != y + 4
+        ax.annotate(names[i], pts[i], xytext=(5, ly - y), textcoords="offset pixels", fontsize=8,
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None)
+
+
+def _barh(ax, names: Sequence[str], means: Sequence[float], errs: Sequence[float] | None,
+          colors: Sequence[str], fmt: str) -> None:
+    """Horizontal bars, first name on top, each labelled with its value."""
+    y = np.arange(len(names))[::-1]
+    means = np.asarray(means, dtype=float)
+    errs = np.zeros(len(names)) if errs is None else np.nan_to_num(np.asarray(errs, dtype=float))
+    ax.barh(y, means, height=0.7, color=colors)
+    shown = errs > 0  # no stub of a cap where the spread is unknown (one seed)
+    if shown.any():
+        ax.errorbar(means[shown], y[shown], xerr=errs[shown], fmt="none", ecolor="0.3", lw=0.8, capsize=2)
+    ax.set_yticks(y, names, fontsize=8)
+    ax.set_ylim(-0.6, len(names) - 0.4)
+    ax.margins(x=0.12)  # room for the value labels
+    for yi, m, e in zip(y, means, errs, strict=True):
+        if ok(m):  # right of the error bar, where it hides nothing
+            ax.annotate(format(m, fmt), (m + e, yi), xytext=(4, 0), textcoords="offset points", va="center",
+                        fontsize=7)
+    ax.grid(axis="x", alpha=0.3)
+
+
+def plot_per_task(a: Analysis, path: Path) -> bool:
+    """One subplot per task: primary test metric per variant (std bars), the STL bar in its own colour."""
+    tasks = [t for t in a.tasks if a.per_task[t][f"{a.primary[t]}:mean"].notna().any()]
+    if not tasks:
+        return False
+    rows = max(len(a.per_task[t]) for t in tasks)
+    room = sum(_label_room(list(a.per_task[t]["name"])) for t in tasks)
+    fig = _figure(4.8 * len(tasks) + room, max(3.0, 0.3 * rows + 1.4))
+    for ax, t in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks, strict=True):
+        df, k = a.per_task[t], a.primary[t]
+        means, stds = df[f"{k}:mean"].to_numpy(), df[f"{k}:std"].to_numpy()
+        _barh(ax, list(df["name"]), means, stds, [STL_COLOR if s else MTL_COLOR for s in df["is_ref"]], ".4f")
+        lo, hi = np.nanmin(means - np.nan_to_num(stds)), np.nanmax(means + np.nan_to_num(stds))
+        # Bars of close values all look full length from 0: start the axis just below the lowest.
+        ax.set_xlim(max(0.0, lo - 0.15 * (hi - lo) - 0.02), min(1.0, hi + 0.25 * (hi - lo) + 0.02))
+        ax.set(xlabel=f"test {k} (higher is better)", title=t)
+    fig.suptitle(f"{a.grid}: primary test metric per variant (orange: STL baselines, each above the "
+                 f"variants of its design; error bars: ± std over seeds)")
+    _save(fig, path)
+    return True
+
+
+def curve(g: Group, task: str, metric: str) -> pd.Series:
+    """Validation metric vs step, mean over the group's seeds (empty when no curve was logged)."""
+    pts = [(p.get("step"), get(p, task, metric)) for r in g.runs for p in (get(r, "curves", "val") or [])]
+    df = pd.DataFrame([(s, v) for s, v in pts if s is not None and v is not None], columns=["step", "value"])
+    return df.groupby("step")["value"].mean().sort_index()
+
+
+def plot_learning_curves(a: Analysis, path: Path) -> bool:
+    """One subplot per task: validation primary metric vs step, one line per variant."""
+    data = {t: [(g, curve(g, t, a.primary[t])) for g in a.groups if t in g.tasks] for t in a.tasks}
+    data = {t: [(g, c) for g, c in gc if len(c)] for t, gc in data.items()}
+    data = {t: gc for t, gc in data.items() if gc}
+    if not data:
+        return False
+    styles = _styles(a)
+    # STL baselines: thick black; with several per task (several designs), a dash pattern and a label each
+    stl = [g for g in a.groups if g.stl]
+    several = len({g.tasks for g in stl}) < len(stl)
+    designs = sorted({g.designs[g.tasks[0]] for g in stl})
+    for g in stl:
+        dash = ("--", ":", "-.")[designs.index(g.designs[g.tasks[0]]) % 3]
+        styles[g.name] = {"color": "black", "lw": 2.2, "ls": dash}
+    stl_label = {g.name: f"STL baseline ({g.name})" if several else "STL baseline" for g in stl}
+    fig = _figure(5.0 * len(data) + 2.5, 4.2)
+    for ax, (t, gc) in zip(fig.subplots(1, len(data), squeeze=False)[0], data.items(), strict=True):
+        for g, c in gc:
+            ax.plot(c.index, c.to_numpy(), label=stl_label.get(g.name, g.name), **styles[g.name])
+        ax.set(xlabel="training step", ylabel=f"validation {a.primary[t]} (higher is better)", title=t)
+        ax.grid(alpha=0.3)
+    handles = {lab: h for ax in fig.axes for h, lab in zip(*ax.get_legend_handles_labels(), strict=True)}
+    fig.legend(list(handles.values()), list(handles), loc="outside right upper", fontsize=7)
+    fig.suptitle(f"{a.grid}: validation curves (mean over seeds)")
+    _save(fig, path)
+    return True
+
+
+def _styles(a: Analysis) -> dict[str, dict[str, Any]]:
+    """A line style per MTL group, by name order: 20 colours, then the next line style."""
+    from matplotlib import colormaps
+
+    cmap, dashes = colormaps["tab20"], ("-", "-.", ":", "--")
+    return {g.name: {"color": cmap(i % 20), "ls": dashes[i // 20 % len(dashes)], "lw": 1.2}
+            for i, g in enumerate(sorted(a.mtl, key=lambda g: g.name))}
+
+
+def plot_cost(a: Analysis, path: Path) -> bool:
+    """Two subplots per variant: training samples/s (summed over tasks) and peak memory."""
+    df = a.overall
+    if df.empty or (df["samples_s"].isna().all() and df["rss_mb"].isna().all()):
+        return False
+    fig = _figure(11 + 2 * _label_room(list(df["name"])), max(3.0, 0.3 * len(df) + 1.4))
+    colors = [STL_COLOR if s else MTL_COLOR for s in df["stl"]]
+    ax1, ax2 = fig.subplots(1, 2)
+    _barh(ax1, list(df["name"]), df["samples_s"].to_numpy(), None, colors, ",.0f")
+    ax1.set(xlabel="training samples/s, summed over tasks (higher is better)", title="training throughput")
+    # On a GPU the device memory is what limits a run; on CPU only RSS is recorded.
+    cuda = bool(df["cuda_mb"].notna().any())
+    _barh(ax2, list(df["name"]), df["cuda_mb" if cuda else "rss_mb"].to_numpy(), None, colors, ",.0f")
+    ax2.set(xlabel=f"peak {'CUDA allocated' if cuda else 'RSS'} (MiB, lower is better)", title="peak memory")
+    fig.suptitle(f"{a.grid}: cost per variant (orange: STL; means over seeds)")
+    _save(fig, path)
+    return True
+
+
+def write_plots(a: Analysis, out: Path) -> list[str]:
+    """Draw every plot that has data; remove a stale file of one that no longer has."""
+    drawn = []
+    for name, draw in zip(PLOT_FILES, (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost), strict=True):
+        if a.groups and draw(a, out / name):
+            drawn.append(name)
+        else:
+            (out / name).unlink(missing_ok=True)
+    return drawn
