@@ -12,14 +12,13 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import TaskData, TrainStream, eval_batches, load_task
+from .data import TaskData, TrainStream, load_task
 from .distributed import (
     World,
     average,
@@ -32,6 +31,7 @@ from .distributed import (
 )
 from .distributed import init as init_distributed
 from .errors import ConfigError, TrainingError
+from .evaluation import autocast, evaluate
 from .measure import (
     count_flops,
     environment,
@@ -47,7 +47,7 @@ from .models import MultiTaskModel, TaskIO, build_model
 from .models.stems import resolve_stem, stem_of
 from .results import build_record, now_iso
 from .sampling import SAMPLERS, Sampler
-from .tasks import IGNORE, TASKS, TaskSpec
+from .tasks import TASKS, TaskSpec
 from .weighting import WEIGHTINGS, Weighting
 
 Progress = Callable[[str, dict], None]   # (event, info): "data", "step", "eval", "test"
@@ -94,47 +94,6 @@ def lr_lambda(steps: int, warmup_frac: float) -> Callable[[int], float]:
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warm) / max(1, steps - warm))))
 
     return f
-
-
-def autocast(device: torch.device, precision: str) -> AbstractContextManager:
-    """bf16 autocast for forward passes and losses (backward runs outside it); fp32: a no-op."""
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-
-
-@torch.no_grad()
-def evaluate(model: MultiTaskModel, spec: TaskSpec, data: TaskData, split: str, batch_size: int,
-             device: torch.device, precision: str = "fp32") -> tuple[dict[str, float], dict[str, float]]:
-    """(metrics, timing) of one task on one split. Padding never counts."""
-    model.eval()
-    s = data.splits[split]
-    preds, golds = [], []
-    t0, tokens = now(device), 0
-    for idx, batch in eval_batches(s, batch_size, device):
-        with autocast(device, precision):
-            logits = model(spec.name, batch)
-        p = logits.argmax(-1).cpu()
-        if "host_lengths" in batch:
-            tokens += int(batch["host_lengths"].sum())
-        if spec.output == "tag":
-            # a row's labelled positions are its words in order (a word's first sub-token for
-            # sub-word stems); words cut at max_len are predicted "O"
-            words = batch["y"].cpu() != IGNORE
-            for i, row in enumerate(idx.tolist()):
-                gold = s.gold[row]
-                pred = p[i][words[i]].tolist()[: len(gold)]
-                preds.append(pred + [0] * (len(gold) - len(pred)))
-                golds.append(gold)
-        else:
-            preds.append(p)
-            golds.append(batch["y"].cpu())
-    seconds = now(device) - t0
-    if spec.output != "tag":
-        preds, golds = torch.cat(preds).tolist(), torch.cat(golds).tolist()
-    timing = {"seconds": seconds, "samples_per_s": len(s) / seconds}
-    if tokens:
-        timing["tokens_per_s"] = tokens / seconds
-    model.train()
-    return spec.compute_metrics(preds, golds), timing
 
 
 class NonFiniteWatch:

@@ -347,29 +347,22 @@ def test_characters_of_given_words_keep_their_case(data_dir):
 
 # ---------------------------------------------------------------- missing inputs, short messages
 
-def test_a_review_without_text_names_its_file_row_and_column(copy_task):
-    root = copy_task("imdb")
-    path = edit(root, "imdb", "test", lambda t: set_cell(t, "text", 4, None))
+@pytest.mark.parametrize("task, split, column, row, value, message", [
+    ("imdb", "test", "text", 4, None, "row 4: 'text' is missing"),                 # a review without text
+    ("conll2003", "validation", "tokens", 6, None, "row 6: 'tokens' is missing"),  # a sentence without words
+    ("conll2003", "train", "tokens", 2, "drop_last_word", "row 2: a word of 'tokens' is missing"),
+])
+def test_a_missing_input_names_its_file_row_and_column(copy_task, task, split, column, row, value, message):
+    root = copy_task(task)
+
+    def change(t):
+        cell = [*t.column(column)[row].as_py()[:-1], None] if value == "drop_last_word" else value
+        return set_cell(t, column, row, cell)
+
+    path = edit(root, task, split, change)
     with pytest.raises(DataError) as e:
-        load("imdb", root)
-    assert str(e.value) == f"{path}: row 4: 'text' is missing"
-
-
-def test_a_sentence_without_tokens_names_its_row(copy_task):
-    root = copy_task("conll2003")
-    path = edit(root, "conll2003", "validation", lambda t: set_cell(t, "tokens", 6, None))
-    with pytest.raises(DataError) as e:
-        load("conll2003", root)
-    assert str(e.value) == f"{path}: row 6: 'tokens' is missing"
-
-
-def test_a_missing_word_in_a_sentence_names_its_row(copy_task):
-    root = copy_task("conll2003")
-    path = edit(root, "conll2003", "train",
-                lambda t: set_cell(t, "tokens", 2, [*t.column("tokens")[2].as_py()[:-1], None]))
-    with pytest.raises(DataError) as e:
-        load("conll2003", root)
-    assert str(e.value) == f"{path}: row 2: a word of 'tokens' is missing"
+        load(task, root)
+    assert str(e.value) == f"{path}: {message}"
 
 
 def test_an_unreadable_parquet_file_is_one_short_line_naming_the_file_once(copy_task):

@@ -9,15 +9,15 @@ from lepton_bench.config import ModelConfig
 from lepton_bench.errors import ConfigError
 from lepton_bench.models import ARCHITECTURES, TaskIO, build_model
 from lepton_bench.models.stems import STEMS
+from lepton_bench.tasks import TASKS
 
 from .conftest import ROOT
 
 CFG = ModelConfig(dim=32, depth=2, heads=2, image_widths=(8, 16))
-IOS = {
-    "cifar10": TaskIO("cifar10", "image", "class", 10),
-    "imdb": TaskIO("imdb", "text", "class", 2, vocab_size=50, max_len=16),
-    "conll2003": TaskIO("conll2003", "text", "tag", 9, vocab_size=40, max_len=16, num_shapes=6),
-}
+# What every registered task (plugins' too) feeds the model, with a tiny vocabulary.
+IOS = {name: TaskIO(name, spec.input, spec.output, spec.num_labels, vocab_size=40 if spec.input == "text" else 0,
+                    max_len=16 if spec.input == "text" else 0, num_shapes=6 if spec.pretokenized else 0)
+       for name, spec in TASKS.items()}
 
 
 def batch_for(io: TaskIO, B=3, L=11):

@@ -1,0 +1,111 @@
+"""``run --grid``: plan a grid, refuse what it would ignore, run it on an executor, print the plan."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import LeptonError
+from .commands import _check_data_dir, _overrides, _runtime
+
+
+def _executor_options(args):
+    """Executor options: the --executor-config file, then the flags given."""
+    from dataclasses import fields
+
+    from ..executors import EXECUTORS, ExecutorOptions
+
+    EXECUTORS.get(args.executor)   # an unknown name fails here, with close matches
+    known = {f.name for f in fields(ExecutorOptions)} - {"plugins", "workers"}
+    opts: dict = {}
+    if args.executor_config:
+        try:
+            opts = json.loads(Path(args.executor_config).read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise LeptonError(f"--executor-config {args.executor_config}: {e}") from None
+        if not isinstance(opts, dict) or set(opts) - known:
+            bad = sorted(set(opts) - known) if isinstance(opts, dict) else ["not a JSON object"]
+            raise LeptonError(f"--executor-config {args.executor_config}: unknown keys {', '.join(bad)}; "
+                              f"known: {', '.join(sorted(known))}")
+    flags = {"partition": args.partition, "time_min": args.time_min, "cpus_per_run": args.cpus_per_run,
+             "gpus_per_run": args.gpus_per_run, "mem_gb": args.mem_gb, "cluster": args.cluster,
+             "address": args.ray_address}
+    opts.update({k: v for k, v in flags.items() if v is not None})
+    return ExecutorOptions(workers=args.workers, plugins=tuple(args.plugin), **opts)
+
+
+def cmd_grid(args) -> int:
+    from tqdm import tqdm
+
+    from ..grid import plan, run_grid
+    from ..results import adopt, read_record_files
+
+    if args.workers < 1:
+        raise LeptonError(f"--workers must be at least 1, got {args.workers}")
+    # what a grid would silently ignore is an error instead
+    for flag, value, instead in (("--tasks", args.tasks, "each variant trains its own tasks; narrow the grid "
+                                                          "with --variants"),
+                                 ("--seed", args.seed, "a grid runs seeds 0..N-1: use --seeds N")):
+        if value is not None:
+            raise LeptonError(f"{flag} is a single-run option ({instead})")
+    overrides = _overrides(args) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
+    runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides,
+                limit_train=args.limit_train, limit_eval=args.limit_eval, **_runtime(args))
+    _check_data_dir(args.data_dir, [t for r in runs for t in r.config.tasks])
+    results_dir = Path(args.out or "results") / args.grid
+    if args.dry_run:
+        adopt(results_dir)
+        return _print_plan(runs, read_record_files(results_dir), results_dir, args.retry_failed)
+    bar = tqdm(total=len(runs), unit="run", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
+
+    def progress(event, info):
+        if event == "plan":
+            bar.update(info["skipped"])
+            bar.set_postfix(skipped=info["skipped"])
+        elif event == "run":
+            rec = info["record"]
+            bar.update(1)
+            bar.set_postfix(finished=info["finished"], failed=info["failed"], remaining=info["remaining"])
+            if rec["status"] != "ok":
+                bar.write(f"failed: {rec['run_id']}: {rec.get('error')}", file=sys.stderr)
+            elif args.no_progress:
+                c = rec["cost"]
+                print(f"done: {rec['run_id']} (train {c['train_seconds']:.0f}s + eval {c['eval_seconds']:.0f}s)",
+                      file=sys.stderr, flush=True)
+
+    try:
+        s = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
+                     executor=args.executor, options=_executor_options(args))
+    finally:
+        bar.close()
+    print(f"grid {args.grid}: {s.planned} runs planned, {s.skipped} already recorded, {s.finished} finished, "
+          f"{s.failed} failed; records in {s.results}")
+    print(f"report: python -m lepton_bench report {results_dir}")
+    return 0 if s.failed == 0 else 1
+
+
+def _print_plan(runs, done, results_dir, retry_failed) -> int:
+    from collections import Counter
+
+    from tabulate import tabulate
+
+    rows, todo = [], 0
+    secs = {}
+    for rec in done.values():   # seconds per variant seen so far, for an estimate
+        if rec["status"] == "ok":
+            secs.setdefault(rec["variant"], []).append(rec["cost"]["train_seconds"] + rec["cost"]["eval_seconds"])
+    estimate = 0.0
+    for r in runs:
+        rec = done.get(r.run_id)
+        state = "done" if rec and rec["status"] == "ok" else ("failed" if rec else "to run")
+        if state == "to run" or (state == "failed" and retry_failed):
+            todo += 1
+            if r.config.variant in secs:
+                estimate += sum(secs[r.config.variant]) / len(secs[r.config.variant])
+        rows.append([r.run_id, r.config.variant, r.config.seed, r.config.train.steps, state])
+    print(tabulate(rows, headers=["run", "variant", "seed", "steps", "state"], tablefmt="github"))
+    counts = Counter(row[-1] for row in rows)
+    print(f"\n{len(runs)} runs into {results_dir}: " + ", ".join(f"{v} {k}" for k, v in counts.items())
+          + (f"; about {estimate / 60:.0f} min for the runs whose variant has finished before" if estimate else ""))
+    return 0

@@ -1,0 +1,141 @@
+"""The argument parser: every command and flag, with help texts built from the registries."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+KINDS = ("variants", "grids", "tasks", "metrics", "architectures", "stems", "trunks", "weightings", "samplers",
+         "executors")
+
+
+def _registries():
+    from ..executors import EXECUTORS
+    from ..grid import GRIDS
+    from ..models import ARCHITECTURES
+    from ..models.stems import STEMS
+    from ..models.trunk import TRUNKS
+    from ..sampling import SAMPLERS
+    from ..tasks import METRICS, TASKS
+    from ..variants import VARIANTS
+    from ..weighting import WEIGHTINGS
+
+    return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "metrics": METRICS, "architectures": ARCHITECTURES,
+            "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS, "stems": STEMS,
+            "trunks": TRUNKS}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The parser; its help lists registered names, so load plugins first (``main`` does)."""
+    from ..grid import GRIDS
+    from ..tasks import TASKS
+
+    p = argparse.ArgumentParser(
+        prog="lepton-bench",
+        description="Does one multi-task model beat one model per task? Train matched single-task "
+                    "baselines and multi-task variants on CIFAR-10, IMDB and CoNLL-2003.")
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first, to register its variants, weightings, ... (repeatable); "
+                        "installed plugins (entry points 'lepton_bench.plugins') load by themselves")
+    p.add_argument("--no-plugins", action="store_true",
+                   help="skip the installed plugins (--plugin modules still load); the same as "
+                        "LEPTON_BENCH_NO_PLUGINS=1, which the runs of a grid inherit")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="train one variant, or a whole grid of variants x seeds",
+                       description="--variant: train one variant on its tasks, validate every "
+                                   "train.eval_every steps, test the best validation checkpoint once, "
+                                   "and append one JSON record to OUT/runs.jsonl. --grid: run every "
+                                   "variant x seed of a preset, each in its own process, into "
+                                   "OUT/<grid>/runs.jsonl; finished runs are skipped (resume).")
+    what = r.add_mutually_exclusive_group(required=True)
+    what.add_argument("--variant", metavar="NAME",
+                      help="registered variant, e.g. hard-ew or stl-cifar10 (see: list variants)")
+    what.add_argument("--grid", metavar="NAME",
+                      help=f"registered grid: {', '.join(GRIDS.list())} (see: list grids)")
+    r.add_argument("--tasks", nargs="+", metavar="TASK",
+                   help=f"train these tasks instead of the variant's own: {' '.join(TASKS.list())}")
+    r.add_argument("--seed", type=int, help="seeds model init, data order and augmentation "
+                   "(default: 0; a grid runs seeds 0..N-1, see --seeds)")
+    r.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda or cuda:N "
+                   "(default: auto)")
+    r.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"],
+                   help="auto: bf16 autocast on a CUDA GPU with bf16, else fp32 (TF32 matmuls on CUDA); "
+                        "bf16 on CPU falls back to fp32 with a warning (default: auto)")
+    r.add_argument("--compile", action="store_true",
+                   help="torch.compile the model (CUDA only; on CPU it runs eager with a warning)")
+    r.add_argument("--data-dir", default=os.environ.get("LEPTON_BENCH_DATA"), metavar="DIR",
+                   help="read DIR/<task>/ parquet folders (the Hub's layout) instead of the Hub; "
+                        "default: $LEPTON_BENCH_DATA, else the Hub")
+    r.add_argument("--steps", type=int, metavar="N", help="optimizer steps; every task gets one "
+                   "batch per step (default: 2000)")
+    r.add_argument("--limit-train", type=int, metavar="N", help="use a seeded subset of N train "
+                   "examples per task (smoke runs)")
+    r.add_argument("--limit-eval", type=int, metavar="N", help="use a seeded subset of N validation "
+                   "and N test examples per task")
+    r.add_argument("--stem", dest="stems", action="append", default=[], metavar="TASK=NAME",
+                   help="encode TASK's input with stem NAME (see: list stems), e.g. --stem imdb=bilstm, "
+                        "conll2003=hf:bert-base-cased, cifar10=timm:resnet18 (pretrained: the [pretrained] "
+                        "extra); with --grid it applies to every run that has TASK, STL baselines included")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=1e-3 --set "
+                        "tasks.imdb.max_len=128 --set model.depth=4 (repeatable)")
+    r.add_argument("--out", metavar="DIR",
+                   help="--variant: append the record to DIR/runs.jsonl (default: results/adhoc); "
+                        "--grid: write DIR/<grid>/ (default: results)")
+    g = r.add_argument_group("grid options")
+    g.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 (default: the grid's)")
+    g.add_argument("--variants", metavar="PATTERN", help="only the grid's variants matching these "
+                   "comma-separated fnmatch patterns, e.g. 'stl-*,hard-ew'")
+    g.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="runs at a time, each in its own process with cores/N threads (default: 1)")
+    g.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    g.add_argument("--executor", default="local", metavar="NAME",
+                   help="where the runs execute: local (child processes, default), submitit (Slurm; "
+                        "pip install 'lepton-bench[slurm]'), ray (a Ray cluster; 'lepton-bench[ray]')")
+    g.add_argument("--executor-config", metavar="FILE",
+                   help="JSON file of executor options (the keys of the flags below, e.g. "
+                        '{"partition": "gpu", "gpus_per_run": 1}); flags given win')
+    g.add_argument("--partition", help="submitit: Slurm partition")
+    g.add_argument("--time-min", type=int, metavar="MIN", help="submitit: time limit per run (default: 240)")
+    g.add_argument("--cpus-per-run", type=int, metavar="N", help="threads (and Slurm/Ray CPUs) per run")
+    g.add_argument("--gpus-per-run", type=int, metavar="N", help="submitit/ray: GPUs per run (default: 0)")
+    g.add_argument("--mem-gb", type=float, metavar="GB", help="submitit: memory per run")
+    g.add_argument("--cluster", help="submitit: slurm, local (processes here) or debug (in-process); "
+                                     "default: Slurm when sbatch is found")
+    g.add_argument("--ray-address", metavar="ADDR", help="ray: cluster address (auto, ray://host:10001); "
+                                                          "default: start a local Ray")
+    g.add_argument("--dry-run", action="store_true", help="print the plan (runs, what is done) and stop")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bar; log one line per validation instead")
+
+    rp = sub.add_parser("report", help="write reports/<grid>/README.md and plots from a results folder",
+                        description="Turn the records of a grid into a markdown report with plots.")
+    rp.add_argument("results", help="a results folder (results/<grid>) or its runs.jsonl")
+    rp.add_argument("--out", metavar="DIR", help="write the report here (default: reports/<grid>)")
+
+    pp = sub.add_parser("prepare", help="download, check, tokenize and cache the data of tasks or a grid once",
+                        description="Fill the tensor cache before runs start (e.g. on a cluster's login "
+                                    "node), so that no run downloads or tokenizes, and none hits the Hub "
+                                    "at the same time as another.")
+    pp.add_argument("--grid", metavar="NAME", help="every data setting the grid's runs use (limits included)")
+    pp.add_argument("--tasks", nargs="+", metavar="TASK",
+                    help=f"these tasks at their defaults (default: all: {' '.join(TASKS.list())})")
+    pp.add_argument("--data-dir", default=os.environ.get("LEPTON_BENCH_DATA"), metavar="DIR",
+                    help="local parquet folders instead of the Hub (default: $LEPTON_BENCH_DATA, else the Hub)")
+    pp.add_argument("--cache-dir", metavar="DIR", help="where the tensors go (default: $LEPTON_BENCH_CACHE, "
+                                                       "else ~/.cache/lepton_bench); runs must read the same")
+    pp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="config overrides, as given to run (e.g. tasks.imdb.max_len=128)")
+
+    # the child process of one grid run; no help=, so argparse leaves it out of the command list
+    wk = sub.add_parser("_worker")
+    wk.add_argument("config")
+    wk.add_argument("record")
+
+    ls = sub.add_parser("list", help="list registered variants, tasks, architectures, ...",
+                        description="List what is registered, with a one-line description each.")
+    ls.add_argument("kind", nargs="?", default="variants", choices=KINDS,
+                    help="what to list (default: variants)")
+    ls.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'stl-*'")
+    return p

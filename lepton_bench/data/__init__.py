@@ -1,0 +1,98 @@
+"""Load, check, split, tensorize and cache the tasks' data; feed batches on the device.
+
+Sources: each task's ``Dataset`` (``tasks.py``): its Hub id by default, or its folder
+``DIR/<folder>/`` in the Hub's parquet layout (``--data-dir`` / ``LEPTON_BENCH_DATA``);
+tasks of one dataset read one folder. Local parquet files are read with
+pyarrow directly: ``datasets.load_dataset(<folder>)`` caches by folder *name*, so a
+64-row slice and the full mirror in two folders called ``imdb`` would share a cache
+entry. Our own tensor cache is keyed by file paths + sizes + mtimes instead.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..config import TaskConfig, data_settings
+from ..tasks import TaskSpec
+from .batches import TrainStream, augment_images, eval_batches, select
+from .sources import check_split, fingerprint, local_files, make_splits, read_parquet, read_source, take
+from .tensorize import (
+    build_char_vocab,
+    build_tokenizer,
+    clip,
+    decode_images,
+    first_subtoken_labels,
+    special_frame,
+    tensorize,
+    tensorize_subwords,
+    tensorize_text,
+    word_shape,
+)
+from .types import MAX_WORD_CHARS, NUM_SHAPES, PAD, SPLITS, UNK, RawSplit, Split, TaskData
+
+__all__ = ["MAX_WORD_CHARS", "NUM_SHAPES", "PAD", "SPLITS", "UNK", "RawSplit", "Split", "TaskData", "TrainStream",
+           "augment_images", "build_char_vocab", "build_tokenizer", "cache_key", "check_split", "clip",
+           "decode_images", "default_cache_dir", "eval_batches", "fingerprint", "first_subtoken_labels",
+           "load_task", "local_files", "make_splits", "read_parquet", "read_source", "select", "special_frame",
+           "take", "tensorize", "tensorize_subwords", "tensorize_text", "word_shape"]
+
+CACHE_FORMAT = 1          # bump when the tensorized layout changes
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LEPTON_BENCH_CACHE", Path.home() / ".cache" / "lepton_bench"))
+
+
+# ---------------------------------------------------------------- cache
+
+def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_seed: int,
+              limit_train: int | None, limit_eval: int | None, subwords: tuple[str, object] | None = None,
+              chars: bool = False) -> str:
+    """The tensor cache's key: everything the tensors depend on (``subwords``/``chars`` as ``load_task``)."""
+    key = {"format": CACHE_FORMAT, "task": spec.name, "columns": spec.columns,
+           "cfg": data_settings(cfg),   # the task's fields marked ``data`` (config.setting)
+           "seed": holdout_seed, "limits": [limit_train, limit_eval],
+           "source": fingerprint(spec, data_dir)}
+    if subwords and spec.input == "text":   # keyed only when set: the word-level keys stay as they were
+        key["tokenizer"] = subwords[0]
+    if chars and spec.pretokenized:
+        key["chars"] = MAX_WORD_CHARS
+    blob = json.dumps(key, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, holdout_seed: int = 0,
+              limit_train: int | None = None, limit_eval: int | None = None,
+              cache_dir: Path | None = None, subwords: tuple[str, object] | None = None,
+              chars: bool = False) -> TaskData:
+    """Checked, split, tensorized data of one task, from the cache when it is there.
+
+    What a stem reads beyond word ids (``Stem.reads``): ``subwords``, the (cache key, fast
+    tokenizer) of a pretrained model; ``chars``, the characters of each word (tasks whose words are
+    given; ignored for the others)."""
+    key = cache_key(spec, cfg, data_dir, holdout_seed, limit_train, limit_eval, subwords, chars)
+    path = (cache_dir or default_cache_dir()) / f"{spec.name}-{key}.pt"
+    if path.exists():
+        try:
+            blob = torch.load(path, weights_only=True)
+            return TaskData(blob["name"], {k: Split(**v) for k, v in blob["splits"].items()},
+                            blob["source"], blob["vocab_size"], blob["num_shapes"], blob["truncated"],
+                            blob.get("num_chars", 0))
+        except Exception:
+            path.unlink(missing_ok=True)  # a torn or stale cache file: rebuild it
+    raws = read_source(spec, data_dir)
+    for split, raw in raws.items():
+        check_split(spec, split, raw)
+    data = tensorize(spec, cfg, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval),
+                     subwords and subwords[1], chars)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"name": data.name, "source": data.source, "vocab_size": data.vocab_size,
+                "num_shapes": data.num_shapes, "truncated": data.truncated, "num_chars": data.num_chars,
+                "splits": {k: {"tensors": v.tensors, "gold": v.gold} for k, v in data.splits.items()}}, tmp)
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+    return data

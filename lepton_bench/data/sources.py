@@ -1,0 +1,169 @@
+"""Where a task's rows come from (a Hub dataset or a local parquet folder), their checks, the
+validation hold-out and the seeded limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ..config import TaskConfig
+from ..errors import DataError
+from ..tasks import TaskSpec
+from .types import SPLITS, RawSplit
+
+
+def local_files(root: Path, spec: TaskSpec) -> dict[str, Path]:
+    """Find ``<split>-*.parquet`` (Hub layout) or ``<split>/*.parquet`` (convert/parquet) in the
+    folder of the task's dataset, ``root/<spec.dataset.folder>``."""
+    folder = root / spec.dataset.folder
+    if not folder.is_dir():
+        raise DataError(f"{spec.name}: no folder {folder} (expected {folder}/data/train-00000-of-00001.parquet, "
+                        f"the Hub's parquet layout; or drop --data-dir to load {spec.dataset.hub_id} from the Hub)")
+    found: dict[str, Path] = {}
+    for split in SPLITS:
+        hits = sorted(folder.glob(f"**/{split}-*.parquet")) or sorted(folder.glob(f"**/{split}/*.parquet"))
+        if len(hits) > 1:
+            raise DataError(f"{spec.name}: several {split} files in {folder}: "
+                            f"{', '.join(map(str, hits))}; sharded splits are not supported yet")
+        if hits:
+            found[split] = hits[0]
+    needed = ["train", "test"] + (["validation"] if spec.has_validation else [])
+    missing = [s for s in needed if s not in found]
+    if missing:
+        raise DataError(f"{spec.name}: no {'/'.join(missing)} parquet file under {folder} "
+                        f"(expected {folder}/data/<split>-00000-of-00001.parquet)")
+    return found
+
+
+def read_parquet(path: Path) -> pa.Table:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path)
+    except (OSError, pa.ArrowException) as e:
+        # one short line, the path once: pyarrow's text repeats the path and says twice that the
+        # file is not parquet ("Could not open Parquet input source '<path>': ... Either the file
+        # is corrupted or this is not a parquet file.")
+        why = (str(e).strip().splitlines() or [""])[0]
+        for shown in dict.fromkeys((str(path), str(Path(path).resolve()))):
+            why = why.replace(f"'{shown}'", "").replace(f"{shown} ", " ").removesuffix(shown)
+        for said in ("Could not open Parquet input source :",
+                     "Either the file is corrupted or this is not a parquet file."):
+            why = why.replace(said, "")
+        why = " ".join(why.split()).strip(" .:")
+        if len(why) > 150:
+            why = why[: why.rfind(" ", 0, 149)] + " …"
+        detail = f"{type(e).__name__}: {why}" if why else type(e).__name__
+        raise DataError(f"{path}: not a readable parquet file ({detail})") from None
+
+
+def fingerprint(spec: TaskSpec, data_dir: str | None) -> dict:
+    """What identifies the source data: file paths, sizes and mtimes, or the Hub id."""
+    if data_dir:
+        files = local_files(Path(data_dir), spec)
+        return {s: [str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for s, p in files.items()}
+    ds = spec.dataset
+    return {"hub": ds.hub_id, "config": ds.hub_config, "revision": ds.hub_revision}
+
+
+def read_source(spec: TaskSpec, data_dir: str | None) -> dict[str, RawSplit]:
+    if data_dir:
+        return {s: _raw(read_parquet(p), str(p)) for s, p in local_files(Path(data_dir), spec).items()}
+    try:
+        import datasets
+
+        ds = spec.dataset
+        dd = datasets.load_dataset(ds.hub_id, ds.hub_config, revision=ds.hub_revision)
+    except Exception as e:  # network, auth, missing dataset: all say the same to the user
+        raise DataError(f"{spec.name}: cannot load {ds.hub_id} from the Hub ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0] if str(e) else ''}); pass --data-dir DIR with "
+                        f"local copies in the Hub's parquet layout (DIR/{ds.folder}/)") from None
+    return {s: _raw(dd[s].data.table, f"{ds.hub_id}[{s}]") for s in SPLITS if s in dd}
+
+
+def _raw(table: pa.Table, origin: str) -> RawSplit:
+    return RawSplit(table, origin, np.arange(table.num_rows))
+
+
+# ---------------------------------------------------------------- checks
+
+def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
+    """Columns present, split non-empty, no missing input (nor word) or label, labels in range,
+    tokens/tags of equal length."""
+    t, where, label_col = raw.table, raw.origin, spec.columns["label"]
+    for role, col in spec.columns.items():
+        if col not in t.column_names:
+            raise DataError(f"{where}: missing column {col!r} ({role} of {spec.name}); "
+                            f"columns are {', '.join(t.column_names)}")
+    if t.num_rows == 0:
+        raise DataError(f"{where}: the {split} split of {spec.name} is empty")
+    input_col = spec.columns["input"]
+    inputs = t.column(input_col)
+    if inputs.null_count:   # e.g. a review without text: named here, not a tokenizer's traceback
+        raise DataError(f"{where}: row {_first(pc.is_null(inputs))}: {input_col!r} is missing")
+    labels = t.column(label_col)
+    if labels.null_count:
+        raise DataError(f"{where}: row {_first(pc.is_null(labels))}: {label_col!r} is missing")
+    if spec.output == "tag":
+        n_tok = pc.list_value_length(t.column(spec.columns["input"])).fill_null(-1)
+        n_tag = pc.list_value_length(labels)
+        mismatch = pc.not_equal(n_tok, n_tag)
+        if pc.any(mismatch).as_py():
+            row = _first(mismatch)
+            raise DataError(f"{where}: row {row}: {n_tok[row].as_py()} tokens but "
+                            f"{n_tag[row].as_py()} {label_col} tags")
+        flat = pc.list_flatten(labels)
+        row_of = np.repeat(np.arange(t.num_rows), np.asarray(n_tag))  # flat position -> row
+        words = pc.list_flatten(inputs)   # as many as tags (checked above): row_of fits both
+        if words.null_count:
+            raise DataError(f"{where}: row {row_of[_first(pc.is_null(words))]}: a word of {input_col!r} "
+                            f"is missing")
+    else:
+        flat, row_of = labels, np.arange(t.num_rows)
+    if flat.null_count:
+        raise DataError(f"{where}: row {row_of[_first(pc.is_null(flat))]}: a {label_col!r} value is missing")
+    bad = pc.or_(pc.less(flat, 0), pc.greater_equal(flat, spec.num_labels))
+    if pc.any(bad).as_py():
+        pos = _first(bad)
+        raise DataError(f"{where}: row {row_of[pos]}: {label_col} value {flat[pos].as_py()} out of range "
+                        f"0..{spec.num_labels - 1} ({spec.name} has {spec.num_labels} labels)")
+
+
+def _first(mask) -> int:
+    """Index of the first True of a (chunked) boolean Arrow array; used on error paths only."""
+    return int(np.flatnonzero(np.array(mask.fill_null(False).to_pylist(), dtype=bool))[0])
+
+
+# ---------------------------------------------------------------- splits and limits
+
+def take(raw: RawSplit, idx: np.ndarray) -> RawSplit:
+    return RawSplit(raw.table.take(pa.array(idx)), raw.origin, raw.rows[idx])
+
+
+def make_splits(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], holdout_seed: int,
+                limit_train: int | None, limit_eval: int | None) -> dict[str, RawSplit]:
+    """Hold out validation from train when the task has none, then apply the limits.
+
+    Everything is drawn from one generator seeded by ``holdout_seed`` (not the run's
+    seed), so every run and every seed sees the same validation and test examples.
+    """
+    rng = np.random.default_rng(holdout_seed)
+    out = dict(raws)
+    if not spec.has_validation or "validation" not in raws:
+        train = raws["train"]
+        n = train.table.num_rows
+        n_val = min(cfg.holdout_max, max(1, round(cfg.holdout_frac * n)))
+        if n_val >= n:
+            raise DataError(f"{train.origin}: {n} train rows cannot spare a hold-out of {n_val} "
+                            f"for validation")
+        perm = rng.permutation(n)
+        out["validation"], out["train"] = take(train, np.sort(perm[:n_val])), take(train, np.sort(perm[n_val:]))
+    for split, limit in (("train", limit_train), ("validation", limit_eval), ("test", limit_eval)):
+        n = out[split].table.num_rows
+        if limit is not None and limit < n:
+            # a seeded subset, not the head: IMDB's files list all negatives first
+            out[split] = take(out[split], np.sort(rng.permutation(n)[:limit]))
+    return out
