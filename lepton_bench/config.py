@@ -162,6 +162,8 @@ class RunConfig:
     limit_train: int | None = setting(None, data=True)   # cap on train examples per task (seeded subset)
     limit_eval: int | None = setting(None, data=True)    # cap on validation and test examples per task
     holdout_seed: int = setting(0, data=True)            # fixes the validation hold-out for every run and seed
+    auxiliary: tuple[str, ...] = setting((), added=True)  # tasks trained and reported, but left out of checkpoint
+                                                         # selection, Δm and the report's verdict
     # Where and how to run: the same training, executed differently; out of the hash.
     device: str = setting("auto", runtime=True)
     data_dir: str | None = setting(None, runtime=True)
@@ -298,6 +300,8 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         train["betas"] = tuple(train["betas"])
     d["train"] = TrainConfig(**train)
     d["weighting_args"] = WeightingConfig(**d.get("weighting_args", {}))
+    if "auxiliary" in d:
+        d["auxiliary"] = tuple(d["auxiliary"])
     return RunConfig(**d)
 
 

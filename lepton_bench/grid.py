@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .executors import EXECUTORS, ExecutorOptions, Job
 from .registry import Registry
 from .results import adopt, failed_record, merge, now_iso, read_record_files, record_path, run_id, write_json_atomic
+from .tasks import default_tasks
 from .variants import VARIANTS, make_config
 
 
@@ -47,10 +48,15 @@ register_grid(Grid(
     overrides={"train.steps": 6, "train.eval_every": 3, "train.log_every": 3, "train.timing_warmup": 1},
     help="every variant, 6 steps on 256 real examples per task: seconds a run"))
 register_grid(Grid(
-    "quick", ("stl-*", "hard-ew", "hard-uw", "hard-pcgrad", "hard-static-*", "adapters-ew", "lepton-*"), seeds=3,
+    "quick", (*(f"stl-{t}" for t in default_tasks()), "hard-ew", "hard-uw", "hard-pcgrad", "hard-static-*",
+              "adapters-ew", "lepton-*"), seeds=3,
     overrides={"train.steps": 200, "train.eval_every": 100}, limit_train=None, limit_eval=2000,
     help="STL baselines + representative MTL variants + the articles' design (lepton-*), 3 seeds, real data, "
          "200 steps: about two hours on 2 CPU cores"))
+register_grid(Grid(
+    "tagging", ("tagging-*",), seeds=5,
+    help="CoNLL-2003 NER + POS + chunking through one BiLSTM encoder: STL, hard sharing with 6 weightings, the "
+         "static sweep, NER with auxiliary tasks; 5 seeds, full data, 2,000 steps (CPU, background)"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))

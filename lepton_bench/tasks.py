@@ -9,6 +9,20 @@ A task knows datasets and metrics, never models. Here are two registries and a d
 * a task's ``Dataset``: the Hub id/config/revision and the ``--data-dir`` folder, named apart
   from the task, so several tasks (NER, POS, chunking of CoNLL-2003) can read one dataset.
 
+Input groups: tasks that read the same ``Dataset`` and the same input column (CoNLL-2003's NER,
+POS, chunking and untyped-span tasks; CIFAR-10's 10 classes and its vehicle/animal task) see the
+same examples, so a model can run its encoder once for all of them. ``input_group(name)`` names a
+task's group after its first registered task (``conll2003_pos`` -> ``conll2003``, ``imdb`` ->
+``imdb``); ``group_tasks(name)`` lists the registered tasks of that group in registration order.
+The core tasks of one group share one ``TaskConfig`` of defaults (``CONLL2003_DEFAULTS``,
+``CIFAR10_DEFAULTS``): a shared batch needs equal data settings, and one declaration keeps them so.
+
+Derived-label tasks ("label transfer"): a ``TaskSpec`` with ``derived_from="<task>"`` and a
+``label_map`` (source label id -> own label id, one entry per source label) reads its source's
+dataset and label column and maps each label (per token for tagging). Its dataset, input, output,
+columns, ``pretokenized`` and ``has_validation`` must be the source's, so its splits hold the same
+rows in the same order (``data.load_task`` checks the column against the source's labels, then maps).
+
 Whoever registers a task with ``register_task`` (or ``TASKS.register``) gets its STL variant
 ``stl-<task>`` too: ``lepton_bench.variants`` listens to ``TASKS.on_register`` (whichever of
 the two is imported first). The core tasks flagged ``default_mtl`` form, in registration order,
@@ -99,15 +113,28 @@ def f1_pos(pred, gold, labels) -> float:
     return float(f1_score(gold, pred, pos_label=1, average="binary", zero_division=0))
 
 
-@register_metric("entity_f1", "tag", check=_iob)
-def entity_f1(pred, gold, labels) -> float:
-    """Entity micro-F1 over IOB tags (seqeval's default mode: conlleval-compatible; an I- after O
-    starts an entity)."""
+def _span_f1(pred, gold, labels) -> float:
+    """Micro-F1 of the spans of IOB tags, seqeval's default mode (conlleval-compatible: an I- after
+    O, or after another type, starts a span; a span counts only with its exact bounds and type)."""
     from seqeval.metrics import f1_score
 
     g = [[labels[i] for i in s] for s in gold]
     p = [[labels[i] for i in s] for s in pred]
     return float(f1_score(g, p, zero_division=0))
+
+
+@register_metric("entity_f1", "tag", check=_iob)
+def entity_f1(pred, gold, labels) -> float:
+    """Entity micro-F1 over IOB tags (seqeval's default mode: conlleval-compatible; an I- after O
+    starts an entity)."""
+    return _span_f1(pred, gold, labels)
+
+
+@register_metric("chunk_f1", "tag", check=_iob)
+def chunk_f1(pred, gold, labels) -> float:
+    """Chunk micro-F1 over IOB chunk tags (NP, VP, PP, ...), CoNLL-2000 style: ``entity_f1``'s
+    computation (seqeval, conlleval-compatible) named for chunks."""
+    return _span_f1(pred, gold, labels)
 
 
 @register_metric("token_accuracy", "tag")
@@ -145,7 +172,14 @@ class TaskSpec:
     ``dataset`` is where its examples come from; ``columns`` maps roles (``input``, ``label``) to
     columns of that dataset; ``labels`` names the label ids 0..n-1 in the dataset's order;
     ``metrics`` names ``METRICS`` entries for its ``output`` kind, primary first (the primary one
-    selects checkpoints). ``default_mtl``: one of the default task set of multi-task variants."""
+    selects checkpoints). ``default_mtl``: one of the default task set of multi-task variants.
+
+    ``derived_from``/``label_map``: a derived-label task (module docstring): the name of a task
+    registered before it, and one own label id per source label id (``label_map[i]`` is the label
+    of an example, or token, whose source label is ``i``). Checked here: the source exists and is
+    not derived itself, the map has one entry per source label, its entries are own label ids and
+    each own label is some source label's image, and dataset, input, output, columns,
+    ``pretokenized`` and ``has_validation`` are the source's."""
 
     name: str
     help: str
@@ -159,10 +193,13 @@ class TaskSpec:
     has_validation: bool = False    # False: hold a seeded slice of train out instead
     pretokenized: bool = False      # input column is a list of words
     default_mtl: bool = False       # in default_tasks(): the core's three tasks
+    derived_from: str | None = None  # a derived-label task: the registered task whose labels it maps
+    label_map: tuple[int, ...] = ()  # source label id -> own label id, one entry per source label
 
     def __post_init__(self):
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "metrics", tuple(self.metrics))
+        object.__setattr__(self, "label_map", tuple(self.label_map))
         where = f"task {self.name}"
         if self.output not in OUTPUTS:
             raise ConfigError(f"{where}: output must be one of {', '.join(OUTPUTS)}, not {self.output!r}")
@@ -187,6 +224,56 @@ class TaskSpec:
             why = m.check(self.labels) if m.check else None
             if why:
                 raise ConfigError(f"{where}: metric {name} does not apply: {why}")
+        if self.derived_from is not None or self.label_map:
+            self._check_derived(where)
+
+    def _check_derived(self, where: str) -> None:
+        if self.derived_from is None:
+            raise ConfigError(f"{where}: a label_map needs derived_from, the task whose labels it maps")
+        if not isinstance(self.derived_from, str):
+            raise ConfigError(f"{where}: derived_from must name a task, not {self.derived_from!r}")
+        if self.derived_from not in TASKS:
+            raise ConfigError(f"{where}: derived_from: {TASKS.unknown_message(self.derived_from)}; "
+                              f"register the source task before the task derived from it")
+        src = TASKS.get(self.derived_from)
+        if src.derived_from is not None:
+            raise ConfigError(f"{where}: derived_from {src.name}, itself derived from {src.derived_from}: "
+                              f"derive from {src.derived_from} with the composed label_map")
+        same = {"dataset": (self.dataset, src.dataset), "input": (self.input, src.input),
+                "output": (self.output, src.output),
+                "columns['input']": (self.columns["input"], src.columns["input"]),
+                "columns['label']": (self.columns["label"], src.columns["label"]),
+                "pretokenized": (self.pretokenized, src.pretokenized),
+                "has_validation": (self.has_validation, src.has_validation)}
+        for what, (own, theirs) in same.items():
+            if own != theirs:
+                raise ConfigError(f"{where}: {what} is {own!r}, {src.name}'s is {theirs!r}: a task derived from "
+                                  f"{src.name} reads its examples and label column, so they must agree")
+        n = src.num_labels
+        if len(self.label_map) != n:
+            raise ConfigError(f"{where}: label_map has {len(self.label_map)} entries, {src.name} has {n} "
+                              f"labels: give one own label id per source label ({', '.join(src.labels[:5])}"
+                              f"{', ...' if n > 5 else ''})")
+        for i, x in enumerate(self.label_map):
+            if isinstance(x, bool) or not isinstance(x, int | np.integer) or not 0 <= x < self.num_labels:
+                raise ConfigError(f"{where}: label_map[{i}] (for {src.name}'s {src.labels[i]!r}) is {x!r}, "
+                                  f"not a label id 0..{self.num_labels - 1} of {self.name}")
+        object.__setattr__(self, "label_map", tuple(int(x) for x in self.label_map))
+        unused = [lab for j, lab in enumerate(self.labels) if j not in self.label_map]
+        if unused:
+            raise ConfigError(f"{where}: no {src.name} label maps to {', '.join(unused)}: such a label "
+                              f"could never be gold")
+
+    @property
+    def derived(self) -> bool:
+        """Whether the labels are mapped from another task's (``derived_from``)."""
+        return self.derived_from is not None
+
+    @property
+    def source(self) -> TaskSpec:
+        """The task whose label column this one reads and whose label ids that column holds: the
+        ``derived_from`` task, else this one."""
+        return TASKS.get(self.derived_from) if self.derived_from is not None else self
 
     @property
     def primary(self) -> str:
@@ -254,11 +341,31 @@ def register_task(spec: TaskSpec) -> TaskSpec:
     return TASKS.register(spec.name, spec)
 
 
+def _same_input(a: TaskSpec, b: TaskSpec) -> bool:
+    return a.dataset == b.dataset and a.columns["input"] == b.columns["input"]
+
+
+def input_group(name: str) -> str:
+    """The input group of task ``name``: the first registered task with the same ``Dataset`` and
+    the same input column (``conll2003_pos`` -> ``conll2003``; a task alone in its group: itself)."""
+    return group_tasks(name)[0]
+
+
+def group_tasks(name: str) -> tuple[str, ...]:
+    """The registered tasks of the input group of task ``name`` (any of them, e.g. the group's own
+    name), in registration order, the group's first."""
+    spec = TASKS.get(name)
+    return tuple(s.name for s in TASKS.in_order() if _same_input(s, spec))
+
+
 def default_tasks() -> tuple[str, ...]:
     """The task set of multi-task variants that name none: the ``default_mtl`` tasks, in
     registration order (cifar10, imdb, conll2003)."""
     return tuple(s.name for s in TASKS.in_order() if s.default_mtl)
 
+
+CIFAR10_DEFAULTS = TaskConfig(batch_size=128, eval_batch_size=500, holdout_frac=0.1, holdout_max=5000)
+"""Defaults of every core task of CIFAR-10 (one input group: equal data settings, the same hold-out)."""
 
 CIFAR10 = register_task(TaskSpec(
     name="cifar10", help="CIFAR-10: 32x32 RGB images, 10 classes",
@@ -266,8 +373,7 @@ CIFAR10 = register_task(TaskSpec(
     columns={"input": "img", "label": "label"},
     labels=("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
             "ship", "truck"),
-    metrics=("accuracy", "macro_f1"), default_mtl=True,
-    defaults=TaskConfig(batch_size=128, eval_batch_size=500, holdout_frac=0.1, holdout_max=5000)))
+    metrics=("accuracy", "macro_f1"), default_mtl=True, defaults=CIFAR10_DEFAULTS))
 
 IMDB = register_task(TaskSpec(
     name="imdb", help="IMDB movie reviews: sentiment, 2 classes",
@@ -280,10 +386,55 @@ IMDB = register_task(TaskSpec(
 CONLL2003_DATA = Dataset("eriktks/conll2003", "conll2003", "refs/convert/parquet")
 """CoNLL-2003 (English): tokens with NER, POS and chunk tags; a Dataset for every task of it."""
 
+CONLL2003_DEFAULTS = TaskConfig(batch_size=64, eval_batch_size=256, max_len=128, vocab_size=30000, min_freq=1)
+"""Defaults of every core task of CoNLL-2003 (one input group: they share every batch, so their data
+settings are equal)."""
+
+# Tag names in the dataset's order, as its parquet files' embedded HF features list them
+# (``pos_tags``/``chunk_tags``: ``List(ClassLabel(names=[...]))``): label id i is the i-th name.
+POS_TAGS = ('"', "''", "#", "$", "(", ")", ",", ".", ":", "``", "CC", "CD", "DT", "EX", "FW", "IN", "JJ",
+            "JJR", "JJS", "LS", "MD", "NN", "NNP", "NNPS", "NNS", "NN|SYM", "PDT", "POS", "PRP", "PRP$",
+            "RB", "RBR", "RBS", "RP", "SYM", "TO", "UH", "VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "WDT",
+            "WP", "WP$", "WRB")
+"""The 47 Penn Treebank part-of-speech tags of CoNLL-2003 (silver: a tagger's), in dataset order."""
+
+CHUNK_TAGS = ("O", "B-ADJP", "I-ADJP", "B-ADVP", "I-ADVP", "B-CONJP", "I-CONJP", "B-INTJ", "I-INTJ",
+              "B-LST", "I-LST", "B-NP", "I-NP", "B-PP", "I-PP", "B-PRT", "I-PRT", "B-SBAR", "I-SBAR",
+              "B-UCP", "I-UCP", "B-VP", "I-VP")
+"""The 23 IOB2 syntactic chunk tags of CoNLL-2003 (silver: a chunker's), in dataset order."""
+
 CONLL2003 = register_task(TaskSpec(
     name="conll2003", help="CoNLL-2003 English NER: 9 IOB2 tags per word",
     dataset=CONLL2003_DATA, input="text", output="tag", columns={"input": "tokens", "label": "ner_tags"},
     labels=("O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"),
     metrics=("entity_f1", "token_accuracy"), has_validation=True, pretokenized=True, default_mtl=True,
-    defaults=TaskConfig(batch_size=64, eval_batch_size=256, max_len=128, vocab_size=30000,
-                        min_freq=1)))
+    defaults=CONLL2003_DEFAULTS))
+
+CONLL2003_POS = register_task(TaskSpec(
+    name="conll2003_pos", help="CoNLL-2003 part-of-speech tagging: 47 Penn Treebank tags per word",
+    dataset=CONLL2003_DATA, input="text", output="tag", columns={"input": "tokens", "label": "pos_tags"},
+    labels=POS_TAGS, metrics=("token_accuracy",), has_validation=True, pretokenized=True,
+    defaults=CONLL2003_DEFAULTS))
+
+CONLL2003_CHUNK = register_task(TaskSpec(
+    name="conll2003_chunk", help="CoNLL-2003 chunking: 23 IOB2 phrase tags per word (NP, VP, PP, ...)",
+    dataset=CONLL2003_DATA, input="text", output="tag", columns={"input": "tokens", "label": "chunk_tags"},
+    labels=CHUNK_TAGS, metrics=("chunk_f1", "token_accuracy"), has_validation=True, pretokenized=True,
+    defaults=CONLL2003_DEFAULTS))
+
+# Derived-label tasks: registered after their sources.
+
+CIFAR10_COARSE = register_task(TaskSpec(
+    name="cifar10_coarse", help="CIFAR-10 vehicle vs animal, derived from the 10 classes",
+    dataset=CIFAR10.dataset, input="image", output="class", columns=dict(CIFAR10.columns),
+    labels=("animal", "vehicle"),    # vehicle is label 1: airplane, automobile, ship, truck
+    label_map=tuple(int(c in ("airplane", "automobile", "ship", "truck")) for c in CIFAR10.labels),
+    derived_from="cifar10", metrics=("accuracy", "macro_f1"), defaults=CIFAR10_DEFAULTS))
+
+CONLL2003_SPANS = register_task(TaskSpec(
+    name="conll2003_spans", help="CoNLL-2003 untyped entity spans: O, B-ENT, I-ENT, derived from the NER tags",
+    dataset=CONLL2003_DATA, input="text", output="tag", columns=dict(CONLL2003.columns),
+    labels=("O", "B-ENT", "I-ENT"),  # O -> O, B-X -> B-ENT, I-X -> I-ENT
+    label_map=tuple({"O": 0, "B-": 1, "I-": 2}[t[:2]] for t in CONLL2003.labels),
+    derived_from="conll2003", metrics=("entity_f1", "token_accuracy"), has_validation=True, pretokenized=True,
+    defaults=CONLL2003_DEFAULTS))

@@ -31,7 +31,8 @@ from .distributed import (
 )
 from .distributed import init as init_distributed
 from .errors import ConfigError, TrainingError
-from .evaluation import autocast, evaluate
+from .evaluation import autocast, evaluate_group
+from .groups import LABEL, GroupData, merge_group, run_groups, task_views
 from .measure import (
     count_flops,
     environment,
@@ -53,9 +54,10 @@ from .weighting import WEIGHTINGS, Weighting
 Progress = Callable[[str, dict], None]   # (event, info): "data", "step", "eval", "test"
 
 
-def stream_seed(seed: int, task: str) -> int:
-    """A task's data order depends on (seed, task) only: STL and MTL see the same batches."""
-    return seed * 1_000_003 + zlib.crc32(task.encode())
+def stream_seed(seed: int, group: str) -> int:
+    """A task's data order depends on (seed, its input group) only: STL and MTL see the same batches
+    (a task alone in its group: the group is named after it, so its order is what it always was)."""
+    return seed * 1_000_003 + zlib.crc32(group.encode())
 
 
 def task_reads(cfg: RunConfig, spec: TaskSpec) -> dict[str, object]:
@@ -64,9 +66,9 @@ def task_reads(cfg: RunConfig, spec: TaskSpec) -> dict[str, object]:
     return stem.reads(argument, cfg.model) if stem.reads else {}
 
 
-def task_io(spec: TaskSpec, data: TaskData, max_len: int) -> TaskIO:
+def task_io(spec: TaskSpec, data: TaskData, max_len: int, group: str = "") -> TaskIO:
     return TaskIO(spec.name, spec.input, spec.output, spec.num_labels, vocab_size=data.vocab_size,
-                  max_len=max_len, num_shapes=data.num_shapes, num_chars=data.num_chars)
+                  max_len=max_len, num_shapes=data.num_shapes, num_chars=data.num_chars, group=group)
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig, extra: list[torch.Tensor] = ()) -> torch.optim.Optimizer:
@@ -140,8 +142,8 @@ class Setup:
     device: torch.device
     specs: dict[str, TaskSpec]
     data: dict[str, TaskData]
-    streams: dict[str, TrainStream]
-    eval_data: dict[str, TaskData]
+    streams: dict[str, TrainStream]     # one per input group, by group name
+    eval_data: dict[str, GroupData]     # validation and test splits of each group, on the device
     sampler: Sampler
     weighting: Weighting
     model: MultiTaskModel
@@ -149,18 +151,25 @@ class Setup:
     sched: torch.optim.lr_scheduler.LRScheduler
     total_steps: int
     data_seconds: float
-    flops: dict[str, int]       # forward + backward FLOPs of one batch of each task
+    flops: dict[str, int]       # forward + backward FLOPs of one batch of each group (all its tasks)
     runtime: dict[str, object]  # how it runs: precision, compiled, tf32, and why a request was not met
     world: World                # torchrun processes (a world of one without torchrun)
     params: list[torch.Tensor]  # everything the optimizer trains (gradients averaged over the world)
+    groups: dict[str, list[str]] = field(default_factory=dict)   # input group -> its tasks (the sampler's units)
     watch: NonFiniteWatch = field(init=False, repr=False)   # non-finite losses, seen by train_step
 
     def __post_init__(self) -> None:
         self.watch = NonFiniteWatch(self.names, self.device)
+        self.group_of = {t: g for g, ts in self.groups.items() for t in ts}
 
     @property
     def names(self) -> list[str]:
         return list(self.specs)
+
+    @property
+    def main(self) -> list[str]:
+        """The tasks checkpoint selection reads: all but the auxiliary ones."""
+        return [n for n in self.names if n not in self.cfg.auxiliary]
 
 
 def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
@@ -172,6 +181,11 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     if not names:
         raise ConfigError("no tasks to train")
     specs = {t: TASKS.get(t) for t in names}
+    unknown = [t for t in cfg.auxiliary if t not in specs]
+    if unknown or len(set(cfg.auxiliary)) >= len(names):
+        raise ConfigError(f"auxiliary tasks {', '.join(unknown)} are not trained by this run" if unknown else
+                          f"every task of {cfg.variant} is auxiliary: leave at least one main task")
+    groups = run_groups(cfg, specs)
     sampler_cls, weighting_cls = SAMPLERS.get(cfg.sampler), WEIGHTINGS.get(cfg.weighting)
     if weighting_cls.needs_every_task and not sampler_cls.every_task_every_step:
         raise ConfigError(f"weighting {cfg.weighting} needs every task's loss at every step; "
@@ -185,8 +199,8 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     t = cfg.train
     if t.steps < 1:
         raise ConfigError(f"train.steps must be at least 1, got {t.steps}")
-    # one-task-per-step samplers take T x the steps, so as many batches are trained as with 'all'
-    total_steps = t.steps if sampler_cls.every_task_every_step else t.steps * len(names)
+    # one-group-per-step samplers take G x the steps, so as many batches are trained as with 'all'
+    total_steps = t.steps if sampler_cls.every_task_every_step else t.steps * len(groups)
 
     # data: cached tensors, moved to the device once
     t0 = time.perf_counter()
@@ -195,39 +209,57 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
         say("data", {"task": n})
         data[n] = load_task(specs[n], cfg.tasks[n], cfg.data_dir, cfg.holdout_seed, cfg.limit_train,
                             cfg.limit_eval, **task_reads(cfg, specs[n]))
+    merged = {g: merge_group(g, ts, data) for g, ts in groups.items()}
     data_seconds = time.perf_counter() - t0
-    streams = {n: TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size,
-                              stream_seed(cfg.seed, n), device, augment=specs[n].input == "image")
-               for n in names}
-    sampler = sampler_cls(names, {n: data[n].sizes()["train"] for n in names}, total_steps, cfg.seed,
-                          cfg.weighting_args.temperature)
-    eval_data = {n: TaskData(n, {k: v.to(device) for k, v in data[n].splits.items() if k != "train"},
-                             data[n].source) for n in names}
+    streams = {g: TrainStream(gd.splits["train"].to(device), cfg.tasks[gd.tasks[0]].batch_size,
+                              stream_seed(cfg.seed, g), device, augment=specs[gd.tasks[0]].input == "image")
+               for g, gd in merged.items()}
+    sampler = sampler_cls(list(groups), {g: gd.sizes()["train"] for g, gd in merged.items()}, total_steps,
+                          cfg.seed, cfg.weighting_args.temperature)
+    eval_data = {g: GroupData(g, gd.tasks, {k: v.to(device) for k, v in gd.splits.items() if k != "train"},
+                              gd.golds) for g, gd in merged.items()}
 
     # model, optimizer, schedule
     seed_everything(cfg.seed)
-    ios = [task_io(specs[n], data[n], cfg.tasks[n].max_len) for n in names]
+    group_of = {t: g for g, ts in groups.items() for t in ts}
+    ios = [task_io(specs[n], data[n], cfg.tasks[n].max_len, group_of[n]) for n in names]
     model = build_model(cfg.architecture, ios, cfg.model).to(device)
     weighting.check(model)
     broadcast_parameters(world, [*model.parameters(), *model.buffers(), *weighting.parameters()])
     opt = make_optimizer(model, cfg, weighting.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, t.warmup_frac))
 
-    # FLOPs of one batch per task (counted eagerly: a compiled graph hides its ops from the counter)
+    # FLOPs of one batch per group, all its tasks (counted eagerly: a compiled graph hides its ops)
     flops = {}
-    for n in names:
-        probe = next(TrainStream(data[n].splits["train"].to(device), cfg.tasks[n].batch_size, 0, device))
-        flops[n] = count_flops(lambda n=n, b=probe: specs[n].loss(model(n, b), b["y"]).backward())
+    for g, gd in merged.items():
+        probe = next(TrainStream(gd.splits["train"].to(device), cfg.tasks[gd.tasks[0]].batch_size, 0, device))
+        flops[g] = count_flops(lambda ts=gd.tasks, b=probe: sum(
+            specs[n].loss(z, b[LABEL + n]) for n, z in model.forward_group(ts, b).items()).backward())
     opt.zero_grad(set_to_none=True)
     seed_everything(cfg.seed)
     return Setup(cfg, device, specs, data, streams, eval_data, sampler, weighting, model, opt, sched,
                  total_steps, data_seconds, flops, fast_paths(cfg, model, device), world,
-                 [p for g in opt.param_groups for p in g["params"]])
+                 [p for g in opt.param_groups for p in g["params"]], groups)
 
 
 def next_batches(s: Setup, step: int) -> dict[str, dict[str, torch.Tensor]]:
-    """The batches of ``step``: one of each task the sampler picks (this process's shard of it)."""
-    return {n: shard(next(s.streams[n]), s.world) for n in s.sampler.tasks_at(step)}
+    """The batches of ``step``, by task: one batch of each input group the sampler picks (this
+    process's shard of it), seen by each task of the group with its own labels as ``y``."""
+    out = {}
+    for g in s.sampler.tasks_at(step):
+        out.update(task_views(shard(next(s.streams[g]), s.world), s.groups[g]))
+    return out
+
+
+def task_logits(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Every task's logits on its batch: one forward pass per input group (its tasks share inputs)."""
+    by_group: dict[str, list[str]] = {}
+    for n in batches:
+        by_group.setdefault(s.group_of[n], []).append(n)
+    logits = {}
+    for tasks in by_group.values():
+        logits.update(s.model.forward_group(tasks, batches[tasks[0]]))
+    return {n: logits[n] for n in batches}
 
 
 def fast_paths(cfg: RunConfig, model: nn.Module, device: torch.device) -> dict[str, object]:
@@ -254,8 +286,8 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
     """One optimizer step on one batch per task; returns the (graph-free) task losses."""
     cfg, model = s.cfg, s.model
     with autocast(s.device, s.runtime["precision"]):
-        losses = {n: s.specs[n].loss(model(n, b), b["y"], cfg.tasks[n].label_smoothing)
-                  for n, b in batches.items()}
+        logits = task_logits(s, batches)
+        losses = {n: s.specs[n].loss(logits[n], b["y"], cfg.tasks[n].label_smoothing) for n, b in batches.items()}
     s.opt.zero_grad(set_to_none=True)
     total = s.weighting.backward(losses, model, model.extra_loss())
     s.watch.update(losses, total)
@@ -266,7 +298,8 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
     s.sched.step()
     if s.weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
         with torch.no_grad(), autocast(s.device, s.runtime["precision"]):
-            after = {n: s.specs[n].loss(model(n, b), b["y"]) for n, b in batches.items()}
+            logits = task_logits(s, batches)
+            after = {n: s.specs[n].loss(logits[n], b["y"]) for n, b in batches.items()}
         s.weighting.after_step(after)
     else:
         s.weighting.after_step({n: v.detach() for n, v in losses.items()})
@@ -303,7 +336,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
             batches = next_batches(s, step)
             losses = train_step(s, batches)
             if step > t.timing_warmup:   # flops are of a global batch; examples: this shard x world
-                timed_flops += sum(flops[n] for n in batches)
+                timed_flops += sum(flops[g] for g in dict.fromkeys(s.group_of[n] for n in batches))
                 for n, batch in batches.items():
                     seen[n] += len(batch["y"]) * world.size
                     if "host_lengths" in batch:
@@ -335,10 +368,13 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
                 train_seconds += stop - clock
                 if timed_from is not None:
                     timed_seconds += stop - max(clock, timed_from)
-                val = {n: evaluate(model, specs[n], eval_data[n], "validation",
-                                   cfg.tasks[n].eval_batch_size, device, precision)[0] for n in names}
-                # one checkpoint serves every task: select on the mean primary metric
-                score = sum(val[n][specs[n].primary] for n in names) / len(names)
+                val = {}
+                for gd in eval_data.values():
+                    val.update(evaluate_group(model, [specs[n] for n in gd.tasks], gd, "validation",
+                                              cfg.tasks[gd.tasks[0]].eval_batch_size, device, precision)[0])
+                val = {n: val[n] for n in names}
+                # one checkpoint serves every task: select on the mean primary metric of the main tasks
+                score = sum(val[n][specs[n].primary] for n in s.main) / len(s.main)
                 val_curve.append({"step": step, **val})
                 if score > best["score"]:
                     best = {"score": score, "step": step, "metrics": val,
@@ -360,10 +396,14 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     # ---- test once, with the best validation checkpoint
     model.load_state_dict(best["state"])
     test, inference = {}, {}
-    for n in names:
-        test[n], inference[n] = evaluate(model, specs[n], eval_data[n], "test",
-                                         cfg.tasks[n].eval_batch_size, device, precision)
-        say("test", {"task": n, "test": test[n]})
+    for gd in eval_data.values():
+        metrics, timing = evaluate_group(model, [specs[n] for n in gd.tasks], gd, "test",
+                                         cfg.tasks[gd.tasks[0]].eval_batch_size, device, precision)
+        for n in gd.tasks:   # one pass served every task of the group: its time is split between them
+            test[n] = metrics[n]
+            inference[n] = {**timing, "seconds": timing["seconds"] / len(gd.tasks)}
+            say("test", {"task": n, "test": test[n]})
+    test = {n: test[n] for n in names}
 
     timed_steps = max(total_steps - t.timing_warmup, 0)
     steps_per_s = timed_steps / timed_seconds if timed_seconds > 0 else None
@@ -377,10 +417,11 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
             "samples_per_s": seen[n] / timed_seconds if timed_seconds > 0 else None,
             "tokens_per_s": token_count[n] / timed_seconds if timed_seconds > 0 and token_count[n] else None,
             "train_examples": data[n].sizes()["train"],
-            "examples_seen": streams[n].examples,
-            "epochs": streams[n].examples / max(1, data[n].sizes()["train"]),
-            "flops_per_step": flops[n],
-            "flops_per_sample": flops[n] / cfg.tasks[n].batch_size,
+            "examples_seen": streams[s.group_of[n]].examples,
+            "epochs": streams[s.group_of[n]].examples / max(1, data[n].sizes()["train"]),
+            "group": s.group_of[n],                  # its input group: the flops are the group's, all its tasks
+            "flops_per_step": flops[s.group_of[n]],
+            "flops_per_sample": flops[s.group_of[n]] / cfg.tasks[n].batch_size,
             "infer_samples_per_s": inference[n]["samples_per_s"],
             "infer_tokens_per_s": inference[n].get("tokens_per_s"),
             "infer_seconds": inference[n]["seconds"],
@@ -388,7 +429,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     record = build_record(
         cfg, status="ok", started_at=started, env={**env, **s.runtime, "world_size": world.size},
         metrics={n: {"test": test[n], "val": best["metrics"][n], "primary": specs[n].primary} for n in names},
-        selection={"rule": "best mean validation primary metric over tasks",
+        selection={"rule": "best mean validation primary metric over tasks" if not cfg.auxiliary else
+                   f"best mean validation primary metric over the main tasks ({', '.join(s.main)})",
                    "best_step": best["step"], "best_val_score": best["score"]},
         curves={"train_loss": train_curve, "val": val_curve},
         cost={"train_seconds": train_seconds, "eval_seconds": eval_seconds,

@@ -4,18 +4,14 @@ task (one ``--data-dir`` folder, separate caches). Registering it adds ``stl-con
 ``tests/conftest.py`` loads it with ``load_plugins(["tests.pos_demo_plugin"])``, so the tests
 parametrized over the registries train it with no test written for it.
 
-(A demo name: the core will get its own ``conll2003_pos`` task.)
+(A demo name: the core has its own ``conll2003_pos`` task; this one shows how a plugin declares one.)
 """
 
 from lepton_bench.config import TaskConfig
-from lepton_bench.tasks import TASKS, TaskSpec, register_task
+from lepton_bench.tasks import POS_TAGS, TASKS, TaskSpec, register_task
 
-# The 47 Penn Treebank tags in the dataset's order (its parquet files' embedded HF features,
-# ``pos_tags: List(ClassLabel(names=[...]))``): label id i is POS_TAGS[i].
-POS_TAGS = ('"', "''", "#", "$", "(", ")", ",", ".", ":", "``", "CC", "CD", "DT", "EX", "FW", "IN", "JJ",
-            "JJR", "JJS", "LS", "MD", "NN", "NNP", "NNPS", "NNS", "NN|SYM", "PDT", "POS", "PRP", "PRP$",
-            "RB", "RBR", "RBS", "RP", "SYM", "TO", "UH", "VB", "VBD", "VBG", "VBN", "VBP", "VBZ", "WDT",
-            "WP", "WP$", "WRB")
+# POS_TAGS: the 47 Penn Treebank tags in the dataset's order (its parquet files' embedded HF features),
+# declared once in lepton_bench.tasks for its conll2003_pos task; label id i is POS_TAGS[i].
 
 POS_DEMO = register_task(TaskSpec(
     name="conll2003_pos_demo", help="CoNLL-2003 part-of-speech tags, 47 per word (test plugin)",

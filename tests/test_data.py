@@ -365,6 +365,38 @@ def test_a_missing_input_names_its_file_row_and_column(copy_task, task, split, c
     assert str(e.value) == f"{path}: {message}"
 
 
+# ---------------------------------------------------------------- the other columns of CoNLL-2003
+
+def drop_last(t, column, row):
+    return set_cell(t, column, row, t.column(column)[row].as_py()[:-1])
+
+
+@pytest.mark.parametrize("task, split, change, message", [
+    ("conll2003_pos", "test", lambda t: t.drop_columns(["pos_tags"]),
+     "missing column 'pos_tags' (label of conll2003_pos); columns are id, tokens, chunk_tags, ner_tags"),
+    ("conll2003_chunk", "validation", lambda t: drop_last(t, "chunk_tags", 5),
+     "row 5: {n} tokens but {m} chunk_tags tags"),
+    ("conll2003_pos", "train", lambda t: set_cell(t, "pos_tags", 9, [47] * len(t.column("pos_tags")[9].as_py())),
+     "row 9: pos_tags value 47 out of range 0..46 (conll2003_pos has 47 labels)"),
+    ("conll2003_chunk", "test", lambda t: set_cell(t, "chunk_tags", 2, [-1] * len(t.column("chunk_tags")[2].as_py())),
+     "row 2: chunk_tags value -1 out of range 0..22 (conll2003_chunk has 23 labels)"),
+    ("conll2003_spans", "train", lambda t: drop_last(t, "ner_tags", 0), "row 0: {n} tokens but {m} ner_tags tags"),
+    ("conll2003_spans", "test", lambda t: set_cell(t, "ner_tags", 3, [9] * len(t.column("ner_tags")[3].as_py())),
+     "row 3: ner_tags value 9 out of range 0..8 (conll2003 has 9 labels, which conll2003_spans maps)"),
+])
+def test_bad_columns_of_group_tasks_name_file_row_and_column(copy_task, task, split, change, message):
+    """Each task of the CoNLL-2003 group checks its own label column: one line, the file, row and column."""
+    root = copy_task(task)
+    path = edit(root, "conll2003", split, change)
+    t = pq.read_table(path)
+    row = int(message.split(":")[0].split()[1]) if message.startswith("row") else 0
+    n = len(t.column("tokens")[row].as_py())
+    with pytest.raises(DataError) as e:
+        load(task, root)
+    assert str(e.value) == f"{path}: {message.format(n=n, m=n - 1)}" and "\n" not in str(e.value)
+    load("conll2003" if task != "conll2003_spans" else "conll2003_pos", root)   # other columns: fine
+
+
 def test_an_unreadable_parquet_file_is_one_short_line_naming_the_file_once(copy_task):
     root = copy_task("imdb")
     path = next((root / "imdb" / "data").glob("test-*"))

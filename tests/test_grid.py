@@ -97,7 +97,8 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(data_dir, tmp_path, boom
 
 def test_sigkill_mid_grid_then_resume_records_every_run_once(data_dir, tmp_path):
     out = tmp_path / "res"
-    cmd = [sys.executable, "-m", "lepton_bench", *grid_args(data_dir, out, "--variants", "stl-*,hard-ew")]
+    four = "stl-cifar10,stl-imdb,stl-conll2003,hard-ew"
+    cmd = [sys.executable, "-m", "lepton_bench", *grid_args(data_dir, out, "--variants", four)]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     records = out / "smoke" / "records"

@@ -88,6 +88,43 @@ def test_entity_f1_is_conlleval_compatible():
     assert m["entity_f1"] == 0.0
 
 
+CHUNK = TASKS.get("conll2003_chunk")
+C = {name: i for i, name in enumerate(CHUNK.labels)}
+
+
+def chunks(*names):
+    return [C[n] for n in names]
+
+
+def test_chunk_f1_and_token_accuracy_by_hand():
+    # sentence 1: gold chunks NP[0-1], VP[3]; pred NP[0-1], NP[3]: 1 of 2 right, F1 0.5; tokens 3 of 4
+    gold1, pred1 = chunks("B-NP", "I-NP", "O", "B-VP"), chunks("B-NP", "I-NP", "O", "B-NP")
+    m = CHUNK.compute_metrics([pred1], [gold1])
+    assert list(m) == ["chunk_f1", "token_accuracy"]
+    assert m["chunk_f1"] == pytest.approx(0.5) and m["token_accuracy"] == pytest.approx(3 / 4)
+    # sentence 2: gold PP[0], NP[1-2]; pred PP[0], NP[1], NP[2] (a split chunk: no match, 2 false alarms)
+    gold2, pred2 = chunks("B-PP", "B-NP", "I-NP"), chunks("B-PP", "B-NP", "B-NP")
+    m = CHUNK.compute_metrics([pred1, pred2], [gold1, gold2])
+    # micro over both: tp 2, 5 predicted, 4 gold: P 2/5, R 1/2, F1 = 2PR/(P+R) = 4/9; tokens 5 of 7
+    assert m["chunk_f1"] == pytest.approx(4 / 9) and m["token_accuracy"] == pytest.approx(5 / 7)
+    # conlleval-compatible, as entity_f1 (one implementation): an I- after O starts a chunk
+    assert CHUNK.compute_metrics([chunks("I-NP", "I-NP", "O")], [chunks("B-NP", "I-NP", "O")])["chunk_f1"] == 1.0
+    labels = CHUNK.labels
+    assert metric("chunk_f1", [pred1, pred2], [gold1, gold2], labels) == \
+        metric("entity_f1", [pred1, pred2], [gold1, gold2], labels)
+    assert METRICS.help("chunk_f1") != METRICS.help("entity_f1")
+
+
+def test_untyped_spans_by_hand():
+    spans = TASKS.get("conll2003_spans")
+    S = {name: i for i, name in enumerate(spans.labels)}
+    gold = [[S[t] for t in ("B-ENT", "I-ENT", "O", "B-ENT", "B-ENT")]]
+    pred = [[S[t] for t in ("B-ENT", "I-ENT", "O", "B-ENT", "I-ENT")]]
+    # gold spans [0-1], [3], [4]; pred [0-1], [3-4]: tp 1, P 1/2, R 1/3, F1 0.4; tokens 4 of 5
+    m = spans.compute_metrics(pred, gold)
+    assert m == {"entity_f1": pytest.approx(0.4), "token_accuracy": pytest.approx(4 / 5)}
+
+
 def test_tagging_loss_ignores_padding():
     spec = TASKS.get("conll2003")
     logits = torch.randn(2, 4, 9)
@@ -147,5 +184,7 @@ def test_a_metric_that_does_not_fit_the_labels_fails_at_declaration():
     pos = TASKS.get("conll2003_pos_demo")   # entity F1 over POS tags: what every tagging task got before
     with pytest.raises(ConfigError, match=r"metric entity_f1 does not apply: its labels are not IOB tags"):
         declare(pos, metrics=("entity_f1",))
+    with pytest.raises(ConfigError, match=r"metric chunk_f1 does not apply: its labels are not IOB tags"):
+        declare(TASKS.get("conll2003_pos"), metrics=("chunk_f1",))
     with pytest.raises(ConfigError, match="metrics must be distinct"):
         declare(IMDB, metrics=())

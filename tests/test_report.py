@@ -14,16 +14,19 @@ from lepton_bench.results import SCHEMA_VERSION, append_record
 
 # Student-t 97.5% quantiles, from tables, so the CIs below are computed by hand.
 T2, T3 = 12.706204736174698, 4.302652729749464   # 1 and 2 degrees of freedom
-PRIMARY = {"cifar10": "accuracy", "imdb": "accuracy", "conll2003": "entity_f1"}
+PRIMARY = {"cifar10": "accuracy", "imdb": "accuracy", "conll2003": "entity_f1", "conll2003_pos": "token_accuracy",
+           "conll2003_chunk": "chunk_f1"}
 
 
 def make_record(variant: str, seed: int, test: dict[str, float], *, weighting: str = "ew", status: str = "ok",
                 train_seconds: float = 100.0, params: int = 1_000_000, infer_seconds: float = 10.0,
                 finished_at: str = "2026-11-23T12:00:00+00:00", error: str | None = None,
-                architecture: str | None = None, tag: str = "0123456789abcdef") -> dict:
+                architecture: str | None = None, tag: str = "0123456789abcdef", auxiliary: tuple[str, ...] = (),
+                ) -> dict:
     """A full record as training writes it, with one metric per task (task -> primary test value). The
     config is minimal, as an old record's may be: the report completes it with today's defaults.
-    ``tag`` ends the run id (runs of one variant and seed with different configs need their own)."""
+    ``tag`` ends the run id (runs of one variant and seed with different configs need their own);
+    ``auxiliary`` goes into the config when given (older records have no such key)."""
     tasks = list(test)
     arch = architecture or ("single" if variant.startswith("stl-") else "hard")
     rec = {
@@ -38,6 +41,8 @@ def make_record(variant: str, seed: int, test: dict[str, float], *, weighting: s
                 "cuda": None, "cpu": "AMD EPYC", "cpu_count": 2, "torch_threads": 2, "device": "cpu",
                 "device_name": "AMD EPYC", "timm": "1.0.31"},
     }
+    if auxiliary:
+        rec["config"]["auxiliary"] = list(auxiliary)
     if status != "ok":
         rec["error"] = error
         return rec
@@ -416,3 +421,105 @@ def test_the_stl_baseline_agrees_on_training_settings():
     assert a.ref("imdb", hard).name == "stl-imdb (train.steps=20)"   # steps off the variant's default (2000)
     assert {g.name for g in a.groups if g.stl} == {"stl-imdb (train.steps=20)", "stl-imdb (train.steps=40)"}
     assert a.overall.set_index("name").loc["hard-ew", "dm"] == pytest.approx((0.84 - 0.80) / 0.80 * 100)
+
+
+# --------------------------------------------------------------------------- auxiliary tasks and shared passes
+
+NER_STL, POS_STL = [0.80, 0.82], [0.90, 0.92]
+AUX = "ner-aux-pos-w0.5"   # NER the task, POS auxiliary: ahead on NER, far behind on POS
+
+
+def aux_records() -> list[dict]:
+    """STL on conll2003 and conll2003_pos; AUX (POS auxiliary, very negative on it) and ner-aux-lucky
+    (POS auxiliary and far ahead on it, behind on NER), 2 seeds each."""
+    recs = [make_record(f"stl-{t}", s, {t: v}, train_seconds=40.0, params=500_000, infer_seconds=4.0)
+            for t, vals in {"conll2003": NER_STL, "conll2003_pos": POS_STL}.items() for s, v in enumerate(vals)]
+    recs += [make_record(AUX, s, {"conll2003": ner, "conll2003_pos": pos}, weighting="static", train_seconds=60.0,
+                         params=600_000, infer_seconds=4.0, auxiliary=("conll2003_pos",))
+             for s, (ner, pos) in enumerate([(0.88, 0.45), (0.90, 0.47)])]
+    recs += [make_record("ner-aux-lucky", s, {"conll2003": ner, "conll2003_pos": 0.99}, weighting="static",
+                         auxiliary=("conll2003_pos",)) for s, ner in enumerate([0.70, 0.72])]
+    return recs
+
+
+def test_an_auxiliary_task_is_reported_but_left_out_of_delta_m_and_the_verdict():
+    a = report.analyse("aux", aux_records())
+    g = next(g for g in a.groups if g.name == AUX)
+    assert g.auxiliary == ("conll2003_pos",) and g.main == ("conll2003",)
+    ner = sum(NER_STL) / 2
+    by_hand = sum((v - ner) / ner * 100 for v in (0.88, 0.90)) / 2          # NER only: POS (−50%) left out
+    row = a.overall.set_index("name").loc[AUX]
+    assert row["dm"] == pytest.approx(by_hand)
+    assert row["train_ratio"] == pytest.approx(60.0 / 80.0)                  # cost: every task it trains
+    assert row["params_ratio"] == pytest.approx(600_000 / 1_000_000)
+    pos = a.per_task["conll2003_pos"].set_index("name").loc[AUX]
+    assert pos["aux"] and pos["delta"] == pytest.approx((0.46 - 0.91) / 0.91 * 100)   # still shown
+    text = report.readme(a, "aux/runs.jsonl", [])
+    summary = report.summary(a)
+    assert "conll2003_pos" not in summary
+    assert f"{AUX} is ahead of STL on conll2003 ({(0.89 - ner) / ner * 100:+.2f}%, significant); Δm" in summary
+    assert "1 of 2 multi-task variants beat their matched STL baseline significantly" in summary
+    assert "ner-aux-lucky (Δm " in summary and "is ahead of STL on no task and has no positive Δm" in summary
+    # the per-task table marks the auxiliary row and still gives its Δ vs STL, with its significance
+    cells = table_row(text, "conll2003_pos", f"{AUX} (aux)")
+    assert cells[4] == f"{(0.46 - 0.91) / 0.91 * 100:+.2f}%*"
+    assert table_row(text, "conll2003", AUX)[4].rstrip("*") == f"{(0.89 - ner) / ner * 100:+.2f}%"
+    assert "A row marked (aux): the task is auxiliary in that variant" in text
+    assert ("- Auxiliary tasks (trained, reported, left out of checkpoint selection, Δm and the verdict): "
+            f"conll2003_pos in ner-aux-lucky; conll2003_pos in {AUX}\n") in text
+    overall = text.split("## Overall")[1]
+    assert "Δm reads a variant's main tasks only" in overall and "auxiliary ones included" in overall
+    assert cells_of(next(line for line in overall.splitlines() if line.startswith(f"| {AUX}")))[1] == \
+        "conll2003+conll2003_pos (aux)"
+
+
+def test_a_report_without_auxiliary_tasks_says_nothing_of_them(rendered):
+    assert "(aux)" not in rendered[2] and "uxiliary" not in rendered[2]
+
+
+def test_an_auxiliary_list_makes_its_own_group():
+    recs = [make_record("hard-ew", s, {"conll2003": 0.8, "conll2003_pos": 0.9}, tag="main") for s in range(2)]
+    recs += [make_record("hard-ew", s, {"conll2003": 0.8, "conll2003_pos": 0.9}, tag="aux",
+                         auxiliary=("conll2003_pos",)) for s in range(2)]
+    names = sorted(g.name for g in report.analyse("mini", recs).groups)
+    assert names == ["hard-ew", "hard-ew (auxiliary=[conll2003_pos])"]
+
+
+def test_claims_read_main_tasks_only():
+    """lepton-hard-ew with imdb auxiliary: its imdb accuracy is not the variant's claim, its cifar10 is."""
+    stems = {"cifar10": "cnn", "imdb": "bilstm"}
+    recs = [lepton(make_record(f"lepton-stl-{t}", 0, {t: v}, architecture="single"), stems)
+            for t, v in {"cifar10": 0.60, "imdb": 0.75}.items()]
+    recs += [lepton(make_record("lepton-hard-ew", s, {"cifar10": 0.66, "imdb": 0.99}, auxiliary=("imdb",)), stems)
+             for s in range(2)]
+    lines = claims_of(report.readme(report.analyse("mini", recs), "mini/runs.jsonl", [])).splitlines()
+    imdb = cells_of(next(line for line in lines if line.startswith("| imdb")))
+    assert imdb[5:9] == ["lepton-stl-imdb", "0.7500", "—", "—"] and imdb[-1] == f"{0.75 - 0.88:+.3f}"
+    cifar = cells_of(next(line for line in lines if line.startswith("| cifar10")))
+    assert cifar[7:9] == ["lepton-hard-ew", "0.6600 ± 0.0000"]
+
+
+def test_a_shared_pass_is_compared_with_the_sum_of_the_stl_passes():
+    """hard on the CoNLL-2003 input group: one encoder pass serves NER, POS and chunking, each task's
+    infer_seconds a third of it and its flops_per_step the group's; the ratios divide the one pass,
+    and the run's own step cost, by the sum of the three STL models'."""
+    tagging = ("conll2003", "conll2003_pos", "conll2003_chunk")
+    recs = [make_record(f"stl-{t}", s, {t: 0.8 + s / 100}, train_seconds=100.0, params=400_000,
+                        infer_seconds=6.0) for t in tagging for s in range(2)]
+    recs += [make_record("hard-ew", s, dict.fromkeys(tagging, 0.8), train_seconds=150.0, params=500_000,
+                         infer_seconds=9.0) for s in range(2)]
+    for r in recs:
+        for per_task in r["cost"]["tasks"].values():
+            per_task.update(group="conll2003", flops_per_step=r["cost"]["flops_per_step"])
+    assert [p["infer_seconds"] for p in recs[-1]["cost"]["tasks"].values()] == [3.0, 3.0, 3.0]
+    a = report.analyse("tagging", recs)
+    row = a.overall.set_index("name").loc["hard-ew"]
+    assert row["infer_s"] == pytest.approx(9.0) and row["infer_ratio"] == pytest.approx(9.0 / 18.0)
+    assert row["train_ratio"] == pytest.approx(150.0 / 300.0)
+    assert row["params_ratio"] == pytest.approx(500_000 / 1_200_000)
+    assert row["flops"] == pytest.approx(2e9)                     # the group's, not counted once per task
+    overall = report.readme(a, "tagging/runs.jsonl", []).split("## Overall")[1].splitlines()
+    mtl = cells_of(next(line for line in overall if line.startswith("| hard-ew")))
+    assert mtl[4:7] == ["150.0", "0.50×", "2.00"] and mtl[-2:] == ["9.0", "0.50×"]
+    together = cells_of(next(line for line in overall if line.startswith("| STL models together")))
+    assert together[4:7] == ["300.0", "1.00×", "6.00"] and together[-2:] == ["18.0", "1.00×"]

@@ -14,7 +14,7 @@ import pytest
 
 import lepton_bench.variants as V
 from lepton_bench.errors import ConfigError
-from lepton_bench.tasks import TASKS, Dataset, TaskSpec, default_tasks, register_task
+from lepton_bench.tasks import CHUNK_TAGS, TASKS, Dataset, TaskSpec, default_tasks, register_task
 
 from .conftest import ROOT, SHARED_DATA, dataset_folders
 from .pos_demo_plugin import POS_DEMO, POS_TAGS
@@ -36,6 +36,24 @@ def test_the_test_plugin_task_shares_the_conll2003_dataset():
     schema = pq.read_schema(SHARED_DATA / "conll2003" / "data" / "train-00000-of-00001.parquet")
     features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
     assert tuple(features["pos_tags"]["feature"]["names"]) == POS_TAGS
+
+
+def test_the_core_conll2003_tasks_name_their_tags_in_the_datasets_order():
+    """POS (47 tags) and chunking (23 IOB2 tags) read other columns of the one CoNLL-2003 dataset;
+    their tag names are the parquet files' embedded HF features, in order, as NER's are."""
+    schema = pq.read_schema(SHARED_DATA / "conll2003" / "data" / "train-00000-of-00001.parquet")
+    features = json.loads(schema.metadata[b"huggingface"])["info"]["features"]
+    for task, column, n in (("conll2003", "ner_tags", 9), ("conll2003_pos", "pos_tags", 47),
+                            ("conll2003_chunk", "chunk_tags", 23)):
+        spec = TASKS.get(task)
+        assert spec.columns == {"input": "tokens", "label": column} and spec.dataset is TASKS.get("conll2003").dataset
+        assert spec.labels == tuple(features[column]["feature"]["names"]) and spec.num_labels == n, task
+        assert spec.has_validation and spec.pretokenized and spec.default_mtl == (task == "conll2003")
+    assert TASKS.get("conll2003_chunk").labels == CHUNK_TAGS and POS_TAGS == TASKS.get("conll2003_pos").labels
+    assert TASKS.get("conll2003_pos").metrics == ("token_accuracy",)
+    assert TASKS.get("conll2003_chunk").metrics == ("chunk_f1", "token_accuracy")
+    core = [s.name for s in TASKS.in_order() if TASKS.module(s.name) == "lepton_bench.tasks"]
+    assert core == [*CORE, "conll2003_pos", "conll2003_chunk", "cifar10_coarse", "conll2003_spans"]
 
 
 def test_every_task_has_its_stl_variant():
@@ -72,7 +90,7 @@ def test_a_task_registered_after_the_variants_gets_its_stl_variant_too():
         register_task(early)   # the same spec again: nothing new
         for name in ("early_test", "late_test"):
             assert V.VARIANTS.get("stl-" + name).tasks == (name,)
-        assert len(V.VARIANTS.list("stl-*")) == 5
+        assert len(V.VARIANTS.list("stl-*")) == len(TASKS) == 9   # the core's 7 tasks and these 2
         assert list(V.compose("hard-ew").tasks) == ["cifar10", "imdb", "conll2003"]
         assert "torch" not in sys.modules
         print("ok")

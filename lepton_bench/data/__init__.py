@@ -2,7 +2,9 @@
 
 Sources: each task's ``Dataset`` (``tasks.py``): its Hub id by default, or its folder
 ``DIR/<folder>/`` in the Hub's parquet layout (``--data-dir`` / ``LEPTON_BENCH_DATA``);
-tasks of one dataset read one folder. Local parquet files are read with
+tasks of one dataset read one folder. A derived-label task reads its source's rows and label
+column, checks them as the source's, then maps the labels (``derive_labels``): its splits are
+its source's rows, in the same order. Local parquet files are read with
 pyarrow directly: ``datasets.load_dataset(<folder>)`` caches by folder *name*, so a
 64-row slice and the full mirror in two folders called ``imdb`` would share a cache
 entry. Our own tensor cache is keyed by file paths + sizes + mtimes instead.
@@ -19,7 +21,16 @@ import torch
 from ..config import TaskConfig, data_settings
 from ..tasks import TaskSpec
 from .batches import TrainStream, augment_images, eval_batches, select
-from .sources import check_split, fingerprint, local_files, make_splits, read_parquet, read_source, take
+from .sources import (
+    check_split,
+    derive_labels,
+    fingerprint,
+    local_files,
+    make_splits,
+    read_parquet,
+    read_source,
+    take,
+)
 from .tensorize import (
     build_char_vocab,
     build_tokenizer,
@@ -36,9 +47,9 @@ from .types import MAX_WORD_CHARS, NUM_SHAPES, PAD, SPLITS, UNK, RawSplit, Split
 
 __all__ = ["MAX_WORD_CHARS", "NUM_SHAPES", "PAD", "SPLITS", "UNK", "RawSplit", "Split", "TaskData", "TrainStream",
            "augment_images", "build_char_vocab", "build_tokenizer", "cache_key", "check_split", "clip",
-           "decode_images", "default_cache_dir", "eval_batches", "fingerprint", "first_subtoken_labels",
-           "load_task", "local_files", "make_splits", "read_parquet", "read_source", "select", "special_frame",
-           "take", "tensorize", "tensorize_subwords", "tensorize_text", "word_shape"]
+           "decode_images", "default_cache_dir", "derive_labels", "eval_batches", "fingerprint",
+           "first_subtoken_labels", "load_task", "local_files", "make_splits", "read_parquet", "read_source",
+           "select", "special_frame", "take", "tensorize", "tensorize_subwords", "tensorize_text", "word_shape"]
 
 CACHE_FORMAT = 1          # bump when the tensorized layout changes
 
@@ -61,6 +72,8 @@ def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_see
         key["tokenizer"] = subwords[0]
     if chars and spec.pretokenized:
         key["chars"] = MAX_WORD_CHARS
+    if spec.derived:   # its own name tells it apart already; the map makes a changed map a new entry
+        key["derived"] = {"from": spec.derived_from, "label_map": list(spec.label_map)}
     blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
@@ -86,7 +99,8 @@ def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, hold
             path.unlink(missing_ok=True)  # a torn or stale cache file: rebuild it
     raws = read_source(spec, data_dir)
     for split, raw in raws.items():
-        check_split(spec, split, raw)
+        check_split(spec, split, raw)   # a derived task: the source's label column, as the source's
+    raws = {split: derive_labels(spec, raw) for split, raw in raws.items()}
     data = tensorize(spec, cfg, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval),
                      subwords and subwords[1], chars)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,5 @@
-"""Where a task's rows come from (a Hub dataset or a local parquet folder), their checks, the
-validation hold-out and the seeded limits."""
+"""Where a task's rows come from (a Hub dataset or a local parquet folder), their checks, a derived
+task's mapped labels, the validation hold-out and the seeded limits."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def _raw(table: pa.Table, origin: str) -> RawSplit:
 
 def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
     """Columns present, split non-empty, no missing input (nor word) or label, labels in range,
-    tokens/tags of equal length."""
+    tokens/tags of equal length. A derived task's label column holds its source's label ids: they
+    are checked against the source's labels (``derive_labels`` maps them afterwards)."""
     t, where, label_col = raw.table, raw.origin, spec.columns["label"]
     for role, col in spec.columns.items():
         if col not in t.column_names:
@@ -125,11 +126,33 @@ def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
         flat, row_of = labels, np.arange(t.num_rows)
     if flat.null_count:
         raise DataError(f"{where}: row {row_of[_first(pc.is_null(flat))]}: a {label_col!r} value is missing")
-    bad = pc.or_(pc.less(flat, 0), pc.greater_equal(flat, spec.num_labels))
+    owner = spec.source   # whose label ids the column holds
+    n = owner.num_labels
+    bad = pc.or_(pc.less(flat, 0), pc.greater_equal(flat, n))
     if pc.any(bad).as_py():
         pos = _first(bad)
+        whose = f"{owner.name} has {n} labels" + (f", which {spec.name} maps" if owner is not spec else "")
         raise DataError(f"{where}: row {row_of[pos]}: {label_col} value {flat[pos].as_py()} out of range "
-                        f"0..{spec.num_labels - 1} ({spec.name} has {spec.num_labels} labels)")
+                        f"0..{n - 1} ({whose})")
+
+
+def derive_labels(spec: TaskSpec, raw: RawSplit) -> RawSplit:
+    """A derived task's labels: its label column (the source's, checked by ``check_split``) replaced
+    by ``label_map[source label]``, per example or per token, vectorised; other tasks' rows as
+    they are. Rows and their order do not change."""
+    if not spec.derived:
+        return raw
+    t, col = raw.table, spec.columns["label"]
+    lmap = np.asarray(spec.label_map, dtype=np.int64)
+    labels = t.column(col).combine_chunks()
+    if spec.output == "tag":
+        lengths = pc.list_value_length(labels).to_numpy(zero_copy_only=False)
+        flat = pc.list_flatten(labels).to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+        mapped = pa.ListArray.from_arrays(pa.array(offsets), pa.array(lmap[flat]))
+    else:
+        mapped = pa.array(lmap[labels.to_numpy(zero_copy_only=False)])
+    return RawSplit(t.set_column(t.schema.get_field_index(col), col, mapped), raw.origin, raw.rows)
 
 
 def _first(mask) -> int:

@@ -3,6 +3,11 @@
 ``single`` is the single-task baseline; ``hard`` shares one trunk between all tasks.
 Both are the same ``MultiTaskModel``: only the task -> trunk mapping differs, which
 is what makes the STL/MTL comparison fair.
+
+Tasks of one *input group* (``TaskIO.group``: the same dataset and input column, e.g. CoNLL-2003
+NER, POS and chunking) share their stem, the encoder of that input, and ``forward_group`` runs it
+once for all of them; each head reads the same features, and under hard sharing the trunk runs once
+too. A task alone in its group is exactly the model of before (its stem keyed by its own name).
 """
 
 from __future__ import annotations
@@ -34,6 +39,11 @@ class TaskIO:
     num_shapes: int = 0   # word-shape ids (0: none)
     num_chars: int = 0    # character ids (0: the data has no characters)
     image_size: int = 32
+    group: str = ""       # input group (tasks reading one input share a stem); "": the task alone
+
+    @property
+    def input_group(self) -> str:
+        return self.group or self.name
 
 
 def build_stem(io: TaskIO, cfg: ModelConfig) -> nn.Module:
@@ -49,27 +59,48 @@ def build_head(io: TaskIO, cfg: ModelConfig) -> nn.Module:
 
 
 class MultiTaskModel(nn.Module):
-    """``stems[t] -> trunks[trunk_of[t]] -> heads[t]`` for every task t."""
+    """``stems[group_of[t]] -> trunks[trunk_of[t]] -> heads[t]`` for every task t."""
 
     def __init__(self, tasks: Sequence[TaskIO], cfg: ModelConfig, trunk_of: dict[str, str]):
         super().__init__()
         self.task_names = [t.name for t in tasks]
         self.trunk_of = dict(trunk_of)
-        self.stems = nn.ModuleDict({t.name: build_stem(t, cfg) for t in tasks})
+        self.group_of = {t.name: t.input_group for t in tasks}
+        first = {}   # the first task of each group builds its stem (their inputs are the same)
+        for t in tasks:
+            first.setdefault(t.input_group, t)
+        self.stems = nn.ModuleDict({g: build_stem(t, cfg) for g, t in first.items()})
         self.trunks = nn.ModuleDict({k: build_trunk(cfg) for k in dict.fromkeys(trunk_of.values())})
         self.heads = nn.ModuleDict({t.name: build_head(t, cfg) for t in tasks})
 
     def forward(self, task: str, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x, mask = self.stems[task](batch)
+        x, mask = self.stems[self.group_of[task]](batch)
         return self.heads[task](self.body(task, x, mask), mask)
+
+    def forward_group(self, tasks: Sequence[str], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Logits of several tasks of one input group on the batch they share: the stem runs once,
+        a trunk once per ``body_key`` (once in all under hard sharing), a head per task."""
+        x, mask = self.stems[self.group_of[tasks[0]]](batch)
+        bodies: dict[str, torch.Tensor] = {}
+        out = {}
+        for t in tasks:
+            key = self.body_key(t)
+            if key not in bodies:
+                bodies[key] = self.body(t, x, mask)
+            out[t] = self.heads[t](bodies[key], mask)
+        return out
 
     def body(self, task: str, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Stem tokens -> trunk tokens; architectures that share differently override this."""
         return self.trunks[self.trunk_of[task]](x, mask)
 
+    def body_key(self, task: str) -> str:
+        """Tasks with one key get the same ``body`` output on the same input (one trunk pass)."""
+        return self.trunk_of[task]
+
     def task_modules(self, task: str) -> list[nn.Module]:
         """Every module that task's forward pass goes through."""
-        return [self.stems[task], self.trunks[self.trunk_of[task]], self.heads[task]]
+        return [self.stems[self.group_of[task]], self.trunks[self.trunk_of[task]], self.heads[task]]
 
     def extra_loss(self) -> torch.Tensor | None:
         """A regulariser added to the weighted task losses (none for plain sharing)."""
@@ -149,8 +180,11 @@ class MMoEModel(MultiTaskModel):
         outs = torch.stack([e(x, mask) for e in self.trunks.values()], -1)  # (B, N, d, E)
         return (outs * g.unsqueeze(-2)).sum(-1)
 
+    def body_key(self, task):
+        return task   # each task its own mixture of the experts
+
     def task_modules(self, task):
-        return [self.stems[task], *self.trunks.values(), self.gates[task], self.heads[task]]
+        return [self.stems[self.group_of[task]], *self.trunks.values(), self.gates[task], self.heads[task]]
 
 
 class AdapterModel(MultiTaskModel):
@@ -165,6 +199,9 @@ class AdapterModel(MultiTaskModel):
 
     def body(self, task, x, mask):
         return self.trunks["shared"](x, mask, self.adapters[task])
+
+    def body_key(self, task):
+        return task   # each task its own adapters
 
     def task_modules(self, task):
         return [*super().task_modules(task), self.adapters[task]]

@@ -24,6 +24,12 @@ Every metric is higher-is-better and in [0, 1]. Δm is computed per seed of an M
 the STL means over seeds: the mean over tasks of the mean over that task's test metrics of
 (M_mtl − M_stl) / M_stl × 100, so every task weighs the same whatever its number of metrics.
 
+A group's auxiliary tasks (its config's ``auxiliary``) are in the per-task tables, marked ``(aux)``
+with their Δ vs STL, but out of Δm, the summary's verdict and the claims; its cost ratios still
+cover every task it trains. Tasks of one input group share an encoder pass: their per-task
+inference times are shares of it, so their sum is the one pass that the ratios set against the STL
+models' passes.
+
 Nothing here imports torch: a report is fast and runs wherever the records are. The output is a
 pure function of the records (no clock, sorted everything), so regenerating it changes no byte.
 

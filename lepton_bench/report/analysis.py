@@ -68,6 +68,11 @@ class Analysis:
     def mtl(self) -> list[Group]:
         return [g for g in self.groups if not g.stl]
 
+    @property
+    def auxiliary(self) -> dict[str, tuple[str, ...]]:
+        """group name -> its auxiliary tasks, for the groups that have any."""
+        return {g.name: g.auxiliary for g in self.groups if g.auxiliary}
+
 
 def analyse(grid: str, records: Sequence[dict]) -> Analysis:
     """Group the records and compute the per-task and overall statistics."""
@@ -86,7 +91,8 @@ def analyse(grid: str, records: Sequence[dict]) -> Analysis:
 
 def task_stats(a: Analysis, task: str) -> pd.DataFrame:
     """One row per group that trained ``task``, rows of one design together, STL groups first:
-    per-metric mean/std, n, primary CI, Δ vs the group's STL baseline and p."""
+    per-metric mean/std, n, primary CI, Δ vs the group's STL baseline and p; ``aux`` marks the rows
+    where the task is one of the group's auxiliary tasks."""
     primary = a.primary[task]
     rows = []
     for g in (g for g in a.groups if task in g.tasks):
@@ -94,7 +100,7 @@ def task_stats(a: Analysis, task: str) -> pd.DataFrame:
         ref_primary = ref.values(task, primary) if ref else np.array([])
         vals = g.values(task, primary)
         row: dict[str, Any] = {"name": g.name, "is_ref": g.stl, "stl": g.stl, "design": g.designs[task],
-                               "n": len(vals), "baseline": ref.name if ref else ""}
+                               "aux": task in g.auxiliary, "n": len(vals), "baseline": ref.name if ref else ""}
         for k in a.metrics[task]:
             row[f"{k}:mean"], row[f"{k}:std"], row[f"{k}:ci"] = mean_ci(g.values(task, k))
         is_cmp = ref is not None and g is not ref
@@ -111,8 +117,9 @@ def task_stats(a: Analysis, task: str) -> pd.DataFrame:
 
 
 def group_delta_m(a: Analysis, g: Group) -> list[float]:
-    """Δm of each seed of an MTL group over its tasks that have an STL baseline of its design."""
-    stl = {t: a.stl_means(t, ref) for t in g.tasks if (ref := a.ref(t, g)) is not None}
+    """Δm of each seed of an MTL group over its main tasks (not its auxiliary ones) that have an STL
+    baseline of its design."""
+    stl = {t: a.stl_means(t, ref) for t in g.main if (ref := a.ref(t, g)) is not None}
     if not stl:
         return []
     per_seed = []
@@ -123,7 +130,8 @@ def group_delta_m(a: Analysis, g: Group) -> list[float]:
 
 
 def stl_cost(a: Analysis, g: Group, key: str) -> float:
-    """Sum over a group's tasks of its STL baselines' mean cost; nan unless every task has one."""
+    """Sum over a group's tasks, auxiliary ones included (it trains and serves them all), of its STL
+    baselines' mean cost; nan unless every task has one."""
     refs = [a.ref(t, g) for t in g.tasks]
     if not refs or any(r is None for r in refs):
         return NAN

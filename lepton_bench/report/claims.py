@@ -3,6 +3,7 @@
 A variant carries its claims (``lepton_bench.variants.Variant.claims``): the report sets each, per
 design trained on its task, beside the best STL and the best MTL group by the claim's metric, with
 the other metrics the claim names (``beside``) of those same groups, and prints each claim's note.
+Only groups that train the task as a main task count: an auxiliary task's metric is no claim.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def claims_section(a: Analysis) -> str:
         df = a.per_task.get(c.task)
         if df is None or df.empty or f"{c.metric}:mean" not in df:
             continue
+        df = df[~df["aux"]]   # an auxiliary task's metric is no claim of its variant's
         for design, part in df.groupby("design", sort=False):
             cells = [c.task, c.metric, md_cell(c.setting), md_cell(design), f"{c.value:.3f}"]
             best: dict[bool, Any] = {}

@@ -11,6 +11,10 @@ A group's *design* on a task (``design_of``: stem → trunk×depth + other model
 what it is matched with its single-task (STL) baseline by: an STL group (architecture ``single``) of the
 same task and design, the one that agrees with it on the most ``train.*``, ``tasks.<task>.*`` and
 ``limit_*`` settings (then the one with most runs, then by name).
+
+A group's ``auxiliary`` tasks (its config's ``auxiliary``; none in older records) are trained and
+reported like any, and matched with their STL baselines too, but only its ``main`` tasks enter Δm,
+the verdict and the claims. The list is part of the config: groups that differ by it are apart.
 """
 
 from __future__ import annotations
@@ -49,6 +53,18 @@ class Group:
     @property
     def stl(self) -> bool:
         return self.architecture == "single"
+
+    @property
+    def auxiliary(self) -> tuple[str, ...]:
+        """The tasks its config marks auxiliary (trained and reported, but out of Δm and the verdict)."""
+        aux = self.config.get("auxiliary") or ()
+        aux = (aux,) if isinstance(aux, str) else aux   # a hand-written record's single name
+        return tuple(t for t in self.tasks if t in aux)
+
+    @property
+    def main(self) -> tuple[str, ...]:
+        """The tasks Δm and the verdict read: all but the auxiliary ones."""
+        return tuple(t for t in self.tasks if t not in self.auxiliary)
 
     def values(self, task: str, metric: str, split: str = "test") -> np.ndarray:
         """One value per seed of a task's metric (missing ones dropped)."""

@@ -35,11 +35,12 @@ def summary(a: Analysis) -> str:
 
 
 def _wins(a: Analysis, name: str) -> list[str]:
-    """'imdb (+1.20%, significant)' for each task where a group's primary mean beats STL."""
+    """'imdb (+1.20%, significant)' for each main task where a group's primary mean beats STL (an
+    auxiliary task's Δ is in its table, never in the verdict)."""
     out = []
     for t in a.tasks:
         df = a.per_task[t]
-        row = df[df["name"] == name]
+        row = df[(df["name"] == name) & ~df["aux"]]
         if len(row) and ok(row["delta"].iloc[0]) and row["delta"].iloc[0] > 0:
             sig = ", significant" if significant(row["p"].iloc[0]) else ""
             out.append(f"{t} ({fmt_pct(row['delta'].iloc[0])}{sig})")
@@ -50,7 +51,7 @@ def _wins_sentences(a: Analysis) -> list[str]:
     """Per MTL variant (best Δm first): where it beats STL, its Δm and training-cost ratio."""
     mtl = a.overall[~a.overall["stl"]]
     n_sig = sum(any("significant" in w for w in _wins(a, n)) for n in mtl["name"])
-    if any(ok(p) for df in a.per_task.values() for p in df["p"]):
+    if any(ok(p) for df in a.per_task.values() for p in df.loc[~df["aux"], "p"]):
         out = [f"{n_sig} of {plural(len(mtl), 'multi-task variant')} "
                f"beat{'s' if len(mtl) == 1 else ''} their matched STL baseline significantly on at least one task "
                f"(primary test metric, Welch's t-test, p < {ALPHA})."]
@@ -121,10 +122,19 @@ def setting(a: Analysis, source: str) -> str:
     for key in ("limit_train", "limit_eval"):
         vals = sorted({str(c.get(key)) for c in cfgs})
         lines.append(f"- `{key}`: {', '.join('none' if v == 'None' else v for v in vals)}")
+    if a.auxiliary:
+        lines.append(_auxiliary_line(a))
     lines.append(_env_line(a))
     finished = sorted(r["finished_at"] for r in a.records if r.get("finished_at"))
     lines.append(f"- Date: {finished[-1] if finished else '—'} (the latest finished run)")
     return "\n".join(lines)
+
+
+def _auxiliary_line(a: Analysis) -> str:
+    """Which variants had which auxiliary tasks, in one line (entries apart by ';': labels hold commas)."""
+    items = [f"{', '.join(aux)} in {name}" for name, aux in a.auxiliary.items()]
+    return ("- Auxiliary tasks (trained, reported, left out of checkpoint selection, Δm and the verdict): "
+            + "; ".join(md_cell(i) for i in items))
 
 
 def _env_line(a: Analysis) -> str:
@@ -154,7 +164,8 @@ def task_section(a: Analysis, task: str) -> str:
     best = {k: df[f"{k}:mean"].max() for k in a.metrics[task]}
     rows = []
     for _, r in df.iterrows():
-        cells = [md_cell(r["name"] + (" (STL)" if r["is_ref"] else ""))] + ([md_cell(r["design"])] if several else [])
+        label = r["name"] + (" (STL)" if r["is_ref"] else " (aux)" if r["aux"] else "")
+        cells = [md_cell(label)] + ([md_cell(r["design"])] if several else [])
         cells.append(str(r["n"]))
         for k in a.metrics[task]:
             s = fmt_pm(r[f"{k}:mean"], r[f"{k}:std"])
@@ -181,13 +192,20 @@ def overall_section(a: Analysis) -> str:
     for _, r in df.iterrows():
         dm = fmt_pm(r["dm"], r["dm_ci"], 2, sign=True)
         dm = "" if r["stl"] else bold(dm) if ok(r["dm"]) and r["dm"] >= best_dm - 1e-12 else dm
-        rows.append([md_cell(r["name"]), r["tasks"], str(r["n"]), dm, fmt_num(r["train_s"], 1),
-                     fmt_ratio(r["train_ratio"]), fmt_num(r["flops"] / 1e9, 2), fmt_num(r["rss_mb"], 0)]
+        rows.append([md_cell(r["name"]), _tasks_cell(a, r["name"], r["tasks"]), str(r["n"]), dm,
+                     fmt_num(r["train_s"], 1), fmt_ratio(r["train_ratio"]), fmt_num(r["flops"] / 1e9, 2),
+                     fmt_num(r["rss_mb"], 0)]
                     + ([fmt_num(r["cuda_mb"], 0)] if cuda else [])
                     + [fmt_num(r["params"] / 1e6, 2), fmt_ratio(r["params_ratio"]), fmt_num(r["infer_s"], 1),
                        fmt_ratio(r["infer_ratio"])])
     rows += _stl_together_row(a, cuda)
     return md_table(headers, rows, left=2)
+
+
+def _tasks_cell(a: Analysis, name: str, tasks: str) -> str:
+    """A group's tasks, ``conll2003+conll2003_pos (aux)``: its auxiliary ones marked."""
+    aux = a.auxiliary.get(name, ())
+    return "+".join(t + (" (aux)" if t in aux else "") for t in tasks.split("+"))
 
 
 def _stl_together_row(a: Analysis, cuda: bool) -> list[list[str]]:
@@ -228,13 +246,24 @@ TASK_NOTE = (
     "stem → trunk × depth, and any other model setting off its default): the same encoders trained alone.")
 
 
+# Said only where some variant has auxiliary tasks: a grid without any reads as it always did.
+TASK_AUX_NOTE = (
+    " A row marked (aux): the task is auxiliary in that variant, trained and reported, its Δ vs STL shown, "
+    "but left out of checkpoint selection, Δm and the summary's verdict.")
+
+OVERALL_AUX_NOTE = (
+    " Δm reads a variant's main tasks only, never its auxiliary ones (marked (aux)); its cost ratios cover "
+    "every task it trains, auxiliary ones included: that is what it cost.")
+
+
 def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
     """The whole README text."""
     out = [f"# lepton_bench report: {a.grid}", summary(a), "## Setting", setting(a, source)]
+    aux = bool(a.auxiliary)
     if a.tasks:
-        out += ["## Per task", TASK_NOTE] + [task_section(a, t) for t in a.tasks]
+        out += ["## Per task", TASK_NOTE + (TASK_AUX_NOTE if aux else "")] + [task_section(a, t) for t in a.tasks]
     if a.groups:
-        out += ["## Overall", OVERALL_NOTE, overall_section(a)]
+        out += ["## Overall", OVERALL_NOTE + (OVERALL_AUX_NOTE if aux else ""), overall_section(a)]
     claims = claims_section(a)
     if claims:
         out += ["## The articles' claims", claims]

@@ -120,7 +120,8 @@ def plot_per_task(a: Analysis, path: Path) -> bool:
     for ax, t in zip(fig.subplots(1, len(tasks), squeeze=False)[0], tasks, strict=True):
         df, k = a.per_task[t], a.primary[t]
         means, stds = df[f"{k}:mean"].to_numpy(), df[f"{k}:std"].to_numpy()
-        _barh(ax, list(df["name"]), means, stds, [STL_COLOR if s else MTL_COLOR for s in df["is_ref"]], ".4f")
+        names = [n + (" (aux)" if x else "") for n, x in zip(df["name"], df["aux"], strict=True)]
+        _barh(ax, names, means, stds, [STL_COLOR if s else MTL_COLOR for s in df["is_ref"]], ".4f")
         lo, hi = np.nanmin(means - np.nan_to_num(stds)), np.nanmax(means + np.nan_to_num(stds))
         # Bars of close values all look full length from 0: start the axis just below the lowest.
         ax.set_xlim(max(0.0, lo - 0.15 * (hi - lo) - 0.02), min(1.0, hi + 0.25 * (hi - lo) + 0.02))
