@@ -132,6 +132,9 @@ class WeightingConfig:
     gradnorm_alpha: float = 1.5   # GradNorm asymmetry alpha
     gradnorm_lr: float = 0.025    # GradNorm: Adam lr of the task weights
     cagrad_c: float = 0.5         # CAGrad: radius c of the conflict-averse ball
+    jacobian: str = setting("params", added=True)  # gradient aggregators: Jacobian rows w.r.t. the shared
+                                  # "params", or w.r.t. the shared "features" (one input group under hard
+                                  # sharing; with mgda: MGDA-UB, Sener & Koltun 2018)
     temperature: float = 2.0      # 'temperature' sampler: p ~ n^(1/temperature)
 
 

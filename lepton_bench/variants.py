@@ -147,6 +147,11 @@ for _t in TAGGING:
 for _w in ("ew", "uw", "rlw", "pcgrad", "mgda", "upgrad"):
     register_variant(Variant(f"tagging-hard-{_w}", "hard", _w, tasks=TAGGING, overrides=TAGGING_MODEL,
                              help=f"NER + POS + chunking through one BiLSTM encoder, {_WEIGHTING_HELP[_w]}"))
+# MGDA on the Jacobian w.r.t. the shared features instead of the shared parameters (MGDA-UB, Sener &
+# Koltun 2018): possible here because the three tasks read one feature tensor.
+register_variant(Variant("tagging-hard-mgda_ub", "hard", "mgda", tasks=TAGGING,
+                         overrides={**TAGGING_MODEL, "weighting_args.jacobian": "features"},
+                         help="NER + POS + chunking, one encoder, MGDA-UB (min-norm on the shared features)"))
 for _t in TAGGING:
     register_variant(Variant(f"tagging-hard-static-{_t}x2", "hard", "static", tasks=TAGGING,
                              overrides={**TAGGING_MODEL, "weighting_args.static": {_t: 2.0}},

@@ -7,7 +7,7 @@ Two families behind one registry:
 * **gradient aggregators** (from torchjd) combine the per-task gradients of the *shared*
   parameters (the rows of the Jacobian) into one update, while each task-specific parameter
   gets its own task's gradient: ``pcgrad``, ``mgda``, ``cagrad``, ``nash_mtl``, ``imtl_g``,
-  ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop``.
+  ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop`` (in ``aggregators.py``).
 
 A weighting knows losses and gradients, never data.
 """
@@ -15,13 +15,13 @@ A weighting knows losses and gradients, never data.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from .config import WeightingConfig
-from .distributed import World, mean_over_ranks
+from .distributed import World
 from .errors import ConfigError
 from .registry import Registry
 
@@ -34,6 +34,8 @@ class Weighting(ABC):
     single_process = False        # True: keeps state from this process's own losses or gradients,
                                   # which torchrun processes would not share: refused there
     world = World()               # the torchrun world, set by ``train.prepare``
+    wants_features = False        # True: ``train_step`` sets ``self.features`` (the shared features) first
+    features: torch.Tensor | None = None
 
     def __init__(self, tasks: Sequence[str], cfg: WeightingConfig | None = None, seed: int = 0):
         self.tasks = list(tasks)
@@ -319,95 +321,5 @@ def last_shared_weight(model: nn.Module) -> torch.Tensor:
     return shared[-1]
 
 
-# ---------------------------------------------------------------- gradient aggregation (torchjd)
-
-class GradientAggregation(Weighting):
-    """Per-task gradients of the shared parameters (one Jacobian row per task) combined by a
-    torchjd aggregator; the task-specific parameters get their own task's gradient by ordinary
-    backprop."""
-
-    needs_every_task = True
-    extra: str = "full"   # the torchjd extra the aggregator needs
-
-    def make(self) -> Callable:
-        raise ConfigError(f"{type(self).__name__} has no aggregator")
-
-    def to(self, device):
-        super().to(device)
-        try:
-            self.aggregator = self.make()
-        except ImportError as e:
-            raise ConfigError(f"{type(self).__name__} needs an optional dependency ({e}); "
-                              f"pip install 'torchjd[{self.extra}]'") from None
-        return self
-
-    def check(self, model):
-        if not model.parameter_split()[0]:
-            raise ConfigError(f"{type(self).__name__} aggregates gradients of shared parameters; "
-                              f"this architecture shares none")
-
-    def combine(self, losses):
-        return self._stack(losses).sum()   # only for reporting; backward does the work
-
-    def backward(self, losses, model, extra=None):
-        # the losses themselves, not rows of a stack: a row's backward would pass through the
-        # stack into every task's graph (zeros for the others, but the whole walk each time)
-        L = self._ordered(losses)
-        if getattr(self, "_split_of", None) is not model:   # walk the modules once, not every step
-            shared, own = model.parameter_split()
-            self._split = (shared, [p for ps in own.values() for p in ps])
-            self._split_of = model
-        shared, task_params = self._split
-        total = sum(L) if extra is None else sum(L) + extra
-        # each task parameter only reaches its own loss: the sum's gradient is that task's gradient
-        torch.autograd.backward(total, inputs=task_params, retain_graph=True)
-        # one Jacobian row per task, by a backward of that task's loss alone: it walks only that
-        # task's graph (a vector-Jacobian product of the stacked losses would walk every task's)
-        rows = []
-        for i, loss in enumerate(L):
-            grads = torch.autograd.grad(loss, shared, retain_graph=i < len(L) - 1 or extra is not None,
-                                        allow_unused=True)
-            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                                   for g, p in zip(grads, shared, strict=True)]))
-        # the Jacobian of the global batch: every rank aggregates the same matrix
-        update = self.aggregator(mean_over_ranks(self.world, torch.stack(rows)))
-        offset = 0
-        for p in shared:
-            p.grad = update[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-        if extra is not None:   # a regulariser on shared parameters is added, not aggregated
-            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
-                if g is not None:
-                    p.grad += g
-        return None   # no combined loss: the gradients were aggregated (the task losses are checked)
-
-
-def _aggregator(name: str, factory: Callable[[GradientAggregation], Callable], doc: str,
-                extra: str = "full") -> None:
-    cls = type(name, (GradientAggregation,), {"make": lambda self: factory(self), "__doc__": doc,
-                                              "extra": extra})
-    WEIGHTINGS.register(name, cls, help=doc.split("\n")[0])
-
-
-def _agg(attr: str, **kw) -> Callable:
-    def factory(self):
-        import torchjd.aggregation as A
-
-        return getattr(A, attr)(**{k: (v(self) if callable(v) else v) for k, v in kw.items()})
-    return factory
-
-
-_aggregator("pcgrad", _agg("PCGrad"), "PCGrad (Yu et al., NeurIPS 2020): project away conflicting components.")
-_aggregator("mgda", _agg("MGDA"), "MGDA (Sener & Koltun, NeurIPS 2018): the min-norm point of the task gradients.")
-_aggregator("cagrad", _agg("CAGrad", c=lambda self: self.cfg.cagrad_c),
-            "CAGrad (Liu et al., NeurIPS 2021): best worst-case improvement near the mean gradient.", "cagrad")
-_aggregator("nash_mtl", _agg("NashMTL", n_tasks=lambda self: len(self.tasks)),
-            "Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution.", "nash-mtl")
-_aggregator("imtl_g", _agg("IMTLG"), "IMTL-G (Liu et al., ICLR 2021): equal projections on the update.")
-_aggregator("aligned_mtl", _agg("AlignedMTL"),
-            "Aligned-MTL (Senushkin et al., CVPR 2023): align the gradients' principal components.")
-_aggregator("upgrad", _agg("UPGrad"), "UPGrad (Quinton & Rey, 2024): project onto each gradient's dual cone.",
-            "quadprog-projector")
-_aggregator("dualproj", _agg("DualProj"), "DualProj (Quinton & Rey, 2024): mean projected onto the dual cone.",
-            "quadprog-projector")
-_aggregator("graddrop", _agg("GradDrop"), "GradDrop (Chen et al., NeurIPS 2020): sign-consistent dropout.")
+# The gradient aggregators (torchjd) register themselves in the same registry.
+from . import aggregators  # noqa: E402, F401

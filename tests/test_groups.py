@@ -120,3 +120,12 @@ def test_a_one_group_per_step_sampler_draws_groups(data_dir):
     # two groups (imdb, conll2003): 2 x 2 steps, each one group's batch for all its tasks
     assert rec["cost"]["steps"] == 4
     assert calls.calls == {"stems.imdb": 2, "stems.conll2003": 2, "trunks.shared": 4}
+
+
+def test_jacobian_on_the_shared_features_needs_one_feature_tensor(data_dir):
+    rec = run(tiny("tagging-hard-mgda_ub", data_dir, steps=3))
+    assert rec["config"]["weighting_args"]["jacobian"] == "features"
+    with pytest.raises(ConfigError, match="needs one feature tensor .* 2 input groups"):
+        run(tiny("hard-mgda", data_dir, ["imdb", "conll2003"], extra=["weighting_args.jacobian=features"]))
+    with pytest.raises(ConfigError, match="read by the gradient aggregators only, not by weighting ew"):
+        run(tiny("hard-ew", data_dir, GROUP, extra=["weighting_args.jacobian=features"]))

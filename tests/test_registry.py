@@ -44,7 +44,7 @@ def test_an_entry_is_credited_to_the_module_that_registers_it_through_a_helper()
     assert VARIANTS.module("hard-ew") == "lepton_bench.variants"   # register_variant at its top level
     from lepton_bench.weighting import WEIGHTINGS
 
-    assert WEIGHTINGS.module("pcgrad") == "lepton_bench.weighting"   # through the _aggregator helper
+    assert WEIGHTINGS.module("pcgrad") == "lepton_bench.aggregators"   # through the _aggregator helper
     from lepton_bench.tasks import TASKS
 
     if "conll2003_pos_demo" in TASKS:   # the test plugin calls register_task at its top level

@@ -175,3 +175,39 @@ def test_backward_returns_the_combined_loss_and_aggregators_none():
     assert total.item() == 4 and not total.requires_grad
     assert make("gls").backward(losses(1.0, 4.0), model).item() == pytest.approx(2.0)
     assert make("pcgrad").backward(model.losses([1.0, 0.0], [-1.0, 1.0]), model) is None
+
+
+def test_jacobian_on_the_shared_features_is_mgda_ub_by_hand():
+    """jacobian=features (MGDA-UB, Sener & Koltun 2018): min-norm weights of the task gradients w.r.t. the
+    shared features z, then one backward of sum_t alpha_t L_t into the shared parameters. For two tasks
+    the min-norm point has a closed form: alpha = clip((g2 - g1) . g2 / |g1 - g2|^2, 0, 1)."""
+    from lepton_bench.config import ModelConfig
+    from lepton_bench.models import TaskIO, build_model
+
+    torch.manual_seed(0)
+    ios = [TaskIO("a", "text", "class", 2, 20, 6, group="g"), TaskIO("b", "text", "tag", 3, 20, 6, group="g")]
+    model = build_model("hard", ios, ModelConfig(dim=8, depth=1, heads=2, dropout=0.0)).eval()
+    batch = {"ids": torch.randint(2, 20, (4, 6)), "lengths": torch.full((4,), 6)}
+    ya, yb = torch.tensor([0, 1, 1, 0]), torch.randint(0, 3, (4, 6))
+
+    def losses_and_features():
+        kept = {}
+        out = model.forward_group(["a", "b"], batch, kept)
+        (z,) = kept.values()
+        return {"a": nn.functional.cross_entropy(out["a"], ya),
+                "b": nn.functional.cross_entropy(out["b"].flatten(0, 1), yb.flatten())}, z
+
+    L, z = losses_and_features()
+    g1, g2 = (torch.autograd.grad(L[t], z, retain_graph=True)[0].flatten() for t in "ab")
+    alpha = float(((g2 - g1) @ g2 / (g1 - g2).norm() ** 2).clamp(0, 1))
+    shared, _ = model.parameter_split()
+    expected = torch.autograd.grad(alpha * L["a"] + (1 - alpha) * L["b"], shared)
+
+    w = WEIGHTINGS.get("mgda")(["a", "b"], WeightingConfig(jacobian="features")).to(torch.device("cpu"))
+    assert w.wants_features
+    L, w.features = losses_and_features()
+    w.backward(L, model)
+    for p, e in zip(shared, expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=2e-2, atol=1e-6)   # torchjd's MGDA: Frank-Wolfe, eps 1e-3
+    with pytest.raises(ConfigError, match="params or features"):
+        WEIGHTINGS.get("mgda")(["a", "b"], WeightingConfig(jacobian="inputs"))

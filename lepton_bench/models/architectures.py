@@ -77,11 +77,13 @@ class MultiTaskModel(nn.Module):
         x, mask = self.stems[self.group_of[task]](batch)
         return self.heads[task](self.body(task, x, mask), mask)
 
-    def forward_group(self, tasks: Sequence[str], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def forward_group(self, tasks: Sequence[str], batch: dict[str, torch.Tensor],
+                      features: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Logits of several tasks of one input group on the batch they share: the stem runs once,
-        a trunk once per ``body_key`` (once in all under hard sharing), a head per task."""
+        a trunk once per ``body_key`` (once in all under hard sharing), a head per task. ``features``,
+        when given, receives each body output (the features the heads read), by body key."""
         x, mask = self.stems[self.group_of[tasks[0]]](batch)
-        bodies: dict[str, torch.Tensor] = {}
+        bodies: dict[str, torch.Tensor] = {} if features is None else features
         out = {}
         for t in tasks:
             key = self.body_key(t)

@@ -1,0 +1,135 @@
+"""Gradient aggregators: torchjd's aggregators on the Jacobian of the shared parameters (or of the
+shared features), registered in the weighting registry beside the loss weightings.
+
+Each task's row is the gradient of that task's loss alone, by its own backward pass; the
+task-specific parameters get their own task's gradient by ordinary backprop. With
+``weighting_args.jacobian=features`` the rows are gradients w.r.t. the shared features of one input
+group (MGDA-UB with ``mgda``), and the aggregate is backpropagated once into the shared parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .distributed import mean_over_ranks
+from .errors import ConfigError
+from .weighting import WEIGHTINGS, Weighting
+
+
+class GradientAggregation(Weighting):
+    """Per-task gradients of the shared parameters (one Jacobian row per task) combined by a
+    torchjd aggregator; the task-specific parameters get their own task's gradient by ordinary
+    backprop."""
+
+    needs_every_task = True
+    extra: str = "full"   # the torchjd extra the aggregator needs
+
+    def __init__(self, tasks, cfg=None, seed=0):
+        super().__init__(tasks, cfg, seed)
+        if self.cfg.jacobian not in ("params", "features"):
+            raise ConfigError(f"weighting_args.jacobian must be params or features, not {self.cfg.jacobian!r}")
+
+    @property
+    def wants_features(self) -> bool:
+        return self.cfg.jacobian == "features"
+
+    def make(self) -> Callable:
+        raise ConfigError(f"{type(self).__name__} has no aggregator")
+
+    def to(self, device):
+        super().to(device)
+        try:
+            self.aggregator = self.make()
+        except ImportError as e:
+            raise ConfigError(f"{type(self).__name__} needs an optional dependency ({e}); "
+                              f"pip install 'torchjd[{self.extra}]'") from None
+        return self
+
+    def check(self, model):
+        if not model.parameter_split()[0]:
+            raise ConfigError(f"{type(self).__name__} aggregates gradients of shared parameters; "
+                              f"this architecture shares none")
+
+    def combine(self, losses):
+        return self._stack(losses).sum()   # only for reporting; backward does the work
+
+    def backward(self, losses, model, extra=None):
+        # the losses themselves, not rows of a stack: a row's backward would pass through the
+        # stack into every task's graph (zeros for the others, but the whole walk each time)
+        L = self._ordered(losses)
+        if getattr(self, "_split_of", None) is not model:   # walk the modules once, not every step
+            shared, own = model.parameter_split()
+            self._split = (shared, [p for ps in own.values() for p in ps])
+            self._split_of = model
+        shared, task_params = self._split
+        total = sum(L) if extra is None else sum(L) + extra
+        # each task parameter only reaches its own loss: the sum's gradient is that task's gradient
+        torch.autograd.backward(total, inputs=task_params, retain_graph=True)
+        if self.wants_features:
+            self._through_features(L, shared, extra)
+            return None
+        # one Jacobian row per task, by a backward of that task's loss alone: it walks only that
+        # task's graph (a vector-Jacobian product of the stacked losses would walk every task's)
+        rows = []
+        for i, loss in enumerate(L):
+            grads = torch.autograd.grad(loss, shared, retain_graph=i < len(L) - 1 or extra is not None,
+                                        allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                                   for g, p in zip(grads, shared, strict=True)]))
+        # the Jacobian of the global batch: every rank aggregates the same matrix
+        update = self.aggregator(mean_over_ranks(self.world, torch.stack(rows)))
+        offset = 0
+        for p in shared:
+            p.grad = update[offset:offset + p.numel()].view_as(p).clone()
+            offset += p.numel()
+        if extra is not None:   # a regulariser on shared parameters is added, not aggregated
+            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
+                if g is not None:
+                    p.grad += g
+        return None   # no combined loss: the gradients were aggregated (the task losses are checked)
+
+    def _through_features(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra) -> None:
+        """Jacobian rows w.r.t. the shared features z (one backward of each loss, stopping at z),
+        aggregated, then backpropagated once from z into the shared parameters: with MGDA's min-norm
+        weights this is MGDA-UB (Sener & Koltun 2018), the weights of the gradients' upper bound."""
+        z = self.features
+        rows = [torch.autograd.grad(loss, z, retain_graph=True)[0].flatten() for loss in L]
+        update = self.aggregator(torch.stack(rows))
+        torch.autograd.backward(z, grad_tensors=update.view_as(z), inputs=shared, retain_graph=extra is not None)
+        if extra is not None:
+            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
+
+
+def _aggregator(name: str, factory: Callable[[GradientAggregation], Callable], doc: str,
+                extra: str = "full") -> None:
+    cls = type(name, (GradientAggregation,), {"make": lambda self: factory(self), "__doc__": doc,
+                                              "extra": extra})
+    WEIGHTINGS.register(name, cls, help=doc.split("\n")[0])
+
+
+def _agg(attr: str, **kw) -> Callable:
+    def factory(self):
+        import torchjd.aggregation as A
+
+        return getattr(A, attr)(**{k: (v(self) if callable(v) else v) for k, v in kw.items()})
+    return factory
+
+
+_aggregator("pcgrad", _agg("PCGrad"), "PCGrad (Yu et al., NeurIPS 2020): project away conflicting components.")
+_aggregator("mgda", _agg("MGDA"), "MGDA (Sener & Koltun, NeurIPS 2018): the min-norm point of the task gradients.")
+_aggregator("cagrad", _agg("CAGrad", c=lambda self: self.cfg.cagrad_c),
+            "CAGrad (Liu et al., NeurIPS 2021): best worst-case improvement near the mean gradient.", "cagrad")
+_aggregator("nash_mtl", _agg("NashMTL", n_tasks=lambda self: len(self.tasks)),
+            "Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution.", "nash-mtl")
+_aggregator("imtl_g", _agg("IMTLG"), "IMTL-G (Liu et al., ICLR 2021): equal projections on the update.")
+_aggregator("aligned_mtl", _agg("AlignedMTL"),
+            "Aligned-MTL (Senushkin et al., CVPR 2023): align the gradients' principal components.")
+_aggregator("upgrad", _agg("UPGrad"), "UPGrad (Quinton & Rey, 2024): project onto each gradient's dual cone.",
+            "quadprog-projector")
+_aggregator("dualproj", _agg("DualProj"), "DualProj (Quinton & Rey, 2024): mean projected onto the dual cone.",
+            "quadprog-projector")
+_aggregator("graddrop", _agg("GradDrop"), "GradDrop (Chen et al., NeurIPS 2020): sign-consistent dropout.")
