@@ -80,3 +80,21 @@ def test_group_inference_vs_the_stl_models(benchmark, setup_of):
         ratio = shared / sum(alone)
         benchmark.extra_info.update({"shared_pass_s": shared, "stl_passes_s": sum(alone), "inference_ratio": ratio})
         assert ratio <= 0.4, f"serving the three tasks with one model costs {ratio:.2f} of three STL models"
+
+
+def test_jacobian_on_the_shared_features_vs_on_the_shared_parameters(benchmark, setup_of):
+    """MGDA's two Jacobians on the NER+POS+chunk group: rows w.r.t. the shared parameters (3 backwards
+    through the encoder, a 3 × 2.5 M matrix: `tagging-hard-mgda`) against rows w.r.t. the shared
+    features (backwards stopping at the features, one into the encoder: `tagging-hard-mgda_ub`,
+    MGDA-UB), each ÷ the `tagging-hard-ew` step."""
+    setups = [setup_of(v) for v in ("tagging-hard-mgda", "tagging-hard-mgda_ub", "tagging-hard-ew")]
+    benchmark.group = "input group: Jacobian rows"
+    steps = Steps(setups[1])
+    benchmark.pedantic(steps, rounds=3, warmup_rounds=1)
+    assert steps.step >= 1
+    if benchmark.enabled:
+        params, features, ew = interleaved([Steps(s) for s in setups], setups[0].device)
+        benchmark.extra_info.update({"params_step_ms": params * 1e3, "features_step_ms": features * 1e3,
+                                     "ew_step_ms": ew * 1e3, "params_vs_ew": params / ew,
+                                     "features_vs_ew": features / ew})
+        assert features < params, "the features Jacobian should cost less than the parameters one"

@@ -94,10 +94,12 @@ class GradientAggregation(Weighting):
         """Jacobian rows w.r.t. the shared features z (one backward of each loss, stopping at z),
         aggregated, then backpropagated once from z into the shared parameters: with MGDA's min-norm
         weights this is MGDA-UB (Sener & Koltun 2018), the weights of the gradients' upper bound."""
-        z = self.features
-        rows = [torch.autograd.grad(loss, z, retain_graph=True)[0].flatten() for loss in L]
+        z, self.features = self.features, None   # not kept alive into the next step
+        # rows in fp32 even under bf16 autocast: the min-norm solve is ill-conditioned in 8 bits of mantissa
+        rows = [torch.autograd.grad(loss, z, retain_graph=True)[0].flatten().float() for loss in L]
         update = self.aggregator(torch.stack(rows))
-        torch.autograd.backward(z, grad_tensors=update.view_as(z), inputs=shared, retain_graph=extra is not None)
+        torch.autograd.backward(z, grad_tensors=update.view_as(z).to(z.dtype), inputs=shared,
+                                retain_graph=extra is not None)
         if extra is not None:
             for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
                 if g is not None:

@@ -195,6 +195,7 @@ class TaskSpec:
     default_mtl: bool = False       # in default_tasks(): the core's three tasks
     derived_from: str | None = None  # a derived-label task: the registered task whose labels it maps
     label_map: tuple[int, ...] = ()  # source label id -> own label id, one entry per source label
+    label_note: str = ""            # where the labels come from when not hand-annotated (the report says it)
 
     def __post_init__(self):
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -403,6 +404,11 @@ CHUNK_TAGS = ("O", "B-ADJP", "I-ADJP", "B-ADVP", "I-ADVP", "B-CONJP", "I-CONJP",
               "B-UCP", "I-UCP", "B-VP", "I-VP")
 """The 23 IOB2 syntactic chunk tags of CoNLL-2003 (silver: a chunker's), in dataset order."""
 
+SILVER_NOTE = ("silver labels: CoNLL-2003's POS and chunk columns are the output of the MBT tagger "
+               "(Tjong Kim Sang & De Meulder 2003), not hand annotation, so a score measures agreement with "
+               "that tagger and is not comparable with WSJ POS or CoNLL-2000 chunking results")
+"""How CoNLL-2003's POS and chunk labels were made (docs/tagging-literature.md)."""
+
 CONLL2003 = register_task(TaskSpec(
     name="conll2003", help="CoNLL-2003 English NER: 9 IOB2 tags per word",
     dataset=CONLL2003_DATA, input="text", output="tag", columns={"input": "tokens", "label": "ner_tags"},
@@ -414,13 +420,13 @@ CONLL2003_POS = register_task(TaskSpec(
     name="conll2003_pos", help="CoNLL-2003 part-of-speech tagging: 47 Penn Treebank tags per word",
     dataset=CONLL2003_DATA, input="text", output="tag", columns={"input": "tokens", "label": "pos_tags"},
     labels=POS_TAGS, metrics=("token_accuracy",), has_validation=True, pretokenized=True,
-    defaults=CONLL2003_DEFAULTS))
+    defaults=CONLL2003_DEFAULTS, label_note=SILVER_NOTE))
 
 CONLL2003_CHUNK = register_task(TaskSpec(
     name="conll2003_chunk", help="CoNLL-2003 chunking: 23 IOB2 phrase tags per word (NP, VP, PP, ...)",
     dataset=CONLL2003_DATA, input="text", output="tag", columns={"input": "tokens", "label": "chunk_tags"},
     labels=CHUNK_TAGS, metrics=("chunk_f1", "token_accuracy"), has_validation=True, pretokenized=True,
-    defaults=CONLL2003_DEFAULTS))
+    defaults=CONLL2003_DEFAULTS, label_note=SILVER_NOTE))
 
 # Derived-label tasks: registered after their sources.
 

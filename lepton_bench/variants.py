@@ -20,10 +20,14 @@ from .errors import ConfigError
 from .registry import Registry
 from .tasks import TASKS, TaskSpec, default_tasks
 
+CLAIM_KINDS = ("claim", "literature")
+"""``claim``: a figure the variant's design is said to reach (the articles'); ``literature``: a published
+figure of the same setting, for scale. The report gives each kind its own section."""
+
 
 @dataclass(frozen=True)
 class Claim:
-    """A published figure a variant is meant to reproduce; the report sets it beside what was measured.
+    """A published figure a variant is measured against; the report sets it beside what was measured.
 
     ``metric`` is the metric of this project that the figure *is* (which need not be the one its
     source names: see ``note``); ``beside`` lists other metrics of the task to show next to it."""
@@ -35,6 +39,23 @@ class Claim:
     source: str = ""
     note: str = ""              # one line: why ``metric`` is the figure's metric, when it is not obvious
     beside: tuple[str, ...] = ()
+    url: str = ""               # where a reader checks the figure
+    kind: str = "claim"         # one of CLAIM_KINDS
+
+    def __post_init__(self):
+        if self.kind not in CLAIM_KINDS:
+            raise ConfigError(f"claim on {self.task}: kind must be one of {', '.join(CLAIM_KINDS)}, "
+                              f"not {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A published result in words (no single figure to compare), e.g. what earlier studies saw when
+    an auxiliary task was added; the report lists it beside what its grid measured."""
+
+    source: str                 # authors, year, title, venue
+    text: str                   # the finding, quoted or closely paraphrased
+    url: str = ""
 
 
 @dataclass(frozen=True)
@@ -47,6 +68,7 @@ class Variant:
     overrides: dict[str, Any] = field(default_factory=dict)   # dotted config keys
     help: str = ""
     claims: tuple[Claim, ...] = ()   # published figures this variant is measured against (report)
+    findings: tuple[Finding, ...] = ()   # published results in words about its setting (report)
 
 
 VARIANTS: Registry[Variant] = Registry("variant")
@@ -141,21 +163,60 @@ register_variant(Variant("lepton-soft_l2-ew", "soft_l2", "ew", overrides=LEPTON_
 # the same for every task of the group, STL baselines included.
 TAGGING = ("conll2003", "conll2003_pos", "conll2003_chunk")
 TAGGING_MODEL = {"model.trunk": "mlp", "model.depth": 1, "model.stems": dict.fromkeys(TAGGING, "bilstm")}
+# What the literature reports for this setting (docs/tagging-literature.md: each figure read in the
+# source's full text). NER from scratch: no pretrained word embeddings, test entity F1.
+TAGGING_LITERATURE = (
+    Claim("conll2003", "entity_f1", 0.8076, "BLSTM-CNN-CRF (character CNN), random 100-d word embeddings "
+          "(Table 6; with GloVe 91.21)", source="Ma & Hovy 2016", url="https://arxiv.org/abs/1603.01354",
+          kind="literature"),
+    Claim("conll2003", "entity_f1", 0.8147, "sentence-level network (NN+SLL) without language-model embeddings "
+          "(as quoted by Huang et al. 2015, Table 2; with them 88.67)", source="Collobert et al. 2011",
+          url="https://arxiv.org/abs/1103.0398", kind="literature"),
+    Claim("conll2003", "entity_f1", 0.8363, "LSTM-CRF with character BiLSTM, no pretrained embeddings: "
+          "90.94 − 7.31, the gain the paper gives pretraining (derived)", source="Lample et al. 2016",
+          url="https://arxiv.org/abs/1603.01360", kind="literature"),
+    Claim("conll2003", "entity_f1", 0.8426, "BI-LSTM-CRF, random embeddings, with hand-made spelling and context "
+          "features that include CoNLL-2003's POS and chunk columns", source="Huang, Xu & Yu 2015",
+          url="https://arxiv.org/abs/1508.01991", kind="literature"),
+)
+TAGGING_FINDINGS = (
+    Finding("Søgaard & Goldberg 2016, Deep multi-task learning with low level tasks supervised at lower layers, "
+            "ACL", "it is \"consistently better to have POS supervision at the innermost rather than the "
+            "outermost layer\" (for chunking and CCG supertagging); here every head reads the same top layer",
+            url="https://aclanthology.org/P16-2038"),
+    Finding("Hashimoto et al. 2017, A Joint Many-Task Model, EMNLP", "on WSJ (no NER), POS 97.45 → 97.55 and "
+            "chunking 95.02 → 95.77 when trained jointly; using the same layers for all tasks \"hampers the "
+            "effectiveness\"", url="https://aclanthology.org/D17-1206"),
+    Finding("Changpinyo, Hu & Sha 2018, Multi-Task Learning for Sequence Tagging: An Empirical Study, COLING",
+            "training all 11 tagging tasks jointly beats independent or pairwise training in about half of the "
+            "cases; some tasks help others, some are hurt", url="https://arxiv.org/abs/1808.04151"),
+    Finding("Martínez Alonso & Plank 2017, When is multitask learning effective?, EACL",
+            "significant improvements \"only for 1 out of 5 tasks\"; auxiliary tasks with compact, more uniform "
+            "label distributions work better", url="https://aclanthology.org/E17-1005"),
+    Finding("Bingel & Søgaard 2017, Identifying beneficial task relations for multi-task learning in deep neural "
+            "networks, EACL", "gains are likelier when the main task's learning curve plateaus early and the "
+            "auxiliary task's does not", url="https://aclanthology.org/E17-2026"),
+)
+TAGGING_REFERENCES = {"claims": TAGGING_LITERATURE, "findings": TAGGING_FINDINGS}
 for _t in TAGGING:
     register_variant(Variant(f"tagging-stl-{_t}", "single", tasks=(_t,), overrides=TAGGING_MODEL,
-                             help=f"the BiLSTM tagger on {_t} alone (STL baseline of the tagging grid)"))
+                             help=f"the BiLSTM tagger on {_t} alone (STL baseline of the tagging grid)",
+                             **TAGGING_REFERENCES))
 for _w in ("ew", "uw", "rlw", "pcgrad", "mgda", "upgrad"):
     register_variant(Variant(f"tagging-hard-{_w}", "hard", _w, tasks=TAGGING, overrides=TAGGING_MODEL,
-                             help=f"NER + POS + chunking through one BiLSTM encoder, {_WEIGHTING_HELP[_w]}"))
+                             help=f"NER + POS + chunking through one BiLSTM encoder, {_WEIGHTING_HELP[_w]}",
+                             **TAGGING_REFERENCES))
 # MGDA on the Jacobian w.r.t. the shared features instead of the shared parameters (MGDA-UB, Sener &
 # Koltun 2018): possible here because the three tasks read one feature tensor.
 register_variant(Variant("tagging-hard-mgda_ub", "hard", "mgda", tasks=TAGGING,
                          overrides={**TAGGING_MODEL, "weighting_args.jacobian": "features"},
-                         help="NER + POS + chunking, one encoder, MGDA-UB (min-norm on the shared features)"))
+                         help="NER + POS + chunking, one encoder, MGDA-UB (min-norm on the shared features)",
+                         **TAGGING_REFERENCES))
 for _t in TAGGING:
     register_variant(Variant(f"tagging-hard-static-{_t}x2", "hard", "static", tasks=TAGGING,
                              overrides={**TAGGING_MODEL, "weighting_args.static": {_t: 2.0}},
-                             help=f"NER + POS + chunking, one encoder, static weights, {_t} x2 (weight sweep)"))
+                             help=f"NER + POS + chunking, one encoder, static weights, {_t} x2 (weight sweep)",
+                             **TAGGING_REFERENCES))
 # Auxiliary tasks (the articles' auxiliary losses): NER is the task; POS and/or chunking are trained
 # at a fixed weight w for what they teach the shared encoder, and left out of selection and Δm.
 AUXILIARY = {"pos": ("conll2003_pos",), "chunk": ("conll2003_chunk",), "both": ("conll2003_pos", "conll2003_chunk")}
@@ -164,7 +225,8 @@ for _aux, _ts in AUXILIARY.items():
         register_variant(Variant(
             f"tagging-ner-aux-{_aux}-w{_wt:g}", "hard", "static", tasks=("conll2003", *_ts),
             overrides={**TAGGING_MODEL, "auxiliary": list(_ts), "weighting_args.static": dict.fromkeys(_ts, _wt)},
-            help=f"NER with {' and '.join(_ts)} as auxiliary task{'s' if len(_ts) > 1 else ''} at weight {_wt:g}"))
+            help=f"NER with {' and '.join(_ts)} as auxiliary task{'s' if len(_ts) > 1 else ''} at weight {_wt:g}",
+            **TAGGING_REFERENCES))
 
 
 def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,

@@ -314,11 +314,15 @@ class GradNorm(Weighting):
 
 
 def last_shared_weight(model: nn.Module) -> torch.Tensor:
-    """The last shared weight matrix (GradNorm's W): the trunk's final MLP projection."""
+    """The last shared weight matrix (GradNorm's W): the shared trunk's final MLP projection. A stem
+    shared by an input group is shared too, but not every task reaches it (its gradient is zero for
+    the tasks of other groups), so the trunk's matrices come first; a shared stem's only without one."""
     shared = [p for p in model.parameter_split()[0] if p.ndim == 2]
+    ids = {id(p) for p in shared}
+    in_trunk = [p for p in model.trunks.parameters() if id(p) in ids]
     if not shared:
         raise ConfigError("this architecture has no shared weight matrix")
-    return shared[-1]
+    return (in_trunk or shared)[-1]
 
 
 # The gradient aggregators (torchjd) register themselves in the same registry.

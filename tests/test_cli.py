@@ -35,7 +35,9 @@ def test_module_entry_point_help_and_list():
 
 def test_list_kinds_and_patterns(capsys):
     assert main(["list", "tasks"]) == 0
-    assert "conll2003" in capsys.readouterr().out
+    listed = {line.split("|")[1].strip() for line in capsys.readouterr().out.splitlines() if line.startswith("|")}
+    assert {"cifar10", "imdb", "conll2003", "conll2003_pos", "conll2003_chunk", "cifar10_coarse",
+            "conll2003_spans"} <= listed
     assert main(["list", "variants", "stl-*"]) == 0
     out = capsys.readouterr().out
     assert "stl-imdb" in out and "hard-ew" not in out

@@ -64,9 +64,11 @@ def test_a_group_run_passes_the_encoder_once_per_step_and_counts_parameters_righ
     tasks_cost = rec["cost"]["tasks"]
     assert {tasks_cost[t]["group"] for t in GROUP} == {"conll2003"}
     assert len({tasks_cost[t]["examples_seen"] for t in GROUP}) == 1   # the same batches, every task
-    # one shared pass at test time: the tasks' shares add up to it, each a third
-    shares = [tasks_cost[t]["infer_seconds"] for t in GROUP]
-    assert shares[0] == pytest.approx(shares[1]) == pytest.approx(shares[2])
+    # one shared pass at test time over the 24 test sentences, recorded as a share per task: the shares
+    # add up to that one pass (24 sentences at its rate), not to three
+    rate = {tasks_cost[t]["infer_samples_per_s"] for t in GROUP}
+    assert len(rate) == 1
+    assert sum(tasks_cost[t]["infer_seconds"] for t in GROUP) * rate.pop() == pytest.approx(24)
 
 
 def test_runs_mixing_groups_pass_once_per_group(data_dir):
@@ -87,6 +89,33 @@ def test_an_stl_run_of_a_group_task_sees_the_group_runs_sentences_in_the_same_or
     assert len(seen["group"]) == 5
     for name in ("pos alone", "ner alone"):
         assert all(torch.equal(a, b) for a, b in zip(seen[name], seen["group"], strict=True)), name
+
+
+def test_an_stl_run_and_a_group_run_train_a_task_on_the_same_labels(data_dir, monkeypatch):
+    """Not only the sentences: each task's labels in the group batch are those its STL run trains on."""
+    import lepton_bench.train as train_module
+
+    labels: dict[str, list[torch.Tensor]] = {}
+    step = train_module.train_step
+
+    def recording(s, batches):
+        for n, b in batches.items():
+            labels.setdefault(n, []).append(b["y"].clone())
+        return step(s, batches)
+
+    monkeypatch.setattr(train_module, "train_step", recording)
+    seen = {}
+    for name, cfg in {"conll2003_pos": tiny("stl-conll2003_pos", data_dir, steps=3),
+                      "conll2003": tiny("stl-conll2003", data_dir, steps=3),
+                      "group": tiny("hard-ew", data_dir, GROUP, steps=3)}.items():
+        labels.clear()
+        run(cfg)
+        seen[name] = dict(labels)
+    for t in ("conll2003_pos", "conll2003"):
+        assert len(seen["group"][t]) == 3
+        assert all(torch.equal(a, b) for a, b in zip(seen[t][t], seen["group"][t], strict=True)), t
+    # and the label sets differ from each other (a group batch does not hand one task's labels to all)
+    assert not torch.equal(seen["group"]["conll2003"][0], seen["group"]["conll2003_pos"][0])
 
 
 def test_tasks_of_a_group_must_share_stem_batch_size_and_data_settings(data_dir):

@@ -15,7 +15,7 @@ from lepton_bench.results import SCHEMA_VERSION, append_record
 # Student-t 97.5% quantiles, from tables, so the CIs below are computed by hand.
 T2, T3 = 12.706204736174698, 4.302652729749464   # 1 and 2 degrees of freedom
 PRIMARY = {"cifar10": "accuracy", "imdb": "accuracy", "conll2003": "entity_f1", "conll2003_pos": "token_accuracy",
-           "conll2003_chunk": "chunk_f1"}
+           "conll2003_chunk": "chunk_f1", "conll2003_spans": "entity_f1"}
 
 
 def make_record(variant: str, seed: int, test: dict[str, float], *, weighting: str = "ew", status: str = "ok",
@@ -523,3 +523,67 @@ def test_a_shared_pass_is_compared_with_the_sum_of_the_stl_passes():
     assert mtl[4:7] == ["150.0", "0.50×", "2.00"] and mtl[-2:] == ["9.0", "0.50×"]
     together = cells_of(next(line for line in overall if line.startswith("| STL models together")))
     assert together[4:7] == ["300.0", "1.00×", "6.00"] and together[-2:] == ["18.0", "1.00×"]
+    # training throughput: the group's shared batch counts once (50 inputs/s), not once per task (150)
+    assert row["samples_s"] == pytest.approx(50.0)
+    assert a.overall.set_index("name").loc["stl-conll2003", "samples_s"] == pytest.approx(50.0)
+
+
+# --------------------------------------------------------------------------- the tagging grid's context
+
+TAGGING = ("conll2003", "conll2003_pos", "conll2003_chunk")
+
+
+def tagging_records() -> list[dict]:
+    """STL on the three tasks, tagging-hard-ew and -uw on all three, NER with POS auxiliary (2 seeds each)."""
+    recs = [make_record(f"tagging-stl-{t}", s, {t: v + s / 100}, architecture="single")
+            for t, v in zip(TAGGING, (0.80, 0.93, 0.87), strict=True) for s in range(2)]
+    recs += [make_record("tagging-hard-ew", s, {"conll2003": 0.79, "conll2003_pos": 0.93, "conll2003_chunk": 0.88},
+                         tag="ew") for s in range(2)]
+    recs += [make_record("tagging-hard-uw", s, {"conll2003": 0.78 + s / 100, "conll2003_pos": 0.92,
+                                                "conll2003_chunk": 0.88}, weighting="uw") for s in range(2)]
+    # NER alone decides: +3% on NER, its POS (auxiliary) far behind
+    recs += [make_record("tagging-ner-aux-both-w0.1", s, {"conll2003": 0.83 + s / 100, "conll2003_pos": 0.50,
+                                                          "conll2003_chunk": 0.50},
+                         weighting="static", auxiliary=("conll2003_pos", "conll2003_chunk")) for s in range(2)]
+    return recs
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"## {title}")[1].split("\n## ")[0]
+
+
+def test_the_literature_section_sets_published_figures_and_findings_beside_the_grid():
+    text = report.readme(report.analyse("tagging", tagging_records()), "tagging/runs.jsonl", [])
+    lit = section(text, "What the literature reports")
+    rows = {cells_of(line)[0]: cells_of(line) for line in lit.splitlines() if line.startswith("| [")}
+    ma = rows["[Ma & Hovy 2016](https://arxiv.org/abs/1603.01354)"]
+    assert ma[1:3] == ["conll2003", "entity_f1"] and ma[5] == "0.808"
+    assert ma[6] == "tagging-stl-conll2003" and ma[8] == "tagging-ner-aux-both-w0.1"   # NER as a main task
+    assert ma[-1] == f"{0.835 - 0.8076:+.3f}"          # best mean here (0.835) minus the figure
+    assert len(rows) == 4 and "| conll2003_pos" not in lit    # figures for NER only
+    assert "Martínez Alonso & Plank 2017" in lit and "https://aclanthology.org/E17-1005" in lit
+    # what this grid measured with auxiliary tasks, next to the findings
+    assert ("Measured here: With auxiliary tasks, conll2003 (entity_f1) is ahead of its STL baseline in 1 of "
+            "1 variant (0 significantly; 0 significantly behind)") in lit
+    assert "## The articles' claims" not in text     # the articles' claims are another kind
+
+
+def test_the_setting_says_which_labels_are_silver_or_derived():
+    recs = tagging_records() + [make_record("stl-conll2003_spans", 0, {"conll2003_spans": 0.9})]
+    setting = section(report.readme(report.analyse("tagging", recs), "t/runs.jsonl", []), "Setting")
+    assert "- Labels of conll2003_pos, conll2003_chunk: silver labels" in setting
+    assert "- Labels of conll2003_spans: derived from conll2003's labels" in setting
+    assert "Labels of" not in section(report.readme(report.analyse("mini", grid_records()), "m/runs.jsonl", []),
+                                      "Setting")
+
+
+def test_a_static_variant_with_auxiliary_tasks_is_no_point_of_the_three_task_sweep():
+    """tagging-ner-aux-both's Δm reads NER alone: it must not be the 'best static point' that the
+    three-task adaptive weightings are compared with, nor share their bold best Δm."""
+    a = report.analyse("tagging", tagging_records())
+    text = report.readme(a, "tagging/runs.jsonl", [])
+    assert "No adaptive weighting beats the best static-sweep point, tagging-hard-ew" in text
+    assert "ner-aux-both-w0.1 (Δm" not in report.summary(a).split("No adaptive")[1]
+    overall = section(text, "Overall").splitlines()
+    bold = [cells_of(line)[0] for line in overall if line.startswith("| ") and "**" in line]
+    assert bold == ["tagging-hard-ew", "tagging-ner-aux-both-w0.1"]   # one best per set of main tasks

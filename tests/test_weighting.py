@@ -207,7 +207,25 @@ def test_jacobian_on_the_shared_features_is_mgda_ub_by_hand():
     assert w.wants_features
     L, w.features = losses_and_features()
     w.backward(L, model)
+    assert w.features is None   # this step's features are not kept alive into the next
     for p, e in zip(shared, expected, strict=True):
         torch.testing.assert_close(p.grad, e, rtol=2e-2, atol=1e-6)   # torchjd's MGDA: Frank-Wolfe, eps 1e-3
     with pytest.raises(ConfigError, match="params or features"):
         WEIGHTINGS.get("mgda")(["a", "b"], WeightingConfig(jacobian="inputs"))
+
+
+def test_gradnorm_w_is_the_shared_trunks_last_matrix_when_a_group_stem_is_shared_too():
+    """Mixing an input group (a and b share a text stem) with an image task: the group's stem is shared
+    but the image task never reaches it, so GradNorm's W (Chen et al. 2018: the last shared layer) is the
+    trunk's last matrix, on which every task has a gradient."""
+    from lepton_bench.config import ModelConfig
+    from lepton_bench.models import TaskIO, build_model
+    from lepton_bench.weighting import last_shared_weight
+
+    ios = [TaskIO("img", "image", "class", 2), TaskIO("a", "text", "class", 2, 20, 6, group="g"),
+           TaskIO("b", "text", "tag", 3, 20, 6, group="g")]
+    model = build_model("hard", ios, ModelConfig(dim=8, depth=1, heads=2))
+    trunk = [p for p in model.trunks["shared"].parameters() if p.ndim == 2]
+    assert last_shared_weight(model) is trunk[-1]
+    shared = {id(p) for p in model.parameter_split()[0]}
+    assert any(id(p) in shared for p in model.stems["g"].parameters())   # the group's stem is shared, yet not W

@@ -139,10 +139,13 @@ def stl_cost(a: Analysis, g: Group, key: str) -> float:
 
 
 def overall_stats(a: Analysis) -> pd.DataFrame:
-    """One row per group (MTL by Δm, best first; then STL), with cost and ratios to STL together."""
+    """One row per group (MTL by main-task set, most tasks first, then by Δm, best first; then STL), with
+    cost and ratios to STL together."""
     rows = []
     for g in a.groups:
         row: dict[str, Any] = {"name": g.name, "stl": g.stl, "tasks": "+".join(g.tasks), "n": len(g.runs),
+                               # Δm reads these: values of different main-task sets are not comparable
+                               "main": "+".join(g.main), "n_main": len(g.main),
                                "weighting": g.weighting, "architecture": g.architecture,
                                # a point of the static-weight sweep: equal or static weights
                                "static": g.weighting in STATIC_WEIGHTINGS,
@@ -157,5 +160,5 @@ def overall_stats(a: Analysis) -> pd.DataFrame:
     if df.empty:
         return df
     df["_dm"] = df["dm"].fillna(-np.inf)
-    return df.sort_values(["stl", "_dm", "name"], ascending=[True, False, True]).drop(columns="_dm").reset_index(
-        drop=True)
+    return df.sort_values(["stl", "n_main", "main", "_dm", "name"], ascending=[True, False, True, False, True]).drop(
+        columns="_dm").reset_index(drop=True)

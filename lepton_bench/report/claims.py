@@ -1,9 +1,12 @@
-"""Published figures beside what a grid measured: the claims the grid's variants declare.
+"""Published figures beside what a grid measured: the claims and references the grid's variants declare.
 
 A variant carries its claims (``lepton_bench.variants.Variant.claims``): the report sets each, per
 design trained on its task, beside the best STL and the best MTL group by the claim's metric, with
 the other metrics the claim names (``beside``) of those same groups, and prints each claim's note.
 Only groups that train the task as a main task count: an auxiliary task's metric is no claim.
+Claims of kind ``claim`` (the articles') and ``literature`` (published figures of the same setting,
+for scale) get a section each; the literature section also lists the variants' ``findings``
+(published results in words).
 """
 
 from __future__ import annotations
@@ -16,17 +19,28 @@ from .records import get
 from .stats import NAN, ok
 
 
-def variant_claims(a: Analysis) -> list[Any]:
-    """The claims of the variants the records name (unknown ones skipped, identical ones once), in the
-    report's task order."""
+def _declared(a: Analysis, attr: str) -> list[Any]:
+    """``claims`` or ``findings`` of the variants the records name (unknown ones skipped, identical
+    ones once), in variant-name order."""
     from ..variants import VARIANTS  # here: the report's import stays light
 
-    claims: list[Any] = []
+    out: list[Any] = []
     for name in sorted({r["variant"] for r in a.records if r.get("variant")}):
         if name in VARIANTS:
-            claims += [c for c in VARIANTS.get(name).claims if c not in claims]
+            out += [c for c in getattr(VARIANTS.get(name), attr) if c not in out]
+    return out
+
+
+def variant_claims(a: Analysis, kind: str = "claim") -> list[Any]:
+    """The claims of one kind of the variants the records name, in the report's task order."""
     order = {t: i for i, t in enumerate(a.tasks)}
+    claims = [c for c in _declared(a, "claims") if c.kind == kind]
     return sorted(claims, key=lambda c: order.get(c.task, len(order)))
+
+
+def variant_findings(a: Analysis) -> list[Any]:
+    """The findings (published results in words) of the variants the records name."""
+    return _declared(a, "findings")
 
 
 def _task_name(task: str) -> str:
@@ -36,12 +50,15 @@ def _task_name(task: str) -> str:
     return TASKS.get(task).help.split()[0].rstrip(":") if task in TASKS else task
 
 
-def claims_section(a: Analysis) -> str:
-    """The claimed figures beside what this grid measured, per design: its best STL and its best MTL
-    group on that task (by the claimed metric), mean ± std over seeds, the ``beside`` metrics of those
-    two groups, and the gap of the best mean here to the claim; then each claim's note."""
-    claims = variant_claims(a)
-    beside = list(dict.fromkeys(m for c in claims for m in c.beside))
+def _source(c: Any) -> str:
+    """``[Ma & Hovy 2016](url)``: the source, linked where it has an address."""
+    return f"[{md_cell(c.source)}]({c.url})" if c.url else md_cell(c.source or "—")
+
+
+def _claim_rows(a: Analysis, claims: list[Any], beside: list[str], source: bool) -> tuple[list[list[str]], dict]:
+    """One row per claim and design trained on its task: the figure, the best STL and the best MTL
+    group by its metric (mean ± std over seeds), the ``beside`` metrics of those two groups and the
+    gap of the best mean here to the figure; and each claim's note once."""
     rows, notes = [], {}   # note -> its line, each note once
     for c in claims:
         df = a.per_task.get(c.task)
@@ -49,7 +66,8 @@ def claims_section(a: Analysis) -> str:
             continue
         df = df[~df["aux"]]   # an auxiliary task's metric is no claim of its variant's
         for design, part in df.groupby("design", sort=False):
-            cells = [c.task, c.metric, md_cell(c.setting), md_cell(design), f"{c.value:.3f}"]
+            cells = ([_source(c)] if source else []) + [c.task, c.metric, md_cell(c.setting), md_cell(design),
+                                                        f"{c.value:.3f}"]
             best: dict[bool, Any] = {}
             for stl in (True, False):
                 side = part[part["stl"] == stl].dropna(subset=[f"{c.metric}:mean"])   # e.g. only diverged runs
@@ -69,17 +87,56 @@ def claims_section(a: Analysis) -> str:
             rows.append(cells)
         if c.note and c.note not in notes:
             notes[c.note] = f"The {_task_name(c.task)} figure ({c.value:.3f}, {c.metric}): {md_cell(c.note)}."
-    if not rows:
-        return ""
+    return rows, notes
+
+
+def _measured_here(a: Analysis) -> str:
+    """Steps, seeds and devices of the ok runs, in words."""
     steps = sorted({get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
     seeds = sorted({r["seed"] for r in a.ok})
     devices = sorted({f"{(r.get('env') or {}).get('device', '?')} ({(r.get('env') or {}).get('device_name') or '?'})"
                       for r in a.ok})
-    head = (f"Measured here: {', '.join(map(str, steps))} training steps, {plural(len(seeds), 'seed')}, on "
-            f"{'; '.join(devices)}, test split (`limit_eval` as in Setting). The articles' figures come from their "
+    return (f"{', '.join(map(str, steps))} training steps, {plural(len(seeds), 'seed')}, on {'; '.join(devices)}, "
+            f"test split (`limit_eval` as in Setting)")
+
+
+def claims_section(a: Analysis) -> str:
+    """The articles' claimed figures beside what this grid measured, per design: its best STL and its
+    best MTL group on that task (by the claimed metric), mean ± std over seeds, the ``beside`` metrics
+    of those two groups, and the gap of the best mean here to the claim; then each claim's note."""
+    claims = variant_claims(a, "claim")
+    beside = list(dict.fromkeys(m for c in claims for m in c.beside))
+    rows, notes = _claim_rows(a, claims, beside, source=False)
+    if not rows:
+        return ""
+    head = (f"Measured here: {_measured_here(a)}. The articles' figures come from their "
             f"own, longer training; a design row exists for every stem → trunk this grid trained. The BERT figure "
             f"needs a pretrained `hf:` stem (README: Pretrained encoders), which only a machine with Hub access runs.")
     headers = (["task", "metric", "claimed with", "design here", "claimed", "best STL", "mean ± std",
                 "best MTL", "mean ± std"] + [f"{side} {m}" for m in beside for side in ("STL", "MTL")]
                + ["best here − claimed"])
     return "\n\n".join([head, md_table(headers, rows, left=4), *notes.values()])
+
+
+def literature_section(a: Analysis) -> str:
+    """Published figures of this grid's setting (claims of kind ``literature``) beside the best STL
+    and MTL group of each design here, then the published findings in words; empty when the
+    records' variants declare neither."""
+    claims = variant_claims(a, "literature")
+    beside = list(dict.fromkeys(m for c in claims for m in c.beside))
+    rows, notes = _claim_rows(a, claims, beside, source=True)
+    findings = variant_findings(a)
+    out = []
+    if rows:
+        out.append(f"Published figures for this setting, beside the best STL and the best MTL group of each design "
+                   f"here ({_measured_here(a)}). Each source trained its own model for its own budget (the "
+                   f"\"published with\" column): the gap places this grid's numbers among them; it does not test "
+                   f"multi-task learning.")
+        headers = (["source", "task", "metric", "published with", "design here", "published", "best STL",
+                    "mean ± std", "best MTL", "mean ± std"]
+                   + [f"{side} {m}" for m in beside for side in ("STL", "MTL")] + ["best here − published"])
+        out += [md_table(headers, rows, left=5), *notes.values()]
+    if findings:
+        out.append("What earlier studies found when tasks were trained together:\n\n"
+                   + "\n".join(f"- {_source(f)}: {md_cell(f.text)}." for f in findings))
+    return "\n\n".join(out)

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from .analysis import Analysis, stl_cost
-from .claims import claims_section
+from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
@@ -25,6 +26,7 @@ def summary(a: Analysis) -> str:
     else:
         parts += _wins_sentences(a)
         parts += _adaptive_sentence(a)
+        parts += auxiliary_sentences(a)
     if no_stl:
         parts.append(f"There are no STL records for {', '.join(no_stl)}: Δ vs STL and Δm leave "
                      f"{'it' if len(no_stl) == 1 else 'them'} out.")
@@ -85,10 +87,11 @@ def _fmt_dm(row: Mapping[str, Any]) -> str:
 
 def _adaptive_sentence(a: Analysis) -> list[str]:
     """Whether any adaptive weighting beats the best point of the static-weight sweep (equal or static
-    weights) of its own design (same stems and trunk) and architecture, by Δm."""
+    weights) of its own design (same stems and trunk), architecture and main tasks, by Δm (a Δm over
+    NER alone, with POS auxiliary, is no point of a sweep over NER, POS and chunking)."""
     mtl = a.overall[~a.overall["stl"] & a.overall["dm"].notna()]
     out = []
-    for _, rows in mtl.groupby(["design", "architecture"], sort=False):   # rows stay sorted by Δm, best first
+    for _, rows in mtl.groupby(["design", "architecture", "main"], sort=False):   # rows stay sorted by Δm
         static = rows[rows["static"]]
         adaptive = rows[~rows["static"]]
         if static.empty or adaptive.empty:
@@ -124,6 +127,7 @@ def setting(a: Analysis, source: str) -> str:
         lines.append(f"- `{key}`: {', '.join('none' if v == 'None' else v for v in vals)}")
     if a.auxiliary:
         lines.append(_auxiliary_line(a))
+    lines += _label_lines(a)
     lines.append(_env_line(a))
     finished = sorted(r["finished_at"] for r in a.records if r.get("finished_at"))
     lines.append(f"- Date: {finished[-1] if finished else '—'} (the latest finished run)")
@@ -135,6 +139,44 @@ def _auxiliary_line(a: Analysis) -> str:
     items = [f"{', '.join(aux)} in {name}" for name, aux in a.auxiliary.items()]
     return ("- Auxiliary tasks (trained, reported, left out of checkpoint selection, Δm and the verdict): "
             + "; ".join(md_cell(i) for i in items))
+
+
+def _label_lines(a: Analysis) -> list[str]:
+    """Where the labels of the report's tasks come from, when not by hand: the tasks' ``label_note``
+    (e.g. silver labels) and derived-label tasks' sources; tasks with one note share a line."""
+    from ..tasks import TASKS  # here: the report's import stays light
+
+    notes: dict[str, list[str]] = {}
+    for t in a.tasks:
+        spec = TASKS.get(t) if t in TASKS else None
+        if spec is not None and spec.label_note:
+            notes.setdefault(spec.label_note, []).append(t)
+        if spec is not None and spec.derived_from:
+            derived = f"derived from {spec.derived_from}'s labels by a declared mapping (tasks.py)"
+            notes.setdefault(derived, []).append(t)
+    return [f"- Labels of {', '.join(ts)}: {md_cell(note)}" for note, ts in notes.items()]
+
+
+def auxiliary_sentences(a: Analysis) -> list[str]:
+    """Per main task of the groups with auxiliary tasks: how often those groups are ahead of (and
+    significantly ahead of or behind) its STL baseline, and the range of their Δ."""
+    names = set(a.auxiliary)
+    out = []
+    for t in a.tasks:
+        df = a.per_task[t]
+        rows = df[df["name"].isin(names) & ~df["aux"] & df["delta"].notna()]
+        if rows.empty:
+            continue
+        ahead = int((rows["delta"] > 0).sum())
+        up = int(((rows["delta"] > 0) & rows["p"].map(significant)).sum())
+        down = int(((rows["delta"] < 0) & rows["p"].map(significant)).sum())
+        best = rows.loc[rows["delta"].idxmax()]
+        p = f", p = {best['p']:.2f}" if ok(best["p"]) else ""
+        out.append(f"With auxiliary tasks, {t} ({a.primary[t]}) is ahead of its STL baseline in {ahead} of "
+                   f"{plural(len(rows), 'variant')} ({up} significantly; {down} significantly behind), Δ from "
+                   f"{fmt_pct(rows['delta'].min())} to {fmt_pct(rows['delta'].max())}; the best is {best['name']} "
+                   f"({fmt_pct(best['delta'])}{p}).")
+    return out
 
 
 def _env_line(a: Analysis) -> str:
@@ -151,7 +193,12 @@ def _env_line(a: Analysis) -> str:
             f"CPU {e.get('cpu', '—')} × {e.get('cpu_count', '—')}, {e.get('torch_threads', '—')} torch threads; "
             f"python {e.get('python', '—')}, torch {e.get('torch', '—')} (CUDA {e.get('cuda') or 'none'}), "
             f"timm {e.get('timm', '—')}, lepton_bench {e.get('lepton_bench', '—')}, git `{git}`")
-    return line + (f"\n- Runs differ in environment: {', '.join(differ)}" if differ else "")
+    # on which machines the runs ran, by count: their times are only comparable within one machine
+    machines = Counter(f"{(r.get('env') or {}).get('device', '?')} ({(r.get('env') or {}).get('device_name') or '?'})"
+                       for r in a.ok)
+    where = (f" (runs per machine: {', '.join(f'{m} {n}' for m, n in sorted(machines.items()))}; the cost columns "
+             f"average over them)") if len(machines) > 1 else ""
+    return line + (f"\n- Runs differ in environment: {', '.join(differ)}{where}" if differ else "")
 
 
 def task_section(a: Analysis, task: str) -> str:
@@ -187,11 +234,11 @@ def overall_section(a: Analysis) -> str:
     headers = ["variant", "tasks", "n", "Δm ↑ (%, ± 95% CI)", "train time ↓ (s)", "train ÷ STL ↓",
                "GFLOP/step ↓", "peak RSS ↓ (MiB)"] + (["CUDA alloc ↓ (MiB)"] if cuda else []) + [
                "params ↓ (M)", "params ÷ STL ↓", "inference ↓ (s)", "inference ÷ STL ↓"]
-    best_dm = df.loc[~df["stl"], "dm"].max() if (~df["stl"]).any() else NAN
+    best_dm = df[~df["stl"]].groupby("main")["dm"].max()   # Δm of one main-task set is compared within it
     rows = []
     for _, r in df.iterrows():
         dm = fmt_pm(r["dm"], r["dm_ci"], 2, sign=True)
-        dm = "" if r["stl"] else bold(dm) if ok(r["dm"]) and r["dm"] >= best_dm - 1e-12 else dm
+        dm = "" if r["stl"] else bold(dm) if ok(r["dm"]) and r["dm"] >= best_dm.get(r["main"], NAN) - 1e-12 else dm
         rows.append([md_cell(r["name"]), _tasks_cell(a, r["name"], r["tasks"]), str(r["n"]), dm,
                      fmt_num(r["train_s"], 1), fmt_ratio(r["train_ratio"]), fmt_num(r["flops"] / 1e9, 2),
                      fmt_num(r["rss_mb"], 0)]
@@ -253,7 +300,8 @@ TASK_AUX_NOTE = (
 
 OVERALL_AUX_NOTE = (
     " Δm reads a variant's main tasks only, never its auxiliary ones (marked (aux)); its cost ratios cover "
-    "every task it trains, auxiliary ones included: that is what it cost.")
+    "every task it trains, auxiliary ones included: that is what it cost. Δm over different main tasks are not "
+    "comparable, so the rows are ordered, and the best Δm is bold, within each set of main tasks.")
 
 
 def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
@@ -267,6 +315,11 @@ def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
     claims = claims_section(a)
     if claims:
         out += ["## The articles' claims", claims]
+    literature = literature_section(a)
+    if literature:
+        here = auxiliary_sentences(a)
+        out += ["## What the literature reports", literature]
+        out += ["Measured here: " + " ".join(here)] if here else []
     if a.failed:
         out += ["## Failed runs", failed_section(a)]
     if plots:

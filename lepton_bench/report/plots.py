@@ -178,7 +178,8 @@ def _styles(a: Analysis) -> dict[str, dict[str, Any]]:
 
 
 def plot_cost(a: Analysis, path: Path) -> bool:
-    """Two subplots per variant: training samples/s (summed over tasks) and peak memory."""
+    """Two subplots per variant: training inputs/s (summed over input groups: a sentence that carries
+    NER, POS and chunk labels counts once) and peak memory."""
     df = a.overall
     if df.empty or (df["samples_s"].isna().all() and df["rss_mb"].isna().all()):
         return False
@@ -186,7 +187,8 @@ def plot_cost(a: Analysis, path: Path) -> bool:
     colors = [STL_COLOR if s else MTL_COLOR for s in df["stl"]]
     ax1, ax2 = fig.subplots(1, 2)
     _barh(ax1, list(df["name"]), df["samples_s"].to_numpy(), None, colors, ",.0f")
-    ax1.set(xlabel="training samples/s, summed over tasks (higher is better)", title="training throughput")
+    ax1.set(xlabel="training inputs/s, summed over input groups\n(an input serves every task of its group; "
+                   "higher is better)", title="training throughput")
     # On a GPU the device memory is what limits a run; on CPU only RSS is recorded.
     cuda = bool(df["cuda_mb"].notna().any())
     _barh(ax2, list(df["name"]), df["cuda_mb" if cuda else "rss_mb"].to_numpy(), None, colors, ",.0f")

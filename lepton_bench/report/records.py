@@ -49,7 +49,9 @@ def run_cost(rec: dict) -> dict[str, float]:
     c, tasks = rec.get("cost") or {}, rec.get("tasks") or []
     per_task = [get(c, "tasks", t) or {} for t in tasks]
     infer = [num(p.get("infer_seconds")) for p in per_task]
-    samples = [num(p.get("samples_per_s")) for p in per_task]
+    # one input group's shared batch is one batch: its samples count once, not once per task of it
+    samples = list({p.get("group") or t: num(p.get("samples_per_s")) for t, p in zip(tasks, per_task, strict=True)}
+                   .values())
     return {"train_s": num(c.get("train_seconds")), "flops": num(c.get("flops_per_step")),
             "rss_mb": num(get(c, "memory", "peak_rss_mb")),
             "cuda_mb": num(get(c, "memory", "cuda_max_allocated_mb")),
