@@ -520,9 +520,9 @@ def test_a_shared_pass_is_compared_with_the_sum_of_the_stl_passes():
     assert row["flops"] == pytest.approx(2e9)                     # the group's, not counted once per task
     overall = report.readme(a, "tagging/runs.jsonl", []).split("## Overall")[1].splitlines()
     mtl = cells_of(next(line for line in overall if line.startswith("| hard-ew")))
-    assert mtl[4:7] == ["150.0", "0.50×", "2.00"] and mtl[-2:] == ["9.0", "0.50×"]
+    assert mtl[5:8] == ["150.0", "0.50×", "2.00"] and mtl[-2:] == ["9.0", "0.50×"]
     together = cells_of(next(line for line in overall if line.startswith("| STL models together")))
-    assert together[4:7] == ["300.0", "1.00×", "6.00"] and together[-2:] == ["18.0", "1.00×"]
+    assert together[5:8] == ["300.0", "1.00×", "6.00"] and together[-2:] == ["18.0", "1.00×"]
     # training throughput: the group's shared batch counts once (50 inputs/s), not once per task (150)
     assert row["samples_s"] == pytest.approx(50.0)
     assert a.overall.set_index("name").loc["stl-conll2003", "samples_s"] == pytest.approx(50.0)
@@ -587,3 +587,50 @@ def test_a_static_variant_with_auxiliary_tasks_is_no_point_of_the_three_task_swe
     overall = section(text, "Overall").splitlines()
     bold = [cells_of(line)[0] for line in overall if line.startswith("| ") and "**" in line]
     assert bold == ["tagging-hard-ew", "tagging-ner-aux-both-w0.1"]   # one best per set of main tasks
+
+
+def test_mean_rank_by_hand_within_each_set_of_main_tasks():
+    """Three main tasks: NER STL 0.805 > ew 0.79 > uw 0.785; POS STL 0.935 > ew 0.93 > uw 0.92; chunk ew = uw
+    0.88 (1.5 each) > STL 0.875. NER alone (aux-both): 0.835 > STL 0.805."""
+    a = report.analyse("tagging", tagging_records())
+    mr = a.overall.set_index("name")["mean_rank"]
+    assert mr["tagging-hard-ew"] == pytest.approx((2 + 2 + 1.5) / 3)
+    assert mr["tagging-hard-uw"] == pytest.approx((3 + 3 + 1.5) / 3)
+    assert mr["tagging-ner-aux-both-w0.1"] == pytest.approx(1.0)
+    text = report.readme(a, "tagging/runs.jsonl", [])
+    assert "mean rank ↓" in section(text, "Overall")
+    assert f"Mean rank of the STL baselines: {(1 + 1 + 3) / 3:.2f} among the variants on conll2003+" in text
+    assert "2.00 among the variants on conll2003 (" in text
+
+
+def test_standing_baselines_place_each_method_against_the_static_front_by_hand():
+    """Static points ew (0.80, 0.80) and cifar10 x2 (0.86, 0.75) form the front; uw (0.90, 0.78) dominates
+    the second (beyond), pcgrad (0.78, 0.78) is dominated by ew (below), rlw (0.82, 0.79) trades off (on).
+    Reference point: 0.01 below the lowest mean per task, STL's 0.70 -> (0.69, 0.69). Front hypervolume:
+    0.06 x 0.17 + 0.05 x 0.11 = 0.0157; with uw: 0.06 x 0.21 + 0.03 x 0.21 + 0.02 x 0.11 = 0.0211. The best
+    static point by Δm: cifar10 x2 (+15.00% against ew's +14.29%)."""
+    from lepton_bench.report.baselines import standing_rows, standing_section
+    from lepton_bench.report.stats import holm
+
+    def pair(name, c, i, **kw):   # two seeds, ±0.01 around (c, i)
+        return [make_record(name, s, {"cifar10": c + d, "imdb": i + d}, **kw) for s, d in enumerate((-0.01, 0.01))]
+
+    recs = [make_record(f"stl-{t}", s, {t: 0.70 + d}) for t in ("cifar10", "imdb") for s, d in enumerate((-0.01, 0.01))]
+    recs += pair("hard-ew", 0.80, 0.80) + pair("hard-static-cifar10x2", 0.86, 0.75, weighting="static")
+    recs += pair("hard-uw", 0.90, 0.78, weighting="uw") + pair("hard-pcgrad", 0.78, 0.78, weighting="pcgrad")
+    recs += pair("hard-rlw", 0.82, 0.79, weighting="rlw")
+    a = report.analyse("mini", recs)
+    rows = {r["name"]: r for r in standing_rows(a)}
+    assert {n: r["place"] for n, r in rows.items()} == {"hard-uw": "beyond", "hard-pcgrad": "below", "hard-rlw": "on"}
+    assert rows["hard-uw"]["origin"] == pytest.approx((0.69, 0.69))
+    assert rows["hard-uw"]["hv_ratio"] == pytest.approx(0.0211 / 0.0157)
+    assert rows["hard-pcgrad"]["hv_ratio"] == pytest.approx(1.0)
+    assert rows["hard-rlw"]["rlw_name"] == ""          # no comparison of RLW with itself
+    assert rows["hard-uw"]["ew_name"] == "hard-ew" and rows["hard-uw"]["static_name"] == "hard-static-cifar10x2"
+    # every p of the table, Holm-corrected together
+    raw = [r[k] for r in rows.values() for k in ("ew_p", "rlw_p", "static_p")]
+    assert [r[k] for r in rows.values() for k in ("ew_holm", "rlw_holm", "static_holm")] == pytest.approx(
+        holm(raw), nan_ok=True)
+    text = standing_section(a)
+    assert "hard-uw goes beyond the static front" in text and "hard-pcgrad lies below the static front" in text
+    assert "(0.6900, 0.6900)" in text

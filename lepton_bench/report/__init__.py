@@ -9,12 +9,16 @@ The README holds, in order:
 2. the setting: runs, seeds, budget, limits, environment and date (the latest ``finished_at``);
 3. per task, one row per group: every test metric as mean ± std over seeds, n, the 95% CI of
    the primary metric and its relative Δ vs STL, marked ``*`` when Welch's t-test gives p < 0.05;
-4. overall, one row per group: Δm (Maninis et al. 2019) with its 95% CI over seeds, and cost
-   (training time, FLOPs per step, peak memory, parameters, inference time) with ratios to the
-   matched STL models together;
-5. the published claims the grid's variants declare, beside the best STL and MTL results here;
-6. the failed runs, which every statistic leaves out;
-7. plots: Δm vs training cost, per-task primary metric, validation curves, throughput and memory.
+4. overall, one row per group: Δm (Maninis et al. 2019) with its 95% CI over seeds, mean rank over
+   tasks (the Nash-MTL/FAMO convention), and cost (training time, FLOPs per step, peak memory,
+   parameters, inference time) with ratios to the matched STL models together;
+5. the standing baselines (``baselines``): each method against equal weights, RLW and the
+   static-weight front of its design, architecture and main tasks (place, hypervolume, Δm
+   differences with Holm-corrected p-values);
+6. the published claims and literature figures the grid's variants declare, beside the best STL and
+   MTL results here, and their findings in words;
+7. the failed runs, which every statistic leaves out;
+8. plots: Δm vs training cost, per-task primary metric, validation curves, throughput and memory.
 
 A group is the runs of one configuration: the whole config but ``seed`` and the runtime fields, so
 different configurations are never averaged (``groups``). Each MTL group is compared, task by task,
@@ -34,7 +38,8 @@ Nothing here imports torch: a report is fast and runs wherever the records are. 
 pure function of the records (no clock, sorted everything), so regenerating it changes no byte.
 
 Modules: ``stats`` (numbers), ``records`` (reading), ``groups`` (configurations, labels, STL
-matching), ``analysis`` (the tables' statistics), ``format``/``markdown``/``claims`` (the README's
+matching), ``analysis`` (the tables' statistics), ``baselines`` (the standing baselines),
+``format``/``markdown``/``claims`` (the README's
 text), ``plots`` (the PNGs).
 """
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .groups import Group, make_groups, stl_references
 from .records import get
-from .stats import NAN, delta_m, mean_ci, ratio, relative_delta, welch_p
+from .stats import NAN, delta_m, mean_ci, mean_rank, ok, ratio, relative_delta, welch_p
 
 STATIC_WEIGHTINGS = ("ew", "static")   # the points of the static-weight sweep; any other weighting is adaptive
 
@@ -159,6 +159,36 @@ def overall_stats(a: Analysis) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
+    ranks = mean_ranks(a)
+    df["mean_rank"] = [ranks.get(n, NAN) for n in df["name"]]
     df["_dm"] = df["dm"].fillna(-np.inf)
     return df.sort_values(["stl", "n_main", "main", "_dm", "name"], ascending=[True, False, True, False, True]).drop(
         columns="_dm").reset_index(drop=True)
+
+
+STL_ENTRY = "STL"   # the STL baselines' entry in a mean-rank comparison
+
+
+def mean_ranks(a: Analysis) -> dict[str, float]:
+    """Mean rank of each MTL group among the MTL groups of its design and main tasks and their STL
+    baselines (entry ``STL``, keyed ``STL:<design>|<main>``): on each main task, every test metric's
+    mean over seeds is ranked (1 best, ties share), the task's rank is the mean over its metrics, and
+    the mean rank the mean over tasks — each task weighs the same, as in Δm."""
+    out: dict[str, float] = {}
+    sets: dict[tuple[str, tuple[str, ...]], list[Group]] = {}
+    for g in a.mtl:
+        if g.main:
+            sets.setdefault((" · ".join(g.designs[t] for t in g.main), g.main), []).append(g)
+    for (design, main), groups in sorted(sets.items()):
+        per_task: dict[str, list[float]] = {}
+        for t in main:
+            scores = {g.name: {k: mean_ci(g.values(t, k))[0] for k in a.metrics[t]} for g in groups}
+            ref = a.ref(t, groups[0])
+            if ref is not None:
+                scores[STL_ENTRY] = a.stl_means(t, ref)
+            for name, r in mean_rank(scores).items():
+                per_task.setdefault(name, []).append(r)
+        for name, r in per_task.items():
+            key = name if name != STL_ENTRY else f"{STL_ENTRY}:{design}|{'+'.join(main)}"
+            out[key] = float(np.nanmean(r)) if any(ok(x) for x in r) else NAN
+    return out

@@ -7,7 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .analysis import Analysis, stl_cost
+from .analysis import STL_ENTRY, Analysis, mean_ranks, stl_cost
+from .baselines import standing_section
 from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
 from .records import get
@@ -231,7 +232,7 @@ def overall_section(a: Analysis) -> str:
     """The overall table: Δm with CI and cost, MTL rows first, then STL rows and the STL models together."""
     df = a.overall
     cuda = bool(df["cuda_mb"].notna().any())
-    headers = ["variant", "tasks", "n", "Δm ↑ (%, ± 95% CI)", "train time ↓ (s)", "train ÷ STL ↓",
+    headers = ["variant", "tasks", "n", "Δm ↑ (%, ± 95% CI)", "mean rank ↓", "train time ↓ (s)", "train ÷ STL ↓",
                "GFLOP/step ↓", "peak RSS ↓ (MiB)"] + (["CUDA alloc ↓ (MiB)"] if cuda else []) + [
                "params ↓ (M)", "params ÷ STL ↓", "inference ↓ (s)", "inference ÷ STL ↓"]
     best_dm = df[~df["stl"]].groupby("main")["dm"].max()   # Δm of one main-task set is compared within it
@@ -240,13 +241,24 @@ def overall_section(a: Analysis) -> str:
         dm = fmt_pm(r["dm"], r["dm_ci"], 2, sign=True)
         dm = "" if r["stl"] else bold(dm) if ok(r["dm"]) and r["dm"] >= best_dm.get(r["main"], NAN) - 1e-12 else dm
         rows.append([md_cell(r["name"]), _tasks_cell(a, r["name"], r["tasks"]), str(r["n"]), dm,
-                     fmt_num(r["train_s"], 1), fmt_ratio(r["train_ratio"]), fmt_num(r["flops"] / 1e9, 2),
+                     "" if r["stl"] else fmt_num(r["mean_rank"], 2), fmt_num(r["train_s"], 1),
+                     fmt_ratio(r["train_ratio"]), fmt_num(r["flops"] / 1e9, 2),
                      fmt_num(r["rss_mb"], 0)]
                     + ([fmt_num(r["cuda_mb"], 0)] if cuda else [])
                     + [fmt_num(r["params"] / 1e6, 2), fmt_ratio(r["params_ratio"]), fmt_num(r["infer_s"], 1),
                        fmt_ratio(r["infer_ratio"])])
     rows += _stl_together_row(a, cuda)
-    return md_table(headers, rows, left=2)
+    return md_table(headers, rows, left=2) + _stl_rank_note(a)
+
+
+def _stl_rank_note(a: Analysis) -> str:
+    """The STL baselines' own mean rank in each comparison (they are no row of the table)."""
+    stl = {k.split(":", 1)[1]: v for k, v in mean_ranks(a).items() if k.startswith(f"{STL_ENTRY}:") and ok(v)}
+    if not stl:
+        return ""
+    items = [f"{v:.2f} among the variants on {key.split('|')[1]} ({key.split('|')[0]})"
+             for key, v in sorted(stl.items())]
+    return "\n\nMean rank of the STL baselines: " + "; ".join(items) + "."
 
 
 def _tasks_cell(a: Analysis, name: str, tasks: str) -> str:
@@ -265,7 +277,7 @@ def _stl_together_row(a: Analysis, cuda: bool) -> list[list[str]]:
             continue
         seen.add(key)
         cost = {k: stl_cost(a, g, k) for k in ("train_s", "params", "infer_s", "flops")}
-        rows.append([md_cell(f"STL models together: {', '.join(key)}"), "+".join(g.tasks), "", "",
+        rows.append([md_cell(f"STL models together: {', '.join(key)}"), "+".join(g.tasks), "", "", "",
                      fmt_num(cost["train_s"], 1), "1.00×", fmt_num(cost["flops"] / 1e9, 2), "—"]
                     + (["—"] if cuda else []) + [fmt_num(cost["params"] / 1e6, 2), "1.00×",
                                                  fmt_num(cost["infer_s"], 1), "1.00×"])
@@ -283,7 +295,10 @@ OVERALL_NOTE = (
     "test metrics of (M − M_STL) / M_STL × 100, with M_STL the mean over the STL seeds; positive is better than "
     "STL. Shown as mean ± 95% CI over seeds. Costs are means over seeds; a ratio divides by the sum over the "
     "variant's tasks of the STL baselines (training time, total parameters to serve every task, inference time "
-    "over every task's test set), so below 1 is cheaper than one model per task.")
+    "over every task's test set), so below 1 is cheaper than one model per task. Mean rank (the convention of the "
+    "Nash-MTL and FAMO papers): on each task every test metric's mean is ranked among the variants of the same "
+    "design and main tasks and their STL baseline (1 is best, ties share), a task's rank is the mean over its "
+    "metrics, and the mean rank the mean over tasks.")
 
 TASK_NOTE = (
     "Test metrics as mean ± sample std over seeds (n seeds; ↑ higher is better, the best mean in bold). "
@@ -312,6 +327,9 @@ def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
         out += ["## Per task", TASK_NOTE + (TASK_AUX_NOTE if aux else "")] + [task_section(a, t) for t in a.tasks]
     if a.groups:
         out += ["## Overall", OVERALL_NOTE + (OVERALL_AUX_NOTE if aux else ""), overall_section(a)]
+    standing = standing_section(a)
+    if standing:
+        out += ["## Standing baselines: EW, RLW and the static front", standing]
     claims = claims_section(a)
     if claims:
         out += ["## The articles' claims", claims]

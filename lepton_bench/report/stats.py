@@ -89,3 +89,57 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
         if not dominated:
             front.append(i)
     return sorted(front, key=lambda i: (points[i][0], -points[i][1]))
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` Pareto-dominates ``b`` (every coordinate higher is better): ≥ everywhere, > somewhere."""
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(x > y for x, y in zip(a, b, strict=True))
+
+
+def nondominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the points no other point dominates (higher is better on every axis), in input order;
+    of identical points, each is kept."""
+    return [i for i, p in enumerate(points) if not any(dominates(q, p) for j, q in enumerate(points) if j != i)]
+
+
+def hypervolume(points: Sequence[Sequence[float]], ref: Sequence[float]) -> float:
+    """The volume dominated by ``points`` and bounded below by ``ref`` (higher is better on every axis):
+    the measure of the union of the boxes [ref, p]. Exact, by slicing along the last axis (small sets:
+    a front of a grid's variants). Points not above ``ref`` on every axis add nothing."""
+    pts = [tuple(map(float, p)) for p in points if all(x > r for x, r in zip(p, ref, strict=True))]
+    if not pts:
+        return 0.0
+    if len(ref) == 1:
+        return max(p[0] for p in pts) - float(ref[0])
+    levels = sorted({p[-1] for p in pts}, reverse=True) + [float(ref[-1])]
+    volume = 0.0
+    # the slab (lo, hi] of the last axis: the points that reach hi cover it
+    for hi, lo in zip(levels[:-1], levels[1:], strict=True):
+        volume += (hi - lo) * hypervolume([p[:-1] for p in pts if p[-1] >= hi], ref[:-1])
+    return volume
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (Holm 1979), in input order: the i-th smallest of m is
+    multiplied by m − i + 1 (i from 1), made non-decreasing, capped at 1; nan stays nan and does not
+    count among the m comparisons. Reject where the adjusted value is below the level."""
+    idx = sorted((i for i, p in enumerate(pvalues) if ok(p)), key=lambda i: pvalues[i])
+    out, running, m = [NAN] * len(pvalues), 0.0, len(idx)
+    for k, i in enumerate(idx):
+        running = max(running, min(1.0, (m - k) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def mean_rank(values: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Mean rank over criteria (the convention of the Nash-MTL and FAMO papers): ``values`` maps a
+    candidate to criterion -> score (higher is better); on each criterion the candidates with a score
+    are ranked 1 (best) up, ties sharing their mean rank; a candidate's mean rank is the mean over the
+    criteria it has a score on (nan with none)."""
+    ranks: dict[str, list[float]] = {c: [] for c in values}
+    criteria = sorted({k for scores in values.values() for k in scores})
+    for k in criteria:
+        have = [c for c in values if ok(values[c].get(k))]
+        for c, r in zip(have, stats.rankdata([-values[c][k] for c in have]), strict=True):
+            ranks[c].append(float(r))
+    return {c: float(np.mean(r)) if r else NAN for c, r in ranks.items()}
