@@ -173,6 +173,10 @@ class RunConfig:
     precision: str = setting("auto", runtime=True)   # auto (bf16 autocast on a CUDA GPU that has it, else fp32),
                                                      # bf16, fp32
     compile: bool = setting(False, runtime=True)     # torch.compile the model (CUDA only; eager on CPU)
+    # The grid's search axes this run is a point of ({"axes": [dotted keys], "tune_seeds": k or None}): the
+    # point itself is the config's values at those keys, already hashed; this only tells the report which
+    # keys were tuned, so it stays out of the hash (a run made outside a sweep is the same run).
+    sweep: dict[str, Any] = setting(default_factory=dict, runtime=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -20,13 +20,29 @@ from .config import RUNTIME_FIELDS, RunConfig, from_dict
 from .errors import ConfigError
 from .executors import EXECUTORS, ExecutorOptions, Job
 from .registry import Registry
-from .results import adopt, failed_record, merge, now_iso, read_record_files, record_path, run_id, write_json_atomic
+from .results import (
+    adopt,
+    failed_record,
+    merge,
+    now_iso,
+    read_record_files,
+    read_records,
+    record_path,
+    run_id,
+    write_json_atomic,
+)
+from .selection import choose, point_of, point_scores
 from .tasks import default_tasks
 from .variants import VARIANTS, make_config
 
 
 @dataclass(frozen=True)
 class Grid:
+    """A preset: variants × sweep points × seeds. ``sweep`` maps dotted config keys to the values
+    every variant, STL included, is tried at (the product of the axes; the fair-comparison protocol:
+    the same tuning budget for all). ``tune_seeds`` k: the budget-saving protocol — every point on
+    seeds 0..k-1, then the remaining seeds at each variant's point chosen on validation only."""
+
     name: str
     variants: tuple[str, ...]                 # fnmatch patterns over the variant registry
     seeds: int = 1
@@ -34,6 +50,16 @@ class Grid:
     limit_train: int | None = None
     limit_eval: int | None = None
     help: str = ""
+    sweep: dict[str, tuple] = field(default_factory=dict)     # dotted key -> values (search axes)
+    tune_seeds: int | None = None
+
+    def __post_init__(self):
+        for key, values in self.sweep.items():
+            if not isinstance(values, (tuple, list)) or len(values) < 1:
+                raise ConfigError(f"grid {self.name}: sweep axis {key} needs a tuple of values, not {values!r}")
+        if self.tune_seeds is not None and not 0 < self.tune_seeds <= self.seeds:
+            raise ConfigError(f"grid {self.name}: tune_seeds must be in 1..seeds ({self.seeds}), "
+                              f"not {self.tune_seeds}")
 
 
 GRIDS: Registry[Grid] = Registry("grid")
@@ -66,17 +92,53 @@ register_grid(Grid(
 class PlannedRun:
     run_id: str
     config: RunConfig
+    point: tuple = ()        # its sweep point: ((key, value), ...); () without search axes
+    pending: bool = False    # budget-saving protocol: waits for its variant's tuning runs (run_id unknown yet)
+
+
+def parse_sweep(text: str) -> tuple[str, tuple[str, ...]]:
+    """``train.lr=1e-3,2e-3`` -> ("train.lr", ("1e-3", "2e-3")): a search axis from the command line
+    (values as ``--set`` takes them; a JSON list value is one value: ``key=[1,2],[3,4]`` is not split
+    inside brackets)."""
+    if "=" not in text:
+        raise ConfigError(f"bad --sweep {text!r}: expected KEY=V1,V2,..., e.g. train.lr=1e-3,2e-3,4e-3")
+    key, raw = (x.strip() for x in text.split("=", 1))
+    values, depth, cur = [], 0, ""
+    for ch in raw:
+        depth += ch in "[{" and 1 or ch in "]}" and -1 or 0
+        if ch == "," and depth == 0:
+            values.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    values.append(cur.strip())
+    if not key or any(v == "" for v in values):
+        raise ConfigError(f"bad --sweep {text!r}: a key and at least one non-empty value, e.g. train.lr=1e-3,2e-3")
+    return key, tuple(values)
+
+
+def _points(axes: dict[str, tuple]) -> list[tuple[tuple[str, Any], ...]]:
+    """Every combination of the axes' values, the first axis slowest."""
+    out: list[tuple] = [()]
+    for key, values in axes.items():
+        out = [(*p, (key, v)) for p in out for v in values]
+    return out
 
 
 def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
          overrides: Sequence[str] = (), limit_train: int | None = None, limit_eval: int | None = None,
-         **runtime: Any) -> list[PlannedRun]:
-    """The runs of a grid: its variants (optionally narrowed by a pattern) x seeds. ``limit_*``
-    replace the grid's own limits when given.
+         sweep: Sequence[str] = (), results_dir: Path | None = None, **runtime: Any) -> list[PlannedRun]:
+    """The runs of a grid: its variants (optionally narrowed by a pattern) × sweep points × seeds.
+    ``limit_*`` replace the grid's own limits when given; ``sweep`` (``KEY=V1,V2`` strings) adds search
+    axes or replaces the grid's axis of the same key.
+
+    Under the budget-saving protocol (``Grid.tune_seeds``) seeds from k on run at each variant's point
+    chosen on validation from the records in ``results_dir``; until every tuning run of a variant has a
+    record, its later seeds are ``pending`` (planned again once the tuning runs are in).
 
     ``runtime`` sets the RunConfig fields that change how, not what, is trained (device, data_dir,
     precision, compile)."""
-    unknown = set(runtime) - set(RUNTIME_FIELDS)
+    unknown = set(runtime) - set(RUNTIME_FIELDS) | ({"sweep"} & set(runtime))
     if unknown:
         raise TypeError(f"plan() takes runtime fields only, not {', '.join(sorted(unknown))}")
     g = GRIDS.get(grid)
@@ -86,15 +148,56 @@ def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
         names = [n for n in names if n in wanted]
         if not names:
             raise ConfigError(f"no variant of grid {grid} matches {variants!r}")
+    axes = {k: tuple(json.dumps(v) for v in vs) for k, vs in g.sweep.items()}   # as --set strings
+    axes.update(dict(parse_sweep(t) for t in sweep))
+    both = sorted(set(axes) & {o.split("=", 1)[0].strip() for o in overrides})
+    if both:
+        raise ConfigError(f"{', '.join(both)} is both set (--set) and swept (--sweep): give it one way")
+    n_seeds = seeds if seeds is not None else g.seeds
+    tune = g.tune_seeds if axes and g.tune_seeds is not None and g.tune_seeds < n_seeds else None
+    meta = {"axes": list(axes), "tune_seeds": tune} if axes else {}
+    base = [*(f"{k}={json.dumps(v)}" for k, v in g.overrides.items() if k not in axes), *overrides]
+
+    def config(name: str, seed: int, point: tuple) -> RunConfig:
+        cfg = make_config(name, seed=seed, overrides=[*base, *(f"{k}={v}" for k, v in point)],
+                          limit_train=g.limit_train if limit_train is None else limit_train,
+                          limit_eval=g.limit_eval if limit_eval is None else limit_eval, **runtime)
+        cfg.sweep = dict(meta)
+        return cfg
+
+    points = _points(axes)
+    done = _known_records(results_dir) if tune is not None and results_dir is not None else {}
     runs = []
-    for seed in range(seeds if seeds is not None else g.seeds):
+    for seed in range(n_seeds):
         for name in names:
-            cfg = make_config(name, seed=seed, overrides=[*(f"{k}={json.dumps(v)}" for k, v in g.overrides.items()),
-                                                          *overrides],
-                              limit_train=g.limit_train if limit_train is None else limit_train,
-                              limit_eval=g.limit_eval if limit_eval is None else limit_eval, **runtime)
-            runs.append(PlannedRun(run_id(cfg), cfg))
+            if tune is None or seed < tune:
+                for point in points:
+                    cfg = config(name, seed, point)
+                    runs.append(PlannedRun(run_id(cfg), cfg, _typed_point(cfg, axes)))
+                continue
+            tuning = [(config(name, s, p), p) for s in range(tune) for p in points]
+            raw = {_typed_point(c, axes): p for c, p in tuning}   # the point as records hold it -> as --set takes it
+            recs = [done.get(run_id(c)) for c, _ in tuning]
+            chosen = choose(point_scores(recs, list(axes)), list(raw)) if all(recs) else None
+            if chosen is None:   # tuning not finished (or every point failed): not plannable yet
+                cfg = config(name, seed, points[0])
+                runs.append(PlannedRun(f"{name}-s{seed}-(after tuning)", cfg, (), pending=True))
+                continue
+            cfg = config(name, seed, raw[chosen])
+            runs.append(PlannedRun(run_id(cfg), cfg, chosen))
     return runs
+
+
+def _known_records(results_dir: Path) -> dict[str, dict]:
+    """run_id -> record of a results folder: its record files, and the committed ``runs.jsonl`` of a
+    fresh clone (which has no record files yet)."""
+    recs = {r["run_id"]: r for r in read_records(Path(results_dir) / "runs.jsonl") if r.get("run_id")}
+    return {**recs, **read_record_files(results_dir)}
+
+
+def _typed_point(cfg: RunConfig, axes: dict[str, tuple]) -> tuple:
+    """The point of a config as records hold it (typed values at the axes' keys)."""
+    return point_of(cfg.to_dict(), list(axes))
 
 
 def worker(config_path: str, record_path: str) -> int:
@@ -140,7 +243,8 @@ def run_grid(runs: list[PlannedRun], results_dir: Path, *, retry_failed: bool = 
     engine = EXECUTORS.get(executor)(options, results_dir)
     adopt(results_dir)
     done = read_record_files(results_dir)
-    todo = [r for r in runs if r.run_id not in done or (retry_failed and done[r.run_id]["status"] != "ok")]
+    todo = [r for r in runs if not r.pending
+            and (r.run_id not in done or (retry_failed and done[r.run_id]["status"] != "ok"))]
     summary = GridSummary(planned=len(runs), skipped=len(runs) - len(todo))
     results_dir.mkdir(parents=True, exist_ok=True)
     merge(results_dir)

@@ -173,13 +173,15 @@ def test_summary_compares_adaptive_with_static_sweep(rendered):
 
 def test_plots_exist_and_report_is_byte_identical(rendered):
     folder, path, text = rendered
-    for name in report.PLOT_FILES:
+    drawn = [n for n in report.PLOT_FILES if n != "sensitivity.png"]   # no sweep in these records
+    assert not (path.parent / "sensitivity.png").exists()
+    for name in drawn:
         assert (path.parent / name).stat().st_size > 1000
         assert f"]({name})" in text
-    pngs = {n: (path.parent / n).read_bytes() for n in report.PLOT_FILES}
+    pngs = {n: (path.parent / n).read_bytes() for n in drawn}
     again = report.write_report(folder / "runs.jsonl", path.parent)   # the file this time, not its folder
     assert again.read_bytes() == text.encode()
-    assert {n: (path.parent / n).read_bytes() for n in report.PLOT_FILES} == pngs
+    assert {n: (path.parent / n).read_bytes() for n in drawn} == pngs
 
 
 def test_default_out_and_missing_stl(tmp_path, monkeypatch):
@@ -377,7 +379,7 @@ def test_runs_of_one_variant_with_different_configs_are_separate_rows(tmp_path):
         assert row[1] == "2" and row[2].strip("*").startswith(f"{mean:.4f} ± ")
         assert row[4].rstrip("*") == f"{(mean - 0.81) / 0.81 * 100:+.2f}%"
         assert table_row(text, "imdb", label)[1] == "2"
-        overall = text.split("## Overall")[1]
+        overall = section(text, "Overall")
         assert sum(cells_of(line)[0] == label for line in overall.splitlines() if line.startswith("|")) == 1
     a = report.analyse("mini", report.load_records(folder / "runs.jsonl"))
     assert sorted(g.name for g in a.mtl) == sorted(labels.values())
@@ -634,3 +636,69 @@ def test_standing_baselines_place_each_method_against_the_static_front_by_hand()
     text = standing_section(a)
     assert "hard-uw goes beyond the static front" in text and "hard-pcgrad lies below the static front" in text
     assert "(0.6900, 0.6900)" in text
+
+
+# --------------------------------------------------------------------------- tuned tables
+
+def swept(rec: dict, lr: float, val: float, tune_seeds: int | None = None) -> dict:
+    """A record of a sweep point train.lr=lr whose validation score is ``val`` (its test stays)."""
+    rec["run_id"] = rec["run_id"].replace("-s", f"-lr{lr}-s", 1)
+    rec["config"]["train"]["lr"] = lr
+    rec["config"]["sweep"] = {"axes": ["train.lr"], "tune_seeds": tune_seeds}
+    for m in rec["metrics"].values():
+        m["val"] = {m["primary"]: val}
+    return rec
+
+
+def test_tuned_tables_keep_the_point_chosen_on_validation_never_on_test(tmp_path):
+    """STL and hard-ew at two learning rates: 1e-3 is better on validation, 2e-3 on test. The tables
+    show the 1e-3 points only (and hard-ew is compared with the tuned STL); the sensitivity section
+    lists all four with the chosen ones marked."""
+    recs = []
+    for s in range(2):
+        recs.append(swept(make_record("stl-imdb", s, {"imdb": 0.80}), 1e-3, 0.90))
+        recs.append(swept(make_record("stl-imdb", s, {"imdb": 0.95}), 2e-3, 0.70))
+        recs.append(swept(make_record("hard-ew", s, {"imdb": 0.84}, tag="a"), 1e-3, 0.91))
+        recs.append(swept(make_record("hard-ew", s, {"imdb": 0.99}, tag="b"), 2e-3, 0.60))
+    a = report.analyse("mini", recs)
+    assert sorted(g.name for g in a.groups) == ["hard-ew (train.lr=0.001)", "stl-imdb (train.lr=0.001)"]
+    row = a.per_task["imdb"].set_index("name").loc["hard-ew (train.lr=0.001)"]
+    assert row["baseline"] == "stl-imdb (train.lr=0.001)"
+    assert row["delta"] == pytest.approx((0.84 - 0.80) / 0.80 * 100)
+    text = report.readme(a, "mini/runs.jsonl", [])
+    tuning = section(text, "Tuning: every sweep point")
+    rows = [cells_of(line) for line in tuning.splitlines() if line.startswith("| hard-ew") or line.startswith("| stl")]
+    assert ["hard-ew", "train.lr=0.001", "2", "0.9100", "0.8400", "✓"] in rows
+    assert ["hard-ew", "train.lr=0.002", "2", "0.6000", "0.9900", ""] in rows
+    assert "every point on every seed" in tuning
+    out = report.write_report(write_grid(tmp_path, recs) / "runs.jsonl", tmp_path / "report")
+    assert (out.parent / "sensitivity.png").stat().st_size > 1000
+    assert out.read_text().count("](sensitivity.png)") == 1   # with its table, not again under Plots
+
+
+def test_the_budget_saving_protocol_chooses_on_the_tuning_seeds_and_says_so():
+    """Tuned on seed 0: 2e-3 wins there; seed 1 ran at 2e-3 only (its validation would not change it)."""
+    recs = [swept(make_record("hard-ew", 0, {"imdb": 0.8}, tag="a"), 1e-3, 0.80, tune_seeds=1),
+            swept(make_record("hard-ew", 0, {"imdb": 0.8}, tag="b"), 2e-3, 0.85, tune_seeds=1),
+            swept(make_record("hard-ew", 1, {"imdb": 0.8}, tag="b"), 2e-3, 0.10, tune_seeds=1)]
+    a = report.analyse("mini", recs)
+    (fam,) = a.tuning
+    assert fam.chosen.name == "hard-ew" and len(fam.chosen.runs) == 2   # 2e-3: the default, so no label
+    tuning = section(report.readme(a, "mini/runs.jsonl", []), "Tuning: every sweep point")
+    assert "budget-saving: every point on the first 1 seeds" in tuning
+    assert ["hard-ew", "train.lr=0.002", "1 (+1)", "0.8500"] == [
+        cells_of(line) for line in tuning.splitlines() if "0.002" in line][0][:4]
+
+
+def test_a_point_run_before_the_sweep_joins_its_family():
+    """The default point's runs may predate the sweep (same run id, no axes in their records)."""
+    old = [make_record("hard-ew", s, {"imdb": 0.8}, tag="old") for s in range(2)]
+    for r in old:
+        r["config"]["train"]["lr"] = 2e-3
+        for m in r["metrics"].values():
+            m["val"] = {m["primary"]: 0.95}
+    new = [swept(make_record("hard-ew", s, {"imdb": 0.9}, tag="new"), 1e-3, 0.90) for s in range(2)]
+    a = report.analyse("mini", old + new)
+    (fam,) = a.tuning
+    assert len(fam.groups) == 2 and fam.chosen.name == "hard-ew"   # the old default point wins on validation
+    assert [g.name for g in a.groups] == ["hard-ew"]

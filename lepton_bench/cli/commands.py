@@ -113,6 +113,7 @@ def cmd_run(args) -> int:
 
         return cmd_grid(args)
     grid_only = {"--seeds": args.seeds is not None, "--variants": args.variants is not None,
+                 "--sweep": bool(args.sweep),
                  "--workers": args.workers != 1, "--retry-failed": args.retry_failed, "--dry-run": args.dry_run,
                  "--executor": args.executor != "local", "--executor-config": args.executor_config is not None,
                  **{f"--{k.replace('_', '-')}": getattr(args, k) is not None

@@ -50,10 +50,15 @@ def cmd_grid(args) -> int:
         if value is not None:
             raise LeptonError(f"{flag} is a single-run option ({instead})")
     overrides = _overrides(args) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
-    runs = plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides,
-                limit_train=args.limit_train, limit_eval=args.limit_eval, **_runtime(args))
-    _check_data_dir(args.data_dir, [t for r in runs for t in r.config.tasks])
     results_dir = Path(args.out or "results") / args.grid
+
+    def planned():
+        return plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides, sweep=args.sweep,
+                    limit_train=args.limit_train, limit_eval=args.limit_eval, results_dir=results_dir,
+                    **_runtime(args))
+
+    runs = planned()
+    _check_data_dir(args.data_dir, [t for r in runs for t in r.config.tasks])
     if args.dry_run:
         adopt(results_dir)
         return _print_plan(runs, read_record_files(results_dir), results_dir, args.retry_failed)
@@ -77,6 +82,14 @@ def cmd_grid(args) -> int:
     try:
         s = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
                      executor=args.executor, options=_executor_options(args))
+        while any(r.pending for r in runs):   # budget-saving protocol: the tuning runs are in, plan the rest
+            pending = sum(r.pending for r in runs)
+            runs = planned()
+            if sum(r.pending for r in runs) == pending:   # no variant's tuning finished (all its points failed)
+                break
+            more = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
+                            executor=args.executor, options=_executor_options(args))
+            s.finished, s.failed = s.finished + more.finished, s.failed + more.failed
     finally:
         bar.close()
     print(f"grid {args.grid}: {s.planned} runs planned, {s.skipped} already recorded, {s.finished} finished, "
@@ -103,8 +116,21 @@ def _print_plan(runs, done, results_dir, retry_failed) -> int:
             todo += 1
             if r.config.variant in secs:
                 estimate += sum(secs[r.config.variant]) / len(secs[r.config.variant])
-        rows.append([r.run_id, r.config.variant, r.config.seed, r.config.train.steps, state])
-    print(tabulate(rows, headers=["run", "variant", "seed", "steps", "state"], tablefmt="github"))
+        if r.pending:
+            state = "after tuning"
+        point = ", ".join(f"{k}={v}" for k, v in r.point) or ("chosen on validation" if r.pending else "—")
+        rows.append([r.run_id, r.config.variant, point, r.config.seed, r.config.train.steps, state])
+    print(tabulate(rows, headers=["run", "variant", "sweep point", "seed", "steps", "state"], tablefmt="github"))
+    sweep = runs[0].config.sweep if runs else {}
+    if sweep:
+        points = len({r.point for r in runs if not r.pending})
+        variants = len({r.config.variant for r in runs})
+        seeds = len({r.config.seed for r in runs})
+        tune = sweep.get("tune_seeds")
+        print(f"\nprotocol: {variants} variants × {points} sweep points ({', '.join(sweep['axes'])}) × "
+              + (f"{tune} tuning seeds, then {seeds - tune} more seeds at each variant's point chosen on "
+                 f"validation (budget-saving)" if tune else f"{seeds} seeds, every point")
+              + "; the report selects each variant's point on validation only")
     counts = Counter(row[-1] for row in rows)
     print(f"\n{len(runs)} runs into {results_dir}: " + ", ".join(f"{v} {k}" for k, v in counts.items())
           + (f"; about {estimate / 60:.0f} min for the runs whose variant has finished before" if estimate else ""))

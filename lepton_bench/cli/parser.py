@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "comma-separated fnmatch patterns, e.g. 'stl-*,hard-ew'")
     g.add_argument("--workers", type=int, default=1, metavar="N",
                    help="runs at a time, each in its own process with cores/N threads (default: 1)")
+    g.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
+                   help="a search axis: every variant, STL included, runs at each value (the product of all "
+                        "axes; replaces the grid's axis of that key), e.g. --sweep train.lr=1e-3,2e-3,4e-3 "
+                        "(repeatable); the report selects each variant's point on validation")
     g.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
     g.add_argument("--executor", default="local", metavar="NAME",
                    help="where the runs execute: local (child processes, default), submitit (Slurm; "

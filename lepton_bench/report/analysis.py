@@ -13,6 +13,7 @@ import pandas as pd
 from .groups import Group, make_groups, stl_references
 from .records import get
 from .stats import NAN, delta_m, mean_ci, mean_rank, ok, ratio, relative_delta, welch_p
+from .tuning import Family, families, kept
 
 STATIC_WEIGHTINGS = ("ew", "static")   # the points of the static-weight sweep; any other weighting is adaptive
 
@@ -52,6 +53,7 @@ class Analysis:
     per_task: dict[str, pd.DataFrame] = field(default_factory=dict)
     dm_seeds: dict[str, list[float]] = field(default_factory=dict)
     overall: pd.DataFrame | None = None
+    tuning: list[Family] = field(default_factory=list)   # the sweeps' families, each with its chosen point
 
     def ref(self, task: str, g: Group) -> Group | None:
         """The STL baseline ``g`` is compared with on ``task`` (same task, same design); an STL group's is itself."""
@@ -79,10 +81,13 @@ def analyse(grid: str, records: Sequence[dict]) -> Analysis:
     ok = [r for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
     groups = make_groups(ok)
+    fams = families(groups)
+    groups = kept(groups, fams)   # of a sweep, each variant's point chosen on validation (tuned tables)
     tasks = task_order(ok)
     tm = {t: task_metrics(ok, t) for t in tasks}
     a = Analysis(grid, list(records), ok, failed, groups, tasks, {t: p for t, (p, _) in tm.items()},
                  {t: m for t, (_, m) in tm.items()}, stl_references(groups))
+    a.tuning = fams
     a.per_task = {t: task_stats(a, t) for t in tasks}
     a.dm_seeds = {g.name: group_delta_m(a, g) for g in a.mtl}
     a.overall = overall_stats(a)

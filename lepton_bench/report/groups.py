@@ -32,6 +32,7 @@ from .records import get, run_cost
 from .stats import finite
 
 IGNORED = ("seed", *RUNTIME_FIELDS)   # what does not make a configuration: a group holds its seeds
+_IGNORED_SECTIONS = tuple(f"{k}." for k in RUNTIME_FIELDS)   # a runtime mapping (sweep) flattens to sweep.*
 MATCHED = ("train.", "limit_")         # + tasks.<task>.: what an STL baseline should agree on
 _UNSET = object()                      # a key a config does not have (e.g. another task's settings)
 
@@ -89,7 +90,8 @@ def _freeze(v: Any) -> Any:
 def identity(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
     """What makes a run's configuration: its config completed with today's defaults (fields an old
     record lacks), as dotted keys, without seed and the runtime fields."""
-    return {k: _freeze(v) for k, v in flatten(complete(dict(cfg or {}))).items() if k not in IGNORED}
+    return {k: _freeze(v) for k, v in flatten(complete(dict(cfg or {}))).items()
+            if k not in IGNORED and not k.startswith(_IGNORED_SECTIONS)}
 
 
 def variant_defaults(variant: str, tasks: Sequence[str], cfg: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
+from .tuning import sensitivity_rows
 
 
 def summary(a: Analysis) -> str:
@@ -140,6 +141,24 @@ def _auxiliary_line(a: Analysis) -> str:
     items = [f"{', '.join(aux)} in {name}" for name, aux in a.auxiliary.items()]
     return ("- Auxiliary tasks (trained, reported, left out of checkpoint selection, Δm and the verdict): "
             + "; ".join(md_cell(i) for i in items))
+
+
+def tuning_section(a: Analysis) -> str:
+    """Every sweep point of every variant with its validation and test score; the chosen one marked."""
+    tune = sorted({f.tune_seeds for f in a.tuning}, key=str)
+    axes = sorted({k for f in a.tuning for k in f.axes})
+    protocol = ("every point on every seed" if tune == [None] else
+                "budget-saving: every point on the first "
+                + " or ".join(str(k) for k in tune if k is not None)
+                + " seeds (the tuning seeds), the remaining seeds at the chosen point only")
+    head = (f"Search axes: {', '.join(f'`{k}`' for k in axes)}; every variant, STL included, was tried at the same "
+            f"points ({protocol}). Each variant's point is chosen on validation only: the best mean over its "
+            "tuning seeds of the mean validation primary metric of its main tasks (at the checkpoint each run "
+            "selected on validation); every table above shows that point (✓), tuned against tuned. Score: the "
+            "same mean on validation, and on test for scale — test never chooses. n: tuning seeds (+ seeds run "
+            "later at the chosen point).")
+    headers = ["variant", "sweep point", "n", "validation ↑", "test ↑", "chosen"]
+    return head + "\n\n" + md_table(headers, sensitivity_rows(a.tuning), left=2)
 
 
 def _label_lines(a: Analysis) -> list[str]:
@@ -327,6 +346,10 @@ def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
         out += ["## Per task", TASK_NOTE + (TASK_AUX_NOTE if aux else "")] + [task_section(a, t) for t in a.tasks]
     if a.groups:
         out += ["## Overall", OVERALL_NOTE + (OVERALL_AUX_NOTE if aux else ""), overall_section(a)]
+    if a.tuning:
+        out += ["## Tuning: every sweep point", tuning_section(a)]
+        out += ["![sensitivity](sensitivity.png)"] if "sensitivity.png" in plots else []
+    plots = [p for p in plots if p != "sensitivity.png"]   # shown with its table
     standing = standing_section(a)
     if standing:
         out += ["## Standing baselines: EW, RLW and the static front", standing]

@@ -24,7 +24,7 @@ from .stats import ok, pareto_front
 
 DPI = 110
 STL_COLOR, MTL_COLOR = "tab:orange", "tab:blue"
-PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png")
+PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png", "sensitivity.png")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -198,10 +198,44 @@ def plot_cost(a: Analysis, path: Path) -> bool:
     return True
 
 
+def plot_sensitivity(a: Analysis, path: Path) -> bool:
+    """Per variant with sweep points: the validation score (solid, what chooses) and the test score
+    (dashed) at every point, the chosen one ringed."""
+    from matplotlib import colormaps
+
+    from .tuning import point_label
+
+    fams = [f for f in a.tuning if len(f.groups) > 1]
+    if not fams:
+        return False
+    labels = sorted({point_label(g, f.axes) for f in fams for g in f.groups})
+    x = {lab: i for i, lab in enumerate(labels)}
+    fig = _figure(max(7.0, 1.2 * len(labels) + 4), 4.5)
+    ax = fig.subplots()
+    cmap = colormaps["tab20"]
+    for i, f in enumerate(fams):
+        gs = sorted(f.groups, key=lambda g: x[point_label(g, f.axes)])
+        xs = [x[point_label(g, f.axes)] for g in gs]
+        color = cmap(i % 20)
+        ax.plot(xs, [f.scores[g.name]["val"] for g in gs], "-o", color=color, ms=4, label=f.variant)
+        ax.plot(xs, [f.scores[g.name]["test"] for g in gs], "--", color=color, lw=1)
+        if f.chosen is not None:
+            ax.plot([x[point_label(f.chosen, f.axes)]], [f.scores[f.chosen.name]["val"]], "o", ms=10, mfc="none",
+                    color=color)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set(ylabel="mean primary metric of the main tasks (higher is better)", xlabel="sweep point",
+           title=f"{a.grid}: every sweep point (solid: validation, chooses; dashed: test; ring: chosen)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    _save(fig, path)
+    return True
+
+
 def write_plots(a: Analysis, out: Path) -> list[str]:
     """Draw every plot that has data; remove a stale file of one that no longer has."""
     drawn = []
-    for name, draw in zip(PLOT_FILES, (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost), strict=True):
+    draws = (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost, plot_sensitivity)
+    for name, draw in zip(PLOT_FILES, draws, strict=True):
         if a.groups and draw(a, out / name):
             drawn.append(name)
         else:

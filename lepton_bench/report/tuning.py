@@ -1,0 +1,109 @@
+"""Tuned tables: of a variant's sweep points, the report keeps the one chosen on validation.
+
+Runs made by a grid with search axes carry them (``config.sweep``: axes, and ``tune_seeds`` under the
+budget-saving protocol). A *family* is the groups of one variant and task set whose configs differ in
+those axes only: its sweep points. Of each family the report keeps the group that
+``lepton_bench.selection`` chooses — the best mean validation primary metric of the main tasks, over
+the tuning seeds — and every table, the verdict and the STL matching read the kept groups only (tuned
+against tuned). The sensitivity section shows every point with its validation and test score, so a
+reader sees how much tuning moved each variant; test scores never choose.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..selection import choose, point_scores, validation_score
+from .groups import Group
+from .records import get
+from .stats import NAN, finite, ok
+
+
+@dataclass
+class Family:
+    """The sweep points of one variant on one task set."""
+
+    variant: str
+    axes: tuple[str, ...]
+    tune_seeds: int | None
+    groups: list[Group]
+    chosen: Group | None = None
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)   # group name -> val/test/n
+
+
+def _axes(g: Group) -> tuple[tuple[str, ...], int | None]:
+    sweep = (g.runs[0].get("config") or {}).get("sweep") or {}
+    return tuple(sweep.get("axes") or ()), sweep.get("tune_seeds")
+
+
+def test_score(record: dict) -> float:
+    """The mean over a run's main tasks of its test primary metric (shown, never used to choose)."""
+    aux = set(get(record, "config", "auxiliary") or ())
+    vals = [get(record, "metrics", t, "test", get(record, "metrics", t, "primary") or "") for t in record["tasks"]
+            if t not in aux]
+    x = finite(vals)
+    return float(x.mean()) if len(x) == len(vals) and len(x) else NAN
+
+
+def families(groups: list[Group]) -> list[Family]:
+    """The families of the groups made by a sweep (one per variant, task set and everything but the
+    axes), each with its chosen group; groups outside any sweep belong to none."""
+    # a variant's axes, from any of its runs: a point at the defaults may have been run before the
+    # sweep (the same run id), so its records carry no axes of their own
+    swept: dict[tuple, tuple[tuple[str, ...], int | None]] = {}
+    for g in groups:
+        axes, tune = _axes(g)
+        if axes:
+            swept.setdefault((g.variant, g.tasks), (axes, tune))
+    out: dict[tuple, Family] = {}
+    for g in groups:
+        axes, tune = swept.get((g.variant, g.tasks), ((), None))
+        if not axes:
+            continue
+        rest = tuple(sorted((k, v) for k, v in g.config.items() if k not in axes))
+        key = (g.variant, g.tasks, axes, rest)
+        out.setdefault(key, Family(g.variant, axes, tune, [])).groups.append(g)
+    for fam in out.values():
+        runs = [r for g in fam.groups for r in g.runs]
+        scores = point_scores(runs, list(fam.axes), fam.tune_seeds)
+        order = [_point(g, fam.axes) for g in sorted(fam.groups, key=lambda g: g.name)]
+        best = choose(scores, order)
+        fam.chosen = next((g for g in fam.groups if _point(g, fam.axes) == best), None)
+        for g in fam.groups:
+            tuning = [r for r in g.runs if fam.tune_seeds is None or r["seed"] < fam.tune_seeds]
+            val, test = finite(validation_score(r) for r in tuning), finite(test_score(r) for r in tuning)
+            fam.scores[g.name] = {"val": float(val.mean()) if len(val) else NAN,
+                                  "test": float(test.mean()) if len(test) else NAN, "n": len(tuning),
+                                  "n_all": len(g.runs)}
+    return sorted(out.values(), key=lambda f: (f.variant, f.groups[0].tasks))
+
+
+def _point(g: Group, axes: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    from ..selection import point_of
+
+    return point_of(g.runs[0].get("config") or {}, list(axes))
+
+
+def kept(groups: list[Group], fams: list[Family]) -> list[Group]:
+    """The groups the tables show: each family's chosen point, and every group outside a sweep."""
+    dropped = {id(g) for f in fams for g in f.groups if g is not f.chosen}
+    return [g for g in groups if id(g) not in dropped]
+
+
+def point_label(g: Group, axes: tuple[str, ...]) -> str:
+    from .groups import fmt_value
+
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in _point(g, axes))
+
+
+def sensitivity_rows(fams: list[Family]) -> list[list[str]]:
+    rows = []
+    for f in fams:
+        for g in sorted(f.groups, key=lambda g: point_label(g, f.axes)):
+            s = f.scores[g.name]
+            rows.append([f.variant, point_label(g, f.axes), f"{s['n']}" + (f" (+{s['n_all'] - s['n']})"
+                                                                           if s["n_all"] > s["n"] else ""),
+                         f"{s['val']:.4f}" if ok(s["val"]) else "—", f"{s['test']:.4f}" if ok(s["test"]) else "—",
+                         "✓" if g is f.chosen else ""])
+    return rows

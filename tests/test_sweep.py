@@ -1,0 +1,151 @@
+"""Search axes: every variant gets the same sweep points; a point is part of a run's identity; the
+budget-saving protocol picks each variant's point on validation only and runs the remaining seeds there."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lepton_bench.cli import main
+from lepton_bench.errors import ConfigError
+from lepton_bench.grid import GRIDS, Grid, parse_sweep, plan, register_grid
+from lepton_bench.results import SCHEMA_VERSION, read_records
+from lepton_bench.selection import choose, point_scores, validation_score
+
+VARIANTS = ("stl-conll2003", "hard-ew")
+
+
+@pytest.fixture
+def tuned_grid():
+    """A grid of 2 variants, 2 learning rates, 3 seeds, tuned on 1 seed (the budget-saving protocol)."""
+    name = "tuned-test"
+    if name not in GRIDS:
+        register_grid(Grid(name, VARIANTS, seeds=3, sweep={"train.lr": (1e-3, 2e-3)}, tune_seeds=1,
+                           overrides={"train.steps": 2}))
+    return name
+
+
+def fake_record(run, val: float, test: float) -> dict:
+    """A finished record of a planned run whose main tasks score ``val`` on validation, ``test`` on test."""
+    cfg = run.config.to_dict()
+    metrics = {t: {"val": {"entity_f1": val, "accuracy": val}, "test": {"entity_f1": test, "accuracy": test},
+                   "primary": "entity_f1" if t == "conll2003" else "accuracy"} for t in cfg["tasks"]}
+    return {"schema_version": SCHEMA_VERSION, "run_id": run.run_id, "status": "ok", "variant": cfg["variant"],
+            "tasks": list(cfg["tasks"]), "seed": cfg["seed"], "config": cfg, "metrics": metrics,
+            "finished_at": f"2026-12-02T00:00:0{cfg['seed']}+00:00",
+            "cost": {"train_seconds": 1.0, "eval_seconds": 1.0}}
+
+
+def test_parse_sweep():
+    assert parse_sweep("train.lr=1e-3, 2e-3,4e-3") == ("train.lr", ("1e-3", "2e-3", "4e-3"))
+    assert parse_sweep("model.image_widths=[32,64],[64,128]") == ("model.image_widths", ("[32,64]", "[64,128]"))
+    for bad in ("train.lr", "train.lr=", "=1,2", "train.lr=1,,2"):
+        with pytest.raises(ConfigError, match="--sweep"):
+            parse_sweep(bad)
+
+
+def test_every_variant_gets_every_point_and_the_default_point_keeps_its_run_id():
+    runs = plan("smoke", variants=",".join(VARIANTS), sweep=["train.lr=1e-3,2e-3", "model.dropout=0.0,0.1"])
+    assert len(runs) == 2 * 2 * 2
+    for v in VARIANTS:
+        points = {r.point for r in runs if r.config.variant == v}
+        assert points == {(("train.lr", lr), ("model.dropout", d)) for lr in (1e-3, 2e-3) for d in (0.0, 0.1)}
+    assert len({r.run_id for r in runs}) == 8                     # the point is part of the identity
+    assert all(r.config.sweep == {"axes": ["train.lr", "model.dropout"], "tune_seeds": None} for r in runs)
+    # a point at the defaults (lr 2e-3, dropout 0.1) is the very run the grid makes without a sweep
+    plain = {r.config.variant: r.run_id for r in plan("smoke", variants=",".join(VARIANTS))}
+    default = {r.config.variant: r.run_id for r in runs if r.point == (("train.lr", 2e-3), ("model.dropout", 0.1))}
+    assert default == plain
+
+
+def test_a_key_both_set_and_swept_is_refused():
+    with pytest.raises(ConfigError, match="both set .* and swept"):
+        plan("smoke", variants="hard-ew", overrides=["train.lr=1e-3"], sweep=["train.lr=1e-3,2e-3"])
+
+
+def test_a_grid_declares_its_axes_and_protocol_correctly():
+    with pytest.raises(ConfigError, match="tune_seeds must be in 1..seeds"):
+        Grid("bad", ("hard-ew",), seeds=2, sweep={"train.lr": (1e-3,)}, tune_seeds=3)
+    with pytest.raises(ConfigError, match="needs a tuple of values"):
+        Grid("bad", ("hard-ew",), sweep={"train.lr": 1e-3})
+
+
+def test_selection_reads_validation_never_test():
+    """Point A is better on validation, point B on test: A is chosen."""
+    a = {"status": "ok", "seed": 0, "tasks": ["imdb"], "config": {"train": {"lr": 1e-3}},
+         "metrics": {"imdb": {"primary": "accuracy", "val": {"accuracy": 0.9}, "test": {"accuracy": 0.5}}}}
+    b = {**a, "config": {"train": {"lr": 2e-3}},
+         "metrics": {"imdb": {"primary": "accuracy", "val": {"accuracy": 0.8}, "test": {"accuracy": 0.99}}}}
+    scores = point_scores([a, b], ["train.lr"])
+    assert choose(scores) == (("train.lr", 1e-3),)
+    # an auxiliary task's validation metric does not count; a missing one makes the run unusable
+    aux = {**a, "tasks": ["imdb", "cifar10"], "config": {"auxiliary": ["cifar10"]},
+           "metrics": {**a["metrics"], "cifar10": {"primary": "accuracy", "val": {"accuracy": 0.1}}}}
+    assert validation_score(aux) == pytest.approx(0.9)
+    assert choose({(("train.lr", 1e-3),): float("nan")}) is None
+
+
+def test_budget_saving_protocol_runs_the_remaining_seeds_at_the_point_chosen_on_validation(tuned_grid, tmp_path):
+    results = tmp_path / tuned_grid
+    runs = plan(tuned_grid, results_dir=results)
+    tuning = [r for r in runs if not r.pending]
+    assert len(tuning) == 2 * 2 and {r.config.seed for r in tuning} == {0}   # every point on seed 0 only
+    assert sum(r.pending for r in runs) == 2 * 2                              # seeds 1, 2 wait
+    assert all(r.config.sweep["tune_seeds"] == 1 for r in runs)
+    # the tuning records: lr 1e-3 wins on validation for STL, 2e-3 for hard-ew; test says the opposite
+    results.mkdir()
+    wins = {"stl-conll2003": 1e-3, "hard-ew": 2e-3}
+    with open(results / "runs.jsonl", "w") as f:
+        for r in tuning[:-1]:   # one tuning run still missing
+            good = dict(r.point)["train.lr"] == wins[r.config.variant]
+            f.write(json.dumps(fake_record(r, 0.9 if good else 0.8, 0.5 if good else 0.99)) + "\n")
+    again = plan(tuned_grid, results_dir=results)
+    missing = tuning[-1].config.variant
+    assert {r.config.variant for r in again if r.pending} == {missing}        # its tuning is not finished
+    with open(results / "runs.jsonl", "a") as f:
+        r = tuning[-1]
+        good = dict(r.point)["train.lr"] == wins[r.config.variant]
+        f.write(json.dumps(fake_record(r, 0.9 if good else 0.8, 0.5 if good else 0.99)) + "\n")
+    final = plan(tuned_grid, results_dir=results)
+    assert not any(r.pending for r in final)
+    later = [r for r in final if r.config.seed > 0]
+    assert len(later) == 2 * 2
+    for r in later:
+        assert r.config.train.lr == wins[r.config.variant]
+        assert r.point == (("train.lr", wins[r.config.variant]),)
+
+
+def test_the_grid_runs_the_tuning_then_the_chosen_point(tuned_grid, tmp_path, monkeypatch, capsys):
+    """cmd_grid: the tuning runs, then a new plan with the chosen points, then those runs."""
+    batches = []
+
+    def fake_run_grid(runs, results_dir, **kw):
+        todo = [r for r in runs if not r.pending and not any(r.run_id == d.run_id for b in batches for d in b)]
+        batches.append(todo)
+        results_dir.mkdir(parents=True, exist_ok=True)
+        with open(results_dir / "runs.jsonl", "a") as f:
+            for r in todo:
+                f.write(json.dumps(fake_record(r, 0.9 if r.config.train.lr == 1e-3 else 0.8, 0.5)) + "\n")
+        from lepton_bench.grid import GridSummary
+        return GridSummary(planned=len(runs), skipped=0, finished=len(todo), results=results_dir / "runs.jsonl")
+
+    monkeypatch.setattr("lepton_bench.grid.run_grid", fake_run_grid)
+    assert main(["run", "--grid", tuned_grid, "--out", str(tmp_path), "--no-progress"]) == 0
+    assert [len(b) for b in batches] == [4, 4]
+    assert {r.config.train.lr for r in batches[1]} == {1e-3} and {r.config.seed for r in batches[1]} == {1, 2}
+    recs = read_records(tmp_path / tuned_grid / "runs.jsonl")
+    assert len(recs) == 8
+    capsys.readouterr()
+    assert main(["run", "--grid", tuned_grid, "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "protocol: 2 variants × 2 sweep points (train.lr) × 1 tuning seeds, then 2 more seeds" in out
+    assert "train.lr=0.001" in out
+
+
+def test_dry_run_shows_points_and_pending_runs(tuned_grid, tmp_path, capsys):
+    assert main(["run", "--grid", tuned_grid, "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "after tuning" in out and "chosen on validation" in out and "train.lr=0.002" in out
+    assert main(["run", "--variant", "hard-ew", "--sweep", "train.lr=1e-3,2e-3"]) == 2
+    assert "--sweep: grid option" in capsys.readouterr().err
