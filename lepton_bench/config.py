@@ -197,7 +197,7 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-RUNTIME_FIELDS = tuple(paths_with(RunConfig(), "runtime"))   # device, data_dir, precision, compile
+RUNTIME_FIELDS = tuple(paths_with(RunConfig(), "runtime"))   # device, data_dir, precision, compile, sweep
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
