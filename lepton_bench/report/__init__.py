@@ -12,6 +12,8 @@ The README holds, in order:
 4. overall, one row per group: Δm (Maninis et al. 2019) with its 95% CI over seeds, mean rank over
    tasks (the Nash-MTL/FAMO convention), and cost (training time, FLOPs per step, peak memory,
    parameters, inference time) with ratios to the matched STL models together;
+4b. with search axes (``tuning``): every sweep point of every variant with its validation and test
+   score, the point chosen on validation marked — every other table shows only the chosen points;
 5. the standing baselines (``baselines``): each method against equal weights, RLW and the
    static-weight front of its design, architecture and main tasks (place, hypervolume, Δm
    differences with Holm-corrected p-values);
@@ -38,7 +40,8 @@ Nothing here imports torch: a report is fast and runs wherever the records are. 
 pure function of the records (no clock, sorted everything), so regenerating it changes no byte.
 
 Modules: ``stats`` (numbers), ``records`` (reading), ``groups`` (configurations, labels, STL
-matching), ``analysis`` (the tables' statistics), ``baselines`` (the standing baselines),
+matching), ``analysis`` (the tables' statistics), ``tuning`` (sweep points), ``baselines`` (the standing
+baselines),
 ``format``/``markdown``/``claims`` (the README's
 text), ``plots`` (the PNGs).
 """
