@@ -37,3 +37,14 @@ def test_incomplete_record_is_refused(tmp_path):
     with pytest.raises(ValueError, match="lacks"):
         append_record(tmp_path / "r.jsonl", {"run_id": "x"})
     assert not (tmp_path / "r.jsonl").exists()
+
+
+def test_training_curves_keep_float32_precision():
+    from lepton_bench.results import compact_curves
+
+    curves = {"train_loss": [{"step": 25, "lr": 0.0005200000000000001, "imdb": 1.3158479309082032,
+                              "weights": {"imdb": 0.05424382537603378}}], "val": [{"step": 50, "imdb": float("nan")}]}
+    out = compact_curves(curves)
+    row = out["train_loss"][0]
+    assert row == {"step": 25, "lr": 0.00052, "imdb": 1.315848, "weights": {"imdb": 0.05424383}}
+    assert abs(row["imdb"] - 1.3158479309082032) < 1e-6 and out["val"][0]["imdb"] != out["val"][0]["imdb"]
