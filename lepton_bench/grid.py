@@ -80,9 +80,10 @@ register_grid(Grid(
     help="STL baselines + representative MTL variants + the articles' design (lepton-*), 3 seeds, real data, "
          "200 steps: about two hours on 2 CPU cores"))
 register_grid(Grid(
-    "tagging", ("tagging-*",), seeds=5,
+    "tagging", ("tagging-*",), seeds=5, sweep={"train.lr": (1e-3, 2e-3, 4e-3)}, tune_seeds=2,
     help="CoNLL-2003 NER + POS + chunking through one BiLSTM encoder: STL, hard sharing with 7 weightings, the "
-         "static sweep, NER with auxiliary tasks; 5 seeds, full data, 2,000 steps (CPU, background)"))
+         "static sweep, NER with auxiliary tasks; lr tuned on 2 seeds, then 5 seeds at the chosen lr, full data, "
+         "2,000 steps (CPU, background)"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))
