@@ -702,3 +702,24 @@ def test_a_point_run_before_the_sweep_joins_its_family():
     (fam,) = a.tuning
     assert len(fam.groups) == 2 and fam.chosen.name == "hard-ew"   # the old default point wins on validation
     assert [g.name for g in a.groups] == ["hard-ew"]
+
+
+def test_a_variant_with_extra_axes_is_one_family_and_the_report_states_its_larger_budget():
+    """hard-ew's lr-only runs (dropout at its default) came before its extra dropout axis: one family of
+    4 points, chosen on validation (dropout 0.3); STL has 2 points and the section says who had more."""
+    recs = []
+    for s in range(2):
+        for lr, val in ((1e-3, 0.80), (2e-3, 0.85)):
+            recs.append(swept(make_record("stl-imdb", s, {"imdb": 0.8}, tag=f"{lr}"), lr, val))
+            recs.append(swept(make_record("hard-ew", s, {"imdb": 0.8}, tag=f"{lr}"), lr, val))
+            r = swept(make_record("hard-ew", s, {"imdb": 0.9}, tag=f"{lr}d"), lr, val + 0.1)
+            r["config"].setdefault("model", {})["dropout"] = 0.3
+            r["config"]["sweep"]["axes"] = ["train.lr", "model.dropout"]
+            recs.append(r)
+    a = report.analyse("mini", recs)
+    fams = {f.variant: f for f in a.tuning}
+    assert fams["hard-ew"].axes == ("train.lr", "model.dropout") and len(fams["hard-ew"].groups) == 4
+    assert fams["hard-ew"].chosen.name == "hard-ew (model.dropout=0.3)"   # lr 2e-3 is the default: no label
+    tuning = section(report.readme(a, "mini/runs.jsonl", []), "Tuning: every sweep point")
+    assert "`train.lr` (2 points) for every variant" in tuning
+    assert "a larger budget for some: `train.lr`, `model.dropout` (4 points) for hard-ew" in tuning

@@ -151,16 +151,52 @@ def test_dry_run_shows_points_and_pending_runs(tuned_grid, tmp_path, capsys):
     assert "--sweep: grid option" in capsys.readouterr().err
 
 
+def test_extra_axes_give_the_matching_variants_more_points_and_the_plan_says_so(tuned_grid, tmp_path, capsys):
+    name = "extra-axes-test"
+    if name not in GRIDS:
+        register_grid(Grid(name, VARIANTS, seeds=2, sweep={"train.lr": (1e-3, 2e-3)}, tune_seeds=1,
+                           extra_sweep={"hard-*": {"model.dropout": (0.1, 0.3)}}, overrides={"train.steps": 2}))
+    runs = plan(name, results_dir=tmp_path / name)
+    points = {v: {r.point for r in runs if r.config.variant == v and not r.pending} for v in VARIANTS}
+    assert points["stl-conll2003"] == {(("train.lr", 1e-3),), (("train.lr", 2e-3),)}
+    assert points["hard-ew"] == {(("train.lr", lr), ("model.dropout", d)) for lr in (1e-3, 2e-3) for d in (0.1, 0.3)}
+    assert {r.config.model.dropout for r in runs if r.config.variant == "stl-conll2003"} == {0.1}
+    assert next(r for r in runs if r.config.variant == "hard-ew").config.sweep["axes"] == ["train.lr", "model.dropout"]
+    # hard-ew's point at dropout 0.1 is the run the lr-only grid makes: the extra axis keeps run ids
+    lr_only = {r.run_id for r in plan(tuned_grid, variants="hard-ew") if not r.pending}
+    assert lr_only == {r.run_id for r in runs if r.config.variant == "hard-ew" and r.config.model.dropout == 0.1
+                       and not r.pending}
+    # the chosen point may be on the extra axis (validation says dropout 0.3, test says 0.1)
+    (tmp_path / name).mkdir()
+    with open(tmp_path / name / "runs.jsonl", "w") as f:
+        for r in runs:
+            if not r.pending:
+                good = r.config.model.dropout == 0.3 or r.config.variant == "stl-conll2003"
+                f.write(json.dumps(fake_record(r, 0.9 if good else 0.8, 0.5 if good else 0.99)) + "\n")
+    later = [r for r in plan(name, results_dir=tmp_path / name) if r.config.seed == 1]
+    assert {r.config.variant: r.config.model.dropout for r in later} == {"stl-conll2003": 0.1, "hard-ew": 0.3}
+    assert main(["run", "--grid", name, "--out", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert ("protocol: 1 variant × 2 sweep points (train.lr) and 1 variant × 4 sweep points (train.lr, "
+            "model.dropout) × 1 tuning seeds") in out
+    with pytest.raises(ConfigError, match="declare it once"):
+        Grid("bad", VARIANTS, sweep={"train.lr": (1e-3,)}, extra_sweep={"hard-*": {"train.lr": (4e-3,)}})
 
-def test_a_sweep_over_the_tagging_grid_keeps_its_committed_runs():
-    """Its lr=2e-3 point is the grid as first run: every committed record is one of its planned runs
-    (the tuning seeds directly; the later seeds once 2e-3 is chosen)."""
+
+def test_the_tagging_grid_keeps_its_committed_runs():
+    """Its lr=2e-3, dropout=0.1 point is the grid as first run (5 seeds, before it had search axes):
+    its tuning runs are committed records, and every committed record is a run of the grid — a tuning
+    run, a later seed at a chosen point, or a later seed of that first grid."""
     from pathlib import Path
 
     results = Path(__file__).resolve().parents[1] / "results" / "tagging"
-    committed = {r["run_id"] for r in read_records(results / "runs.jsonl")}
-    runs = plan("tagging", sweep=["train.lr=1e-3,2e-3,4e-3"], results_dir=results)
-    n_variants = len({r.config.variant for r in runs})
-    assert len(runs) == n_variants * 3 * 5 and {r.point for r in runs} == {
-        (("train.lr", lr),) for lr in (1e-3, 2e-3, 4e-3)}
-    assert committed == {r.run_id for r in runs if r.config.train.lr == 2e-3}
+    committed = {r["run_id"]: r for r in read_records(results / "runs.jsonl")}
+    runs = plan("tagging", results_dir=results)
+    tuning = [r for r in runs if not r.pending and r.config.seed < 2]
+    assert {dict(r.point)["train.lr"] for r in tuning} == {1e-3, 2e-3, 4e-3}
+    first = {r.run_id for r in tuning if r.config.train.lr == 2e-3 and r.config.model.dropout == 0.1}
+    assert first <= set(committed)
+    planned = {r.run_id for r in runs if not r.pending}
+    for rid, rec in committed.items():
+        assert rid in planned or (rec["seed"] >= 2 and rec["config"]["train"]["lr"] == 2e-3
+                                  and rec["config"]["model"]["dropout"] == 0.1), rid

@@ -121,13 +121,16 @@ def _print_plan(runs, done, results_dir, retry_failed) -> int:
         point = ", ".join(f"{k}={v}" for k, v in r.point) or ("chosen on validation" if r.pending else "—")
         rows.append([r.run_id, r.config.variant, point, r.config.seed, r.config.train.steps, state])
     print(tabulate(rows, headers=["run", "variant", "sweep point", "seed", "steps", "state"], tablefmt="github"))
-    sweep = runs[0].config.sweep if runs else {}
-    if sweep:
-        points = len({r.point for r in runs if not r.pending})
-        variants = len({r.config.variant for r in runs})
+    budgets: dict[tuple, set] = {}   # (axes, points) -> variants: a grid's extra axes give some variants more
+    for r in runs:
+        if r.config.sweep and not r.pending:
+            budgets.setdefault((tuple(r.config.sweep["axes"]), r.config.variant), set()).add(r.point)
+    by_budget = Counter((axes, len(points)) for (axes, _), points in budgets.items())
+    if by_budget:
         seeds = len({r.config.seed for r in runs})
-        tune = sweep.get("tune_seeds")
-        print(f"\nprotocol: {variants} variants × {points} sweep points ({', '.join(sweep['axes'])}) × "
+        tune = next(r.config.sweep.get("tune_seeds") for r in runs if r.config.sweep)
+        print("\nprotocol: " + " and ".join(f"{n} variant{'s' * (n > 1)} × {k} sweep points ({', '.join(axes)})"
+                                            for (axes, k), n in by_budget.most_common()) + " × "
               + (f"{tune} tuning seeds, then {seeds - tune} more seeds at each variant's point chosen on "
                  f"validation (budget-saving)" if tune else f"{seeds} seeds, every point")
               + "; the report selects each variant's point on validation only")

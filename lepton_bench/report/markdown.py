@@ -146,13 +146,25 @@ def _auxiliary_line(a: Analysis) -> str:
 def tuning_section(a: Analysis) -> str:
     """Every sweep point of every variant with its validation and test score; the chosen one marked."""
     tune = sorted({f.tune_seeds for f in a.tuning}, key=str)
-    axes = sorted({k for f in a.tuning for k in f.axes})
     protocol = ("every point on every seed" if tune == [None] else
                 "budget-saving: every point on the first "
                 + " or ".join(str(k) for k in tune if k is not None)
                 + " seeds (the tuning seeds), the remaining seeds at the chosen point only")
-    head = (f"Search axes: {', '.join(f'`{k}`' for k in axes)}; every variant, STL included, was tried at the same "
-            f"points ({protocol}). Each variant's point is chosen on validation only: the best mean over its "
+    budgets: dict[tuple, list[str]] = {}   # (axes, points) -> variants
+    for f in a.tuning:
+        budgets.setdefault((f.axes, len(f.groups)), []).append(f.variant)
+    common = max(budgets, key=lambda b: (len(budgets[b]), -b[1]))   # the most variants; ties: the smaller
+    axes_text = ", ".join(f"`{k}`" for k in common[0])
+    if len(budgets) == 1:
+        budget = f"Search axes: {axes_text}; every variant, STL included, was tried at the same points ({protocol})."
+    else:   # a grid's extra axes: some variants had a larger budget, which a reader must know
+        more = "; ".join(f"{', '.join(f'`{k}`' for k in axes)} ({n} points) for {', '.join(sorted(set(vs)))}"
+                         for (axes, n), vs in budgets.items() if (axes, n) != common)
+        budget = (f"Search axes: {axes_text} ({common[1]} points) for every variant, STL included ({protocol}); "
+                  f"a larger budget for some: {more}. A comparison with those variants favours them by that "
+                  "budget: where they win, the sensitivity table below shows whether their shared axes alone "
+                  "already did.")
+    head = (f"{budget} Each variant's point is chosen on validation only: the best mean over its "
             "tuning seeds of the mean validation primary metric of its main tasks (at the checkpoint each run "
             "selected on validation); every table above shows that point (✓), tuned against tuned. Score: the "
             "same mean on validation, and on test for scale — test never chooses. n: tuning seeds (+ seeds run "

@@ -51,11 +51,13 @@ def families(groups: list[Group]) -> list[Family]:
     axes), each with its chosen group; groups outside any sweep belong to none."""
     # a variant's axes, from any of its runs: a point at the defaults may have been run before the
     # sweep (the same run id), so its records carry no axes of their own
+    # (and a grid's extra axes may have come later than its own: a variant's axes are the union)
     swept: dict[tuple, tuple[tuple[str, ...], int | None]] = {}
     for g in groups:
         axes, tune = _axes(g)
         if axes:
-            swept.setdefault((g.variant, g.tasks), (axes, tune))
+            old, old_tune = swept.get((g.variant, g.tasks), ((), None))
+            swept[(g.variant, g.tasks)] = (tuple(dict.fromkeys([*old, *axes])), old_tune if old else tune)
     out: dict[tuple, Family] = {}
     for g in groups:
         axes, tune = swept.get((g.variant, g.tasks), ((), None))
