@@ -45,7 +45,9 @@ class Grid:
     matching variants only: a larger budget for them (e.g. regularisation for the EW baseline and STL,
     as Kurin et al. 2022 tune them), which the report states. ``tune_seeds`` k: the budget-saving
     protocol — every point on seeds 0..k-1, then the remaining seeds at each variant's point chosen on
-    validation only."""
+    validation only. ``static_front`` n: every static variant of the grid that declares no weights runs
+    at each interior point of the simplex lattice of its tasks' weights at density n (each point its own
+    configuration, tuned on the same axes): the static-weight front (Xin et al. 2022)."""
 
     name: str
     variants: tuple[str, ...]                 # fnmatch patterns over the variant registry
@@ -57,6 +59,7 @@ class Grid:
     sweep: dict[str, tuple] = field(default_factory=dict)     # dotted key -> values (search axes)
     tune_seeds: int | None = None
     extra_sweep: dict[str, dict[str, tuple]] = field(default_factory=dict)   # variant pattern -> more axes
+    static_front: int = 0   # density of the static-weight simplex (0: none); see simplex_weights
 
     def __post_init__(self):
         for key, values in [*self.sweep.items(), *(kv for ax in self.extra_sweep.values() for kv in ax.items())]:
@@ -93,9 +96,10 @@ register_grid(Grid(
     # dropout too for the EW baseline and STL (Kurin et al. 2022: regularised unitary scalarisation); STL's
     # larger budget can only shrink the gains MTL shows over it
     extra_sweep={"tagging-hard-ew": {"model.dropout": (0.1, 0.3)}, "tagging-stl-*": {"model.dropout": (0.1, 0.3)}},
+    static_front=5,   # 6 interior points: one task at 3x the others' weight, or one at half
     help="CoNLL-2003 NER + POS + chunking through one BiLSTM encoder: STL, hard sharing with 7 weightings, the "
-         "static sweep, NER with auxiliary tasks; lr (and dropout for EW and STL) tuned on 2 seeds, then 5 seeds "
-         "at the chosen point, full data, 2,000 steps (CPU, background)"))
+         "static front (simplex, density 5), NER with auxiliary tasks; lr (and dropout for EW and STL) tuned on 2 "
+         "seeds, then 5 seeds at the chosen point, full data, 2,000 steps (CPU, background)"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))
@@ -107,6 +111,7 @@ class PlannedRun:
     config: RunConfig
     point: tuple = ()        # its sweep point: ((key, value), ...); () without search axes
     pending: bool = False    # budget-saving protocol: waits for its variant's tuning runs (run_id unknown yet)
+    member: str = ""         # a point of the static front: its weights, ``w=a/b/c`` in task order
 
 
 def parse_sweep(text: str) -> tuple[str, tuple[str, ...]]:
@@ -174,39 +179,85 @@ def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
     tune = g.tune_seeds if swept and g.tune_seeds is not None and g.tune_seeds < n_seeds else None
     base = [*(f"{k}={json.dumps(v)}" for k, v in g.overrides.items() if k not in swept), *overrides]
 
-    def config(name: str, seed: int, point: tuple) -> RunConfig:
-        cfg = make_config(name, seed=seed, overrides=[*base, *(f"{k}={v}" for k, v in point)],
+    def config(member: tuple[str, tuple[str, ...]], seed: int, point: tuple) -> RunConfig:
+        name, fixed = member
+        cfg = make_config(name, seed=seed, overrides=[*base, *fixed, *(f"{k}={v}" for k, v in point)],
                           limit_train=g.limit_train if limit_train is None else limit_train,
                           limit_eval=g.limit_eval if limit_eval is None else limit_eval, **runtime)
         cfg.sweep = {"axes": list(axes_of[name]), "tune_seeds": tune} if axes_of[name] else {}
         return cfg
 
+    # a member: a variant, or one static-front point of it (its weights fixed, its own tuning)
+    members = [(name, fixed) for name in names for fixed in _front_points(g, name, overrides)]
     points = {name: _points(axes_of[name]) for name in names}
-    runs = []
+    runs: list[PlannedRun] = []
+    tuning_of: dict[tuple, list[PlannedRun]] = {m: [] for m in members}
     for seed in range(min(n_seeds, tune) if tune is not None else n_seeds):
-        for name in names:
-            for point in points[name]:
-                cfg = config(name, seed, point)
-                runs.append(PlannedRun(run_id(cfg), cfg, _typed_point(cfg, axes_of[name])))
+        for m in members:
+            for point in points[m[0]]:
+                cfg = config(m, seed, point)
+                runs.append(PlannedRun(run_id(cfg), cfg, _typed_point(cfg, axes_of[m[0]]), member=_label(cfg, m)))
+                tuning_of[m].append(runs[-1])
     if tune is None:
         return runs
     done = _known_records(results_dir) if results_dir is not None else {}
-    chosen: dict[str, tuple | None] = {}
-    for name in names:   # each variant's point, from its tuning runs' records (validation only)
-        tuning = [r for r in runs if r.config.variant == name]
+    chosen: dict[tuple, tuple | None] = {}
+    for m in members:   # each member's point, from its tuning runs' records (validation only)
+        name, tuning = m[0], tuning_of[m]
         recs = [done.get(r.run_id) for r in tuning]
         best = choose(point_scores(recs, list(axes_of[name])), [r.point for r in tuning]) if all(recs) else None
         # the point as --set takes it, for the runs still to plan
-        chosen[name] = next((p for p, r in zip(points[name] * tune, tuning, strict=True) if r.point == best), None)
+        chosen[m] = next((p for p, r in zip(points[name] * tune, tuning, strict=True) if r.point == best), None)
     for seed in range(tune, n_seeds):
-        for name in names:
-            if chosen[name] is None:   # tuning not finished (or every point failed): not plannable yet
-                cfg = config(name, seed, points[name][0])
-                runs.append(PlannedRun(f"{name}-s{seed}-(after tuning)", cfg, (), pending=True))
+        for m in members:
+            if chosen[m] is None:   # tuning not finished (or every point failed): not plannable yet
+                cfg = config(m, seed, points[m[0]][0])
+                label = _label(cfg, m)
+                runs.append(PlannedRun(f"{m[0]}{' ' * bool(label)}{label}-s{seed}-(after tuning)", cfg, (),
+                                       pending=True, member=label))
                 continue
-            cfg = config(name, seed, chosen[name])
-            runs.append(PlannedRun(run_id(cfg), cfg, _typed_point(cfg, axes_of[name])))
+            cfg = config(m, seed, chosen[m])
+            runs.append(PlannedRun(run_id(cfg), cfg, _typed_point(cfg, axes_of[m[0]]), member=_label(cfg, m)))
     return runs
+
+
+def simplex_weights(tasks: Sequence[str], density: int) -> list[dict[str, float]]:
+    """The interior points of the simplex lattice of ``len(tasks)`` task weights at ``density`` n: the
+    weights T·k/n for every k with each k_i ≥ 1 and Σk = n — scaled so that equal weights are 1 each,
+    as EW's are — without the equal point itself (EW's own variant). Rounded to 4 decimals."""
+    t = len(tasks)
+    if density < t:
+        raise ConfigError(f"a static-front density of {density} has no interior point for {t} tasks: "
+                          f"give at least {t}")
+    out = []
+
+    def fill(prefix: list[int], left: int) -> None:
+        if len(prefix) == t - 1:
+            if left >= 1:
+                out.append([*prefix, left])
+            return
+        for k in range(1, left - (t - 1 - len(prefix)) + 1):
+            fill([*prefix, k], left - k)
+
+    fill([], density)
+    return [{task: round(t * k / density, 4) for task, k in zip(tasks, ks, strict=True)}
+            for ks in out if len(set(ks)) > 1]
+
+
+def _front_points(g: Grid, name: str, overrides: Sequence[str]) -> list[tuple[str, ...]]:
+    """The fixed overrides of a variant's members: one per point of the grid's static front
+    (``Grid.static_front``) for a static variant that declares no weights of its own, else ``()``."""
+    if not g.static_front or any(o.split("=", 1)[0].strip() == "weighting_args.static" for o in overrides):
+        return [()]
+    cfg = make_config(name)
+    if cfg.weighting != "static" or cfg.weighting_args.static or cfg.auxiliary:
+        return [()]
+    return [(f"weighting_args.static={json.dumps(w)}",) for w in simplex_weights(list(cfg.tasks), g.static_front)]
+
+
+def _label(cfg: RunConfig, member: tuple[str, tuple[str, ...]]) -> str:
+    """``w=1.8/0.6/0.6``: a static-front member's weights in task order (as the report labels it)."""
+    return "w=" + "/".join(f"{cfg.weighting_args.static.get(t, 1.0):g}" for t in cfg.tasks) if member[1] else ""
 
 
 def _known_records(results_dir: Path) -> dict[str, dict]:

@@ -217,6 +217,11 @@ for _t in TAGGING:
                              overrides={**TAGGING_MODEL, "weighting_args.static": {_t: 2.0}},
                              help=f"NER + POS + chunking, one encoder, static weights, {_t} x2 (weight sweep)",
                              **TAGGING_REFERENCES))
+# The static-weight front: no weights of its own; a grid with a static_front density runs it at every
+# interior point of the simplex of task weights (without one it runs at equal weights, as EW).
+register_variant(Variant("tagging-hard-static", "hard", "static", tasks=TAGGING, overrides=TAGGING_MODEL,
+                         help="NER + POS + chunking, one encoder, static weights at each point of the grid's "
+                              "simplex (the static front)", **TAGGING_REFERENCES))
 # Auxiliary tasks (the articles' auxiliary losses): NER is the task; POS and/or chunking are trained
 # at a fixed weight w for what they teach the shared encoder, and left out of selection and Δm.
 AUXILIARY = {"pos": ("conll2003_pos",), "chunk": ("conll2003_chunk",), "both": ("conll2003_pos", "conll2003_chunk")}

@@ -723,3 +723,26 @@ def test_a_variant_with_extra_axes_is_one_family_and_the_report_states_its_large
     tuning = section(report.readme(a, "mini/runs.jsonl", []), "Tuning: every sweep point")
     assert "`train.lr` (2 points) for every variant" in tuning
     assert "a larger budget for some: `train.lr`, `model.dropout` (4 points) for hard-ew" in tuning
+
+
+def test_the_static_front_plot_and_the_labels_of_its_simplex_points(tmp_path):
+    """Two static-front points of one weightless static variant are two groups (and two families),
+    labelled by their weights; the pairwise front plot is drawn and shown with the standing baselines."""
+    def pair(name, c, i, **kw):
+        return [make_record(name, s, {"cifar10": c + d, "imdb": i + d}, **kw) for s, d in enumerate((-0.01, 0.01))]
+
+    recs = [make_record(f"stl-{t}", s, {t: 0.70 + d}) for t in ("cifar10", "imdb") for s, d in enumerate((-0.01, 0.01))]
+    recs += pair("hard-ew", 0.80, 0.80) + pair("hard-uw", 0.90, 0.78, weighting="uw")
+    for w, (c, i) in (((1.5, 0.5), (0.86, 0.75)), ((0.5, 1.5), (0.75, 0.86))):
+        for r in pair("hard-static", c, i, weighting="static", tag=f"{w[0]}"):
+            r["config"]["weighting_args"] = {"static": {"cifar10": w[0], "imdb": w[1]}}
+            recs.append(swept(r, 2e-3, 0.8))
+    a = report.analyse("mini", recs)
+    names = sorted(g.name for g in a.groups if g.variant == "hard-static")
+    assert names == ["hard-static (w=0.5/1.5)", "hard-static (w=1.5/0.5)"]
+    assert sorted(f.label for f in a.tuning) == names
+    out = report.write_report(write_grid(tmp_path, recs) / "runs.jsonl", tmp_path / "report")
+    assert (out.parent / "static_front.png").stat().st_size > 1000
+    text = out.read_text()
+    assert text.count("](static_front.png)") == 1
+    assert "](static_front.png)" in section(text, "Standing baselines: EW, RLW and the static front")

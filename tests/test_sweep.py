@@ -9,7 +9,7 @@ import pytest
 
 from lepton_bench.cli import main
 from lepton_bench.errors import ConfigError
-from lepton_bench.grid import GRIDS, Grid, parse_sweep, plan, register_grid
+from lepton_bench.grid import GRIDS, Grid, parse_sweep, plan, register_grid, simplex_weights
 from lepton_bench.results import SCHEMA_VERSION, read_records
 from lepton_bench.selection import choose, point_scores, validation_score
 
@@ -194,9 +194,42 @@ def test_the_tagging_grid_keeps_its_committed_runs():
     runs = plan("tagging", results_dir=results)
     tuning = [r for r in runs if not r.pending and r.config.seed < 2]
     assert {dict(r.point)["train.lr"] for r in tuning} == {1e-3, 2e-3, 4e-3}
-    first = {r.run_id for r in tuning if r.config.train.lr == 2e-3 and r.config.model.dropout == 0.1}
+    first = {r.run_id for r in tuning if r.config.train.lr == 2e-3 and r.config.model.dropout == 0.1
+             and not r.member}   # the static front's points came later
     assert first <= set(committed)
     planned = {r.run_id for r in runs if not r.pending}
     for rid, rec in committed.items():
         assert rid in planned or (rec["seed"] >= 2 and rec["config"]["train"]["lr"] == 2e-3
                                   and rec["config"]["model"]["dropout"] == 0.1), rid
+
+
+def test_simplex_weights_by_hand():
+    """Density 5 over 3 tasks: k in {(3,1,1), (2,2,1)} and their permutations, weights 3k/5."""
+    w = simplex_weights(["a", "b", "c"], 5)
+    assert len(w) == 6
+    assert {"a": 1.8, "b": 0.6, "c": 0.6} in w and {"a": 1.2, "b": 1.2, "c": 0.6} in w
+    assert all(sum(p.values()) == pytest.approx(3.0) for p in w)
+    # density 6: the equal point (2,2,2) is EW's own variant and is left out; 10 - 1 points
+    assert len(simplex_weights(["a", "b", "c"], 6)) == 9 and {"a": 1.0, "b": 1.0, "c": 1.0} not in \
+        simplex_weights(["a", "b", "c"], 6)
+    assert simplex_weights(["a", "b"], 4) == [{"a": 0.5, "b": 1.5}, {"a": 1.5, "b": 0.5}]
+    with pytest.raises(ConfigError, match="no interior point"):
+        simplex_weights(["a", "b", "c"], 2)
+
+
+def test_a_static_front_grid_runs_a_weightless_static_variant_at_every_simplex_point(tmp_path, capsys):
+    name = "front-test"
+    if name not in GRIDS:
+        register_grid(Grid(name, ("tagging-hard-static", "tagging-hard-static-conll2003x2"), seeds=1,
+                           static_front=4, overrides={"train.steps": 2}, sweep={"train.lr": (1e-3, 2e-3)}))
+    runs = plan(name)
+    front = [r for r in runs if r.config.variant == "tagging-hard-static"]
+    weights = {tuple(r.config.weighting_args.static.values()) for r in front}
+    assert weights == {(1.5, 0.75, 0.75), (0.75, 1.5, 0.75), (0.75, 0.75, 1.5)}
+    assert len(front) == 3 * 2 and len({r.run_id for r in front}) == 6      # each point tuned on the same axes
+    assert {r.member for r in front} == {"w=1.5/0.75/0.75", "w=0.75/1.5/0.75", "w=0.75/0.75/1.5"}
+    # a static variant with weights of its own stays one configuration
+    fixed = [r for r in runs if r.config.variant == "tagging-hard-static-conll2003x2"]
+    assert len(fixed) == 2 and {r.member for r in fixed} == {""}
+    assert main(["run", "--grid", name, "--out", str(tmp_path), "--dry-run"]) == 0
+    assert "tagging-hard-static (w=0.75/0.75/1.5)" in capsys.readouterr().out

@@ -119,13 +119,14 @@ def _print_plan(runs, done, results_dir, retry_failed) -> int:
         if r.pending:
             state = "after tuning"
         point = ", ".join(f"{k}={v}" for k, v in r.point) or ("chosen on validation" if r.pending else "—")
-        rows.append([r.run_id, r.config.variant, point, r.config.seed, r.config.train.steps, state])
+        variant = f"{r.config.variant} ({r.member})" if r.member else r.config.variant
+        rows.append([r.run_id, variant, point, r.config.seed, r.config.train.steps, state])
     print(tabulate(rows, headers=["run", "variant", "sweep point", "seed", "steps", "state"], tablefmt="github"))
     budgets: dict[tuple, set] = {}   # (axes, points) -> variants: a grid's extra axes give some variants more
     for r in runs:
         if r.config.sweep and not r.pending:
-            budgets.setdefault((tuple(r.config.sweep["axes"]), r.config.variant), set()).add(r.point)
-    by_budget = Counter((axes, len(points)) for (axes, _), points in budgets.items())
+            budgets.setdefault((tuple(r.config.sweep["axes"]), r.config.variant, r.member), set()).add(r.point)
+    by_budget = Counter((axes, len(points)) for (axes, *_), points in budgets.items())
     if by_budget:
         seeds = len({r.config.seed for r in runs})
         tune = next(r.config.sweep.get("tune_seeds") for r in runs if r.config.sweep)

@@ -31,7 +31,7 @@ from .stats import ALPHA, NAN, dominates, holm, hypervolume, mean_ci, nondominat
 REF_MARGIN = 0.01   # the hypervolume's reference point sits this far below the lowest mean on each task
 
 
-def _sets(a: Analysis) -> dict[tuple[str, str, tuple[str, ...]], list[Group]]:
+def static_sets(a: Analysis) -> dict[tuple[str, str, tuple[str, ...]], list[Group]]:
     """(design, architecture, main tasks) -> its MTL groups, for the sets that have a static point."""
     sets: dict[tuple[str, str, tuple[str, ...]], list[Group]] = {}
     for g in a.mtl:
@@ -54,7 +54,7 @@ def standing_rows(a: Analysis) -> list[dict[str, Any]]:
     front, the hypervolume ratio, and Δm differences to EW, RLW and the best static point with
     Holm-corrected p-values (over every comparison of every set)."""
     rows = []
-    for (design, arch, main), groups in _sets(a).items():
+    for (design, arch, main), groups in static_sets(a).items():
         static = [g for g in groups if g.weighting in STATIC_WEIGHTINGS]
         points = {g.name: _point(a, g, main) for g in groups}
         static_pts = [points[g.name] for g in static if all(ok(x) for x in points[g.name])]

@@ -130,9 +130,16 @@ def _label(variant: str, parts: Sequence[str]) -> str:
     return f"{variant} ({', '.join(parts)})" if parts else variant
 
 
+STATIC_KEY = "weighting_args.static."
+
+
 def _parts(g: Group, keys: Sequence[str], task_set: bool) -> list[str]:
-    """What a label shows after the variant's name: the task set (when that varies), then ``key=value``."""
-    return (["+".join(g.tasks)] if task_set else []) + [f"{k}={fmt_value(g.config.get(k, _UNSET))}" for k in keys]
+    """What a label shows after the variant's name: the task set (when that varies), then ``key=value``;
+    static task weights as one ``w=a/b/c`` in the group's task order (missing: 1), a point of the front."""
+    parts = [f"{k}={fmt_value(g.config.get(k, _UNSET))}" for k in keys if not k.startswith(STATIC_KEY)]
+    if any(k.startswith(STATIC_KEY) for k in keys):
+        parts.insert(0, "w=" + "/".join(fmt_value(g.config.get(STATIC_KEY + t, 1.0)) for t in g.tasks))
+    return (["+".join(g.tasks)] if task_set else []) + parts
 
 
 def name_groups(groups: Sequence[Group]) -> None:

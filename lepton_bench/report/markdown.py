@@ -152,7 +152,7 @@ def tuning_section(a: Analysis) -> str:
                 + " seeds (the tuning seeds), the remaining seeds at the chosen point only")
     budgets: dict[tuple, list[str]] = {}   # (axes, points) -> variants
     for f in a.tuning:
-        budgets.setdefault((f.axes, len(f.groups)), []).append(f.variant)
+        budgets.setdefault((f.axes, len(f.groups)), []).append(f.label or f.variant)
     common = max(budgets, key=lambda b: (len(budgets[b]), -b[1]))   # the most variants; ties: the smaller
     axes_text = ", ".join(f"`{k}`" for k in common[0])
     if len(budgets) == 1:
@@ -365,6 +365,8 @@ def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
     standing = standing_section(a)
     if standing:
         out += ["## Standing baselines: EW, RLW and the static front", standing]
+        out += ["![static front](static_front.png)"] if "static_front.png" in plots else []
+    plots = [p for p in plots if p != "static_front.png"]   # shown with its table
     claims = claims_section(a)
     if claims:
         out += ["## The articles' claims", claims]

@@ -17,14 +17,15 @@ from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .analysis import Analysis
+from .analysis import STATIC_WEIGHTINGS, Analysis
 from .groups import Group
 from .records import get
 from .stats import ok, pareto_front
 
 DPI = 110
 STL_COLOR, MTL_COLOR = "tab:orange", "tab:blue"
-PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png", "sensitivity.png")
+PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png", "sensitivity.png",
+              "static_front.png")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -56,9 +57,12 @@ def plot_delta_m(a: Analysis, path: Path) -> bool:
     ax.errorbar(df["train_ratio"], df["dm"], yerr=df["dm_ci"].fillna(0), fmt="o", color=MTL_COLOR,
                 ecolor="0.6", capsize=3, label="MTL variant (95% CI)")
     pts = list(zip(df["train_ratio"], df["dm"], strict=True))
-    front = pareto_front(pts)
-    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="tab:green", lw=1.2,
-            label="Pareto front")
+    sets = list(dict.fromkeys(df["main"])) if "main" in df else [None]
+    for k, main in enumerate(sets):   # Δm over other main tasks is another scale: one front per set
+        idx = [i for i, m in enumerate(df["main"] if main is not None else [None] * len(pts)) if m == main]
+        front = [idx[i] for i in pareto_front([pts[i] for i in idx])]
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-", color="tab:green", lw=1.2,
+                label=("Pareto front" + (" (per set of main tasks)" if len(sets) > 1 else "")) if k == 0 else None)
     ax.axhline(0, color="0.3", lw=0.8)
     ax.axvline(1, color="0.5", lw=0.8, ls=":")
     ax.plot([1], [0], "s", color=STL_COLOR, label="STL models together")
@@ -217,7 +221,7 @@ def plot_sensitivity(a: Analysis, path: Path) -> bool:
         gs = sorted(f.groups, key=lambda g: x[point_label(g, f.axes)])
         xs = [x[point_label(g, f.axes)] for g in gs]
         color = cmap(i % 20)
-        ax.plot(xs, [f.scores[g.name]["val"] for g in gs], "-o", color=color, ms=4, label=f.variant)
+        ax.plot(xs, [f.scores[g.name]["val"] for g in gs], "-o", color=color, ms=4, label=f.label or f.variant)
         ax.plot(xs, [f.scores[g.name]["test"] for g in gs], "--", color=color, lw=1)
         if f.chosen is not None:
             ax.plot([x[point_label(f.chosen, f.axes)]], [f.scores[f.chosen.name]["val"]], "o", ms=10, mfc="none",
@@ -231,10 +235,73 @@ def plot_sensitivity(a: Analysis, path: Path) -> bool:
     return True
 
 
+def plot_static_front(a: Analysis, path: Path) -> bool:
+    """Per set of main tasks with a static sweep: every pair of tasks (T = 3: three panels), the static
+    points (squares; filled: on the front in all T dimensions) with the pair's own front joined, each
+    other method with 95% CI bars on both tasks, and the STL baselines (star)."""
+    from itertools import combinations
+
+    from .baselines import static_sets
+    from .stats import mean_ci, nondominated
+
+    panels = []
+    sets = {k: v for k, v in static_sets(a).items()   # as the table: sets with a method to place
+            if len(k[2]) > 1 and any(g.weighting not in STATIC_WEIGHTINGS for g in v)}
+    for (design, arch, main), groups in sets.items():
+        static = [g for g in groups if g.weighting in STATIC_WEIGHTINGS]
+        mean = {g.name: [mean_ci(g.values(t, a.primary[t])) for t in main] for g in groups}
+        full = [g for g in static if all(ok(m[0]) for m in mean[g.name])]
+        on_front = {full[i].name for i in nondominated([[m[0] for m in mean[g.name]] for g in full])}
+        for i, j in combinations(range(len(main)), 2):
+            where = f"{design}, {arch}" if len({k[1:] for k in sets}) < len(sets) else arch
+            panels.append((f"{'+'.join(main)} ({where})", main, i, j, groups, static, mean, on_front))
+    if not panels:
+        return False
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = _figure(5.2 * cols, 4.6 * rows)
+    axs = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, (title, main, i, j, groups, static, mean, on_front) in zip(axs, panels, strict=False):
+        ti, tj = main[i], main[j]
+        sx = [(mean[g.name][i][0], mean[g.name][j][0], g.name) for g in static
+              if ok(mean[g.name][i][0]) and ok(mean[g.name][j][0])]
+        front2 = sorted((sx[k] for k in nondominated([(x, y) for x, y, _ in sx])), key=lambda p: p[0])
+        ax.plot([p[0] for p in front2], [p[1] for p in front2], "-", color="tab:green", lw=1.2,
+                label="static front (this pair)")
+        for x, y, name in sx:
+            ax.plot([x], [y], "s", ms=6, color="tab:green" if name in on_front else "none",
+                    mec="tab:green", mew=1.2)
+        others = [g for g in groups if g.weighting not in STATIC_WEIGHTINGS
+                  and ok(mean[g.name][i][0]) and ok(mean[g.name][j][0])]
+        pts, names = [], []
+        for g in others:
+            (x, _, ex), (y, _, ey) = mean[g.name][i], mean[g.name][j]
+            ax.errorbar([x], [y], xerr=[ex if ok(ex) else 0], yerr=[ey if ok(ey) else 0], fmt="o", ms=5,
+                        color=MTL_COLOR, ecolor="0.6", capsize=2)
+            pts.append((x, y))
+            names.append(g.name)
+        ref_i, ref_j = a.ref(ti, groups[0]), a.ref(tj, groups[0])
+        if ref_i is not None and ref_j is not None:
+            stl = (mean_ci(ref_i.values(ti, a.primary[ti]))[0], mean_ci(ref_j.values(tj, a.primary[tj]))[0])
+            if ok(stl[0]) and ok(stl[1]):
+                ax.plot([stl[0]], [stl[1]], "*", ms=12, color=STL_COLOR, label="STL baselines")
+        _labels(ax, names, pts)
+        ax.set(xlabel=f"{ti} {a.primary[ti]} (test)", ylabel=f"{tj} {a.primary[tj]} (test)", title=title)
+        ax.grid(alpha=0.3)
+        ax.locator_params(nbins=5)   # fewer ticks: four-decimal labels would overlap
+        ax.legend(fontsize=7, loc="lower left")
+    for ax in axs[len(panels):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{a.grid}: the static front, pair by pair (squares: static points, filled: on the front in "
+                 "every task; dots: other methods, 95% CI; up and right is better)", fontsize=9)
+    _save(fig, path)
+    return True
+
+
 def write_plots(a: Analysis, out: Path) -> list[str]:
     """Draw every plot that has data; remove a stale file of one that no longer has."""
     drawn = []
-    draws = (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost, plot_sensitivity)
+    draws = (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost, plot_sensitivity, plot_static_front)
     for name, draw in zip(PLOT_FILES, draws, strict=True):
         if a.groups and draw(a, out / name):
             drawn.append(name)

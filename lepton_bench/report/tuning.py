@@ -29,6 +29,7 @@ class Family:
     tune_seeds: int | None
     groups: list[Group]
     chosen: Group | None = None
+    label: str = ""   # the variant, and what sets the family apart from its variant's others (static weights)
     scores: dict[str, dict[str, float]] = field(default_factory=dict)   # group name -> val/test/n
 
 
@@ -65,7 +66,7 @@ def families(groups: list[Group]) -> list[Family]:
             continue
         rest = tuple(sorted((k, v) for k, v in g.config.items() if k not in axes))
         key = (g.variant, g.tasks, axes, rest)
-        out.setdefault(key, Family(g.variant, axes, tune, [])).groups.append(g)
+        out.setdefault(key, Family(g.variant, axes, tune, [], label=_family_label(g, axes))).groups.append(g)
     for fam in out.values():
         runs = [r for g in fam.groups for r in g.runs]
         scores = point_scores(runs, list(fam.axes), fam.tune_seeds)
@@ -78,7 +79,15 @@ def families(groups: list[Group]) -> list[Family]:
             fam.scores[g.name] = {"val": float(val.mean()) if len(val) else NAN,
                                   "test": float(test.mean()) if len(test) else NAN, "n": len(tuning),
                                   "n_all": len(g.runs)}
-    return sorted(out.values(), key=lambda f: (f.variant, f.groups[0].tasks))
+    return sorted(out.values(), key=lambda f: (f.variant, f.groups[0].tasks, f.label))
+
+
+def _family_label(g: Group, axes: tuple[str, ...]) -> str:
+    """The variant's name, with its static weights when a static front set them (its sweep points apart)."""
+    from .groups import STATIC_KEY, _label, _parts
+
+    keys = [k for k in g.config if k.startswith(STATIC_KEY) and k not in axes and g.config[k] != g.defaults.get(k)]
+    return _label(g.variant, _parts(g, keys, False))
 
 
 def _point(g: Group, axes: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
@@ -104,7 +113,7 @@ def sensitivity_rows(fams: list[Family]) -> list[list[str]]:
     for f in fams:
         for g in sorted(f.groups, key=lambda g: point_label(g, f.axes)):
             s = f.scores[g.name]
-            rows.append([f.variant, point_label(g, f.axes), f"{s['n']}" + (f" (+{s['n_all'] - s['n']})"
+            rows.append([f.label or f.variant, point_label(g, f.axes), f"{s['n']}" + (f" (+{s['n_all'] - s['n']})"
                                                                            if s["n_all"] > s["n"] else ""),
                          f"{s['val']:.4f}" if ok(s["val"]) else "—", f"{s['test']:.4f}" if ok(s["test"]) else "—",
                          "✓" if g is f.chosen else ""])
