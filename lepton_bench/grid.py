@@ -30,6 +30,7 @@ from .results import (
     read_records,
     record_path,
     run_id,
+    runs_path,
     write_json_atomic,
 )
 from .selection import choose, point_of, point_scores
@@ -263,7 +264,7 @@ def _label(cfg: RunConfig, member: tuple[str, tuple[str, ...]]) -> str:
 def _known_records(results_dir: Path) -> dict[str, dict]:
     """run_id -> record of a results folder: its record files, and the committed ``runs.jsonl`` of a
     fresh clone (which has no record files yet)."""
-    recs = {r["run_id"]: r for r in read_records(Path(results_dir) / "runs.jsonl") if r.get("run_id")}
+    recs = {r["run_id"]: r for r in read_records(runs_path(results_dir)) if r.get("run_id")}
     return {**recs, **read_record_files(results_dir)}
 
 
@@ -321,7 +322,7 @@ def run_grid(runs: list[PlannedRun], results_dir: Path, *, retry_failed: bool = 
     results_dir.mkdir(parents=True, exist_ok=True)
     merge(results_dir)
     say("plan", {"todo": len(todo), "skipped": summary.skipped})
-    summary.results = results_dir / "runs.jsonl"
+    summary.results = runs_path(results_dir)
     if not todo:
         return summary
     jobs_dir = results_dir / "jobs"

@@ -14,6 +14,7 @@ Nothing here imports torch at module level: the report reads records with it.
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import math
 import os
@@ -22,6 +23,8 @@ import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict
+
+from .errors import LeptonError
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -129,7 +132,6 @@ def build_record(cfg: RunConfig, *, status: Literal["ok", "failed"], started_at:
 
 def failed_record(cfg: RunConfig, error: str, started_at: str, detail: str = "") -> Record:
     """The record of a run that raised, diverged, or whose worker died."""
-    from .errors import LeptonError
     from .measure import environment, resolve_device  # torch: only where a run was attempted
 
     try:
@@ -176,13 +178,32 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
         os.close(fd)
 
 
+COMPRESS_ABOVE = 1 << 20   # a grid's records over 1 MiB are kept gzipped (runs.jsonl.gz): git stores them small
+
+
+def runs_path(results_dir: str | os.PathLike) -> Path:
+    """The file of a results folder's records: ``runs.jsonl.gz`` once a grid has outgrown
+    ``COMPRESS_ABOVE`` (``merge`` decides), else ``runs.jsonl``."""
+    gz = Path(results_dir) / "runs.jsonl.gz"
+    return gz if gz.exists() else Path(results_dir) / "runs.jsonl"
+
+
 def read_records(path: str | os.PathLike) -> list[dict]:
-    """All complete records; torn or foreign lines are skipped with a warning."""
+    """All complete records (of a ``.jsonl`` or ``.jsonl.gz``); torn or foreign lines are skipped with a
+    warning, a gzip file that does not decompress is an error."""
     path = Path(path)
     if not path.exists():
         return []
+    if path.suffix == ".gz":
+        try:
+            text = gzip.decompress(path.read_bytes()).decode()
+        except (OSError, EOFError, UnicodeDecodeError) as e:
+            raise LeptonError(f"{path} is not a readable gzip file of records ({e}): restore it from git, or "
+                              "delete it and rebuild it from the records folder with another run of its grid") from e
+    else:
+        text = path.read_text()
     out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
@@ -240,21 +261,26 @@ def adopt(results_dir: Path) -> None:
     """Give every record of ``runs.jsonl`` a record file, e.g. after a clone that has only the
     committed ``runs.jsonl``: otherwise the next merge would drop those runs."""
     have = read_record_files(results_dir)
-    for rec in read_records(Path(results_dir) / "runs.jsonl"):
+    for rec in read_records(runs_path(results_dir)):
         if rec.get("run_id") and rec["run_id"] not in have:
             write_json_atomic(record_path(results_dir, rec["run_id"]), rec)
 
 
 def merge(results_dir: Path) -> Path:
-    """Rebuild ``runs.jsonl`` from the record files: one line per run, written atomically."""
+    """Rebuild ``runs.jsonl`` from the record files: one line per run, written atomically; gzipped as
+    ``runs.jsonl.gz`` (the same bytes for the same records) when over ``COMPRESS_ABOVE``."""
     results_dir = Path(results_dir)
     records = sorted(read_record_files(results_dir).values(), key=lambda r: (r["finished_at"], r["run_id"]))
-    path = results_dir / "runs.jsonl"
-    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=".runs.jsonl.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        for rec in records:
-            f.write(json.dumps(rec, allow_nan=False, separators=JSONL) + "\n")
+    data = "".join(json.dumps(rec, allow_nan=False, separators=JSONL) + "\n" for rec in records).encode()
+    plain, gz = results_dir / "runs.jsonl", results_dir / "runs.jsonl.gz"
+    path, other = (gz, plain) if len(data) > COMPRESS_ABOVE else (plain, gz)
+    if path is gz:
+        data = gzip.compress(data, compresslevel=9, mtime=0)   # no timestamp: reproducible bytes
+    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    other.unlink(missing_ok=True)
     return path

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -122,6 +123,35 @@ def test_merge_ignores_torn_record_files(tmp_path):
     (tmp_path / "records" / "x.json").write_text('{"schema_version": 1, "run_id": "x"')   # torn
     merge(tmp_path)
     assert (tmp_path / "runs.jsonl").read_text() == ""
+
+
+def test_a_large_grid_keeps_its_records_gzipped_with_reproducible_bytes(tmp_path, monkeypatch):
+    """Over COMPRESS_ABOVE the merge writes runs.jsonl.gz (no timestamp: the same records give the same
+    bytes) and removes runs.jsonl; the report, the resume and a fresh clone read it; below, plain again.
+    A gzip file that does not decompress is a clear error."""
+    import lepton_bench.results as results
+    from lepton_bench.errors import LeptonError
+    from lepton_bench.results import adopt, runs_path, write_json_atomic
+
+    recs = [{"schema_version": 1, "run_id": f"r{i}", "status": "ok", "finished_at": f"2026-12-02T00:00:0{i}"}
+            for i in range(3)]
+    for r in recs:
+        write_json_atomic(tmp_path / "records" / f"{r['run_id']}.json", r)
+    monkeypatch.setattr(results, "COMPRESS_ABOVE", 100)
+    assert merge(tmp_path) == tmp_path / "runs.jsonl.gz" == runs_path(tmp_path)
+    assert not (tmp_path / "runs.jsonl").exists()
+    first = (tmp_path / "runs.jsonl.gz").read_bytes()
+    assert merge(tmp_path) and (tmp_path / "runs.jsonl.gz").read_bytes() == first
+    assert [r["run_id"] for r in read_records(runs_path(tmp_path))] == ["r0", "r1", "r2"]
+    shutil.rmtree(tmp_path / "records")   # a fresh clone: the committed file only, no record files
+    adopt(tmp_path)
+    assert len(read_record_files(tmp_path)) == 3
+    monkeypatch.setattr(results, "COMPRESS_ABOVE", 10_000)
+    assert merge(tmp_path) == tmp_path / "runs.jsonl" == runs_path(tmp_path)
+    assert not (tmp_path / "runs.jsonl.gz").exists()
+    (tmp_path / "bad.jsonl.gz").write_bytes(b"not gzip")
+    with pytest.raises(LeptonError, match="not a readable gzip file"):
+        read_records(tmp_path / "bad.jsonl.gz")
 
 
 def test_grid_arguments_are_checked(tmp_path, capsys):

@@ -10,7 +10,7 @@ import pytest
 from lepton_bench.cli import main
 from lepton_bench.errors import ConfigError
 from lepton_bench.grid import GRIDS, Grid, parse_sweep, plan, register_grid, simplex_weights
-from lepton_bench.results import SCHEMA_VERSION, read_records
+from lepton_bench.results import SCHEMA_VERSION, read_records, runs_path
 from lepton_bench.selection import choose, point_scores, validation_score
 
 VARIANTS = ("stl-conll2003", "hard-ew")
@@ -190,7 +190,7 @@ def test_the_tagging_grid_keeps_its_committed_runs():
     from pathlib import Path
 
     results = Path(__file__).resolve().parents[1] / "results" / "tagging"
-    committed = {r["run_id"]: r for r in read_records(results / "runs.jsonl")}
+    committed = {r["run_id"]: r for r in read_records(runs_path(results))}
     runs = plan("tagging", results_dir=results)
     tuning = [r for r in runs if not r.pending and r.config.seed < 2]
     assert {dict(r.point)["train.lr"] for r in tuning} == {1e-3, 2e-3, 4e-3}

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LeptonError
-from ..results import read_records
+from ..results import read_records, runs_path
 from .stats import NAN
 
 
@@ -16,7 +16,7 @@ def locate(results: Path) -> tuple[str, Path]:
     results = Path(results)
     if not results.exists():
         raise LeptonError(f"no results at {results}: give a results folder (results/<grid>) or its runs.jsonl")
-    path = results / "runs.jsonl" if results.is_dir() else results
+    path = runs_path(results) if results.is_dir() else results
     if not path.is_file():
         raise LeptonError(f"{results} holds no runs.jsonl: run a grid into it first")
     return path.resolve().parent.name, path
