@@ -746,3 +746,17 @@ def test_the_static_front_plot_and_the_labels_of_its_simplex_points(tmp_path):
     text = out.read_text()
     assert text.count("](static_front.png)") == 1
     assert "](static_front.png)" in section(text, "Standing baselines: EW, RLW and the static front")
+
+
+def test_an_unfinished_tuning_is_flagged_in_the_summary_and_the_table():
+    """The budget-saving protocol on 2 seeds: 1e-3 has both, 2e-3 only seed 0 — unfinished."""
+    recs = [swept(make_record("hard-ew", 0, {"imdb": 0.8}, tag="a"), 1e-3, 0.80, tune_seeds=2),
+            swept(make_record("hard-ew", 1, {"imdb": 0.8}, tag="a"), 1e-3, 0.80, tune_seeds=2),
+            swept(make_record("hard-ew", 0, {"imdb": 0.8}, tag="b"), 2e-3, 0.85, tune_seeds=2)]
+    a = report.analyse("mini", recs)
+    text = report.readme(a, "mini/runs.jsonl", [])
+    assert "**Tuning unfinished**: 1 of 1 tuned configurations" in text.split("## Setting")[0]
+    assert "✓ so far" in section(text, "Tuning: every sweep point")
+    recs.append(swept(make_record("hard-ew", 1, {"imdb": 0.8}, tag="b"), 2e-3, 0.85, tune_seeds=2))
+    text = report.readme(report.analyse("mini", recs), "mini/runs.jsonl", [])
+    assert "Tuning unfinished" not in text and "✓ so far" not in text

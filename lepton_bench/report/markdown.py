@@ -13,7 +13,7 @@ from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
-from .tuning import sensitivity_rows
+from .tuning import incomplete, sensitivity_rows
 
 
 def summary(a: Analysis) -> str:
@@ -32,6 +32,11 @@ def summary(a: Analysis) -> str:
     if no_stl:
         parts.append(f"There are no STL records for {', '.join(no_stl)}: Δ vs STL and Δm leave "
                      f"{'it' if len(no_stl) == 1 else 'them'} out.")
+    unfinished = [f for f in a.tuning if incomplete(f)]
+    if unfinished:
+        parts.append(f"**Tuning unfinished**: {len(unfinished)} of {len(a.tuning)} tuned configurations lack "
+                     "runs at some sweep point (see Tuning: every sweep point); their chosen points, and every "
+                     "figure read from them, may change as the grid finishes.")
     if a.failed:
         parts.append(f"{plural(len(a.failed), 'run')} failed and "
                      f"{'are' if len(a.failed) > 1 else 'is'} left out of every statistic (see Failed runs).")

@@ -82,6 +82,18 @@ def families(groups: list[Group]) -> list[Family]:
     return sorted(out.values(), key=lambda f: (f.variant, f.groups[0].tasks, f.label))
 
 
+def incomplete(f: Family) -> bool:
+    """Whether a family's tuning is unfinished: a point short of the tuning seeds (every seed without the
+    budget-saving protocol: as many as its best-covered point), or fewer points than the product of the
+    values its runs show on each axis. Its chosen point may still change."""
+    need = f.tune_seeds or max(s["n"] for s in f.scores.values())
+    values = [{_point(g, f.axes)[i][1] for g in f.groups} for i in range(len(f.axes))]
+    product = 1
+    for v in values:
+        product *= len(v)
+    return len(f.groups) < product or any(s["n"] < need for s in f.scores.values())
+
+
 def _family_label(g: Group, axes: tuple[str, ...]) -> str:
     """The variant's name, with its static weights when a static front set them (its sweep points apart)."""
     from .groups import STATIC_KEY, _label, _parts
@@ -116,5 +128,5 @@ def sensitivity_rows(fams: list[Family]) -> list[list[str]]:
             rows.append([f.label or f.variant, point_label(g, f.axes), f"{s['n']}" + (f" (+{s['n_all'] - s['n']})"
                                                                            if s["n_all"] > s["n"] else ""),
                          f"{s['val']:.4f}" if ok(s["val"]) else "—", f"{s['test']:.4f}" if ok(s["test"]) else "—",
-                         "✓" if g is f.chosen else ""])
+                         ("✓ so far" if incomplete(f) else "✓") if g is f.chosen else ""])
     return rows
