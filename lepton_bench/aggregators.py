@@ -135,3 +135,21 @@ _aggregator("upgrad", _agg("UPGrad"), "UPGrad (Quinton & Rey, 2024): project ont
 _aggregator("dualproj", _agg("DualProj"), "DualProj (Quinton & Rey, 2024): mean projected onto the dual cone.",
             "quadprog-projector")
 _aggregator("graddrop", _agg("GradDrop"), "GradDrop (Chen et al., NeurIPS 2020): sign-consistent dropout.")
+_aggregator("gradvac", _agg("GradVac", beta=lambda self: self.cfg.gradvac_beta),
+            "GradVac (Wang et al., ICLR 2021): raise each pair's cosine towards its running target.")
+_aggregator("fairgrad", _agg("FairGrad", alpha=lambda self: self.cfg.fairgrad_alpha),
+            "FairGrad (Ban & Ji, ICML 2024): alpha-fair allocation of the update among tasks.", "fairgrad")
+_aggregator("excess_mtl", _agg("ExcessMTL", robust_step_size=lambda self: self.cfg.excess_mtl_step),
+            "ExcessMTL (He et al., ICML 2024): weights by each task's estimated excess risk.")
+_aggregator("config", _agg("ConFIG"),
+            "ConFIG (Liu et al., ICLR 2025): the conflict-free direction with equal cosine to every gradient.")
+
+
+def _cr_mogm(self):
+    import torchjd.aggregation as A
+
+    return A.GramianWeightedAggregator(A.CRMOGMWeighting(A.MGDAWeighting(), alpha=self.cfg.crmogm_alpha))
+
+
+_aggregator("cr_mogm", _cr_mogm,
+            "CR-MOGM (Zhou et al., NeurIPS 2022): MGDA's weights smoothed by an EMA across steps.")

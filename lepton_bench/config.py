@@ -136,6 +136,11 @@ class WeightingConfig:
                                   # "params", or w.r.t. the shared "features" (one input group under hard
                                   # sharing; with mgda: MGDA-UB, Sener & Koltun 2018)
     temperature: float = 2.0      # 'temperature' sampler: p ~ n^(1/temperature)
+    gradvac_beta: float = setting(0.5, added=True)      # GradVac: EMA rate of the target cosines (torchjd's,
+                                                        # LibMTL's default)
+    fairgrad_alpha: float = setting(1.0, added=True)    # FairGrad: alpha of alpha-fairness (1: proportional)
+    excess_mtl_step: float = setting(1.0, added=True)   # ExcessMTL: step of the exponentiated weight update
+    crmogm_alpha: float = setting(0.9, added=True)      # CR-MOGM: EMA factor of the (MGDA) weights
 
 
 @dataclass

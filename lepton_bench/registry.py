@@ -33,6 +33,7 @@ class Registry(Generic[T]):
         self._help: dict[str, str] = {}
         self._module: dict[str, str] = {}   # name -> the module that registered it
         self._describe = describe or describe_fields
+        self._on_new: list[Callable[[str, T], None]] = []
         Registry._all.add(self)
 
     @classmethod
@@ -48,12 +49,29 @@ class Registry(Generic[T]):
             if name in self._items and self._items[name] is not o:
                 raise ConfigError(f"{self.kind} {name!r} is already registered by {self._module[name]}; "
                                   f"{module} cannot register it again (pick another name)")
+            new = name not in self._items
             self._items[name] = o
             self._module.setdefault(name, module)
             self._help[name] = " ".join((help or _own_doc(o)).strip().split("\n\n")[0].split())  # 1st paragraph
+            if new:
+                for listen in list(self._on_new):
+                    listen(name, o)
             return o
 
         return add(obj) if obj is not None else add
+
+    def when_registered(self, listen: Callable[[str, T], None]) -> None:
+        """Call ``listen(name, obj)`` for each entry registered so far and for each later one (how
+        every weighting gets its ``hard-<name>`` variant, a plugin's included)."""
+        self._on_new.append(listen)
+        for name, o in list(self._items.items()):
+            listen(name, o)
+
+    def replace(self, name: str, obj: T, *, help: str | None = None) -> T:
+        """Put ``obj`` where a derived entry of that name is (a plugin's own ``hard-<name>``)."""
+        self._items.pop(name, None)
+        self._module.pop(name, None)
+        return self.register(name, obj, help=help)
 
     def module(self, name: str) -> str:
         """The module that registered ``name`` (where a plugin's entry comes from)."""

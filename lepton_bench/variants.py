@@ -74,7 +74,13 @@ class Variant:
 VARIANTS: Registry[Variant] = Registry("variant")
 
 
+DERIVED: set[str] = set()   # variants derived from another registry (hard-<weighting>)
+
+
 def register_variant(v: Variant) -> Variant:
+    if v.name in DERIVED:   # a plugin's own hard-<weighting> replaces the one derived from the registry
+        DERIVED.discard(v.name)
+        return VARIANTS.replace(v.name, v, help=v.help)
     return VARIANTS.register(v.name, v, help=v.help)
 
 
@@ -87,19 +93,27 @@ def _register_stl(spec: TaskSpec) -> None:
 
 TASKS.on_register(_register_stl)
 
-# Hard sharing with every weighting: loss-level ones, then torchjd's gradient aggregators.
-_WEIGHTING_HELP = {
-    "ew": "equal loss weights", "uw": "uncertainty weighting (Kendall 2018)",
-    "dwa": "dynamic weight average (Liu 2019)", "rlw": "random loss weighting (Lin 2022)",
-    "gls": "geometric loss strategy (Chennupati 2019)", "famo": "FAMO (Liu 2023)",
-    "gradnorm": "GradNorm (Chen 2018)", "pcgrad": "PCGrad gradient surgery (Yu 2020)",
-    "mgda": "MGDA min-norm gradient (Sener 2018)", "cagrad": "CAGrad (Liu 2021)",
-    "nash_mtl": "Nash-MTL bargaining (Navon 2022)", "imtl_g": "IMTL-G (Liu 2021)",
-    "aligned_mtl": "Aligned-MTL (Senushkin 2023)", "upgrad": "UPGrad (Quinton & Rey 2024)",
-    "dualproj": "DualProj (Quinton & Rey 2024)", "graddrop": "GradDrop (Chen 2020)",
-}
-for _w, _h in _WEIGHTING_HELP.items():
-    register_variant(Variant(f"hard-{_w}", "hard", _w, help=f"hard sharing, {_h}"))
+# Hard sharing with every weighting: ``hard-<name>`` for each registered weighting, a plugin's too.
+# The weighting registry needs torch, this module does not: lepton_bench.weighting calls this for
+# each weighting it (or a plugin) registers. A variant a plugin registers under the same name replaces
+# the derived one.
+
+
+def register_weighting_variant(weighting: str, help: str) -> None:
+    """``hard-<weighting>``: hard sharing with that weighting, everything else at its defaults; its
+    help is the weighting's up to the first ': ' or '. ' outside parentheses."""
+    name = f"hard-{weighting}"
+    if name in VARIANTS:
+        return
+    depth, cut = 0, len(help)
+    for i, ch in enumerate(help):
+        depth += (ch == "(") - (ch == ")")
+        if depth == 0 and ch in ":." and help[i + 1:i + 2] in (" ", ""):
+            cut = i
+            break
+    register_variant(Variant(name, "hard", weighting, help=f"hard sharing, {help[:cut] or weighting}"))
+    DERIVED.add(name)
+
 
 # The static-weight sweep: one task up-weighted at a time (Xin et al. 2022: the baseline that
 # adaptive weightings must beat), together with hard-ew as the (1, 1, 1) point.
@@ -115,7 +129,7 @@ for _a, _w, _h in (("soft_l2", "ew", "per-task trunks tied by an L2 penalty"),
                    ("mmoe", "uw", "multi-gate mixture of 3 shared expert trunks"),
                    ("adapters", "ew", "shared trunk + per-task bottleneck adapters"),
                    ("adapters", "dwa", "shared trunk + per-task bottleneck adapters")):
-    register_variant(Variant(f"{_a}-{_w}", _a, _w, help=f"{_h}, {_WEIGHTING_HELP[_w]}"))
+    register_variant(Variant(f"{_a}-{_w}", _a, _w, help=f"{_h}, weighting {_w}"))
 
 # Task samplers other than 'all' (one task per step, T x the steps).
 for _s, _h in (("round_robin", "tasks in turn"), ("proportional", "p ~ train-set size"),
@@ -204,7 +218,7 @@ for _t in TAGGING:
                              **TAGGING_REFERENCES))
 for _w in ("ew", "uw", "rlw", "pcgrad", "mgda", "upgrad"):
     register_variant(Variant(f"tagging-hard-{_w}", "hard", _w, tasks=TAGGING, overrides=TAGGING_MODEL,
-                             help=f"NER + POS + chunking through one BiLSTM encoder, {_WEIGHTING_HELP[_w]}",
+                             help=f"NER + POS + chunking through one BiLSTM encoder, weighting {_w}",
                              **TAGGING_REFERENCES))
 # MGDA on the Jacobian w.r.t. the shared features instead of the shared parameters (MGDA-UB, Sener &
 # Koltun 2018): possible here because the three tasks read one feature tensor.

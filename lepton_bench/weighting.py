@@ -24,6 +24,7 @@ from .config import WeightingConfig
 from .distributed import World
 from .errors import ConfigError
 from .registry import Registry
+from .variants import register_weighting_variant
 
 
 class Weighting(ABC):
@@ -100,7 +101,7 @@ class EqualWeighting(Weighting):
 
 @WEIGHTINGS.register("static")
 class StaticWeighting(Weighting):
-    """Fixed weights from ``weighting_args.static`` (missing tasks: 1). A weight sweep is the
+    """Static weights: fixed, from ``weighting_args.static`` (missing tasks: 1). A weight sweep is the
     baseline every adaptive method must beat (Xin et al. 2022, "Do current MTL methods work?")."""
 
     def __init__(self, tasks, cfg=None, seed=0):
@@ -327,3 +328,6 @@ def last_shared_weight(model: nn.Module) -> torch.Tensor:
 
 # The gradient aggregators (torchjd) register themselves in the same registry.
 from . import aggregators  # noqa: E402, F401
+
+# hard-<name> for every weighting, now and for any a plugin registers later
+WEIGHTINGS.when_registered(lambda name, cls: register_weighting_variant(name, WEIGHTINGS.help(name)))

@@ -126,9 +126,9 @@ class Toy(nn.Module):
         return {"a": torch.tensor(ga) @ self.theta + self.a, "b": torch.tensor(gb) @ self.theta + 2 * self.b}
 
 
-def aggregate(name, ga, gb):
+def aggregate(name, ga, gb, **cfg):
     model = Toy()
-    make(name).backward(model.losses(ga, gb), model)
+    make(name, **cfg).backward(model.losses(ga, gb), model)
     assert model.a.grad.item() == 1.0 and model.b.grad.item() == 2.0   # own task's gradient only
     return model.theta.grad
 
@@ -146,6 +146,71 @@ def test_mgda_is_the_min_norm_point():
     # min over alpha of |alpha [1,0] + (1-alpha) [-1,1]|^2: alpha = 0.6 -> [0.2, 0.4]
     torch.testing.assert_close(aggregate("mgda", [1.0, 0.0], [-1.0, 1.0]), torch.tensor([0.2, 0.4]),
                                rtol=1e-3, atol=1e-3)
+
+
+def test_gradvac_corrects_each_conflicting_pair_towards_its_target_by_hand():
+    """First call, targets phi_hat = 0. g_a = [1, 0], g_b = [-1, 1]: phi = -1/sqrt(2) < 0, so
+    g_a += w g_b with w = |g_a| (phi_hat sqrt(1-phi^2) - phi sqrt(1-phi_hat^2)) / (|g_b| sqrt(1-phi_hat^2))
+    = 1 (1/sqrt(2)) / sqrt(2) = 1/2 -> [0.5, 0.5]; g_b += (sqrt(2) (1/sqrt(2)) / 1) g_a = g_a -> [0, 1].
+    Sum: [0.5, 1.5]."""
+    torch.testing.assert_close(aggregate("gradvac", [1.0, 0.0], [-1.0, 1.0]), torch.tensor([0.5, 1.5]))
+
+
+def test_config_has_equal_cosines_to_every_gradient_by_hand():
+    """ConFIG (eq. 2): g_u = unit(A^+ 1) with A the unit gradients' rows: orthogonal rows give
+    g_u = [1, 1]/sqrt(2); the length is sum_i g_i . g_u = (2 + 1)/sqrt(2): [1.5, 1.5]."""
+    torch.testing.assert_close(aggregate("config", [2.0, 0.0], [0.0, 1.0]), torch.tensor([1.5, 1.5]))
+
+
+def test_fairgrad_allocates_proportionally_fair_at_alpha_1_by_hand():
+    """FairGrad's weights solve G w = w^(-1/alpha); with G = diag(4, 1) and alpha 1: 4 w_a = 1/w_a,
+    w_b = 1/w_b -> w = [1/2, 1]: the update J^T w = [2 * 1/2, 1] = [1, 1] (each task the same share)."""
+    torch.testing.assert_close(aggregate("fairgrad", [2.0, 0.0], [0.0, 1.0]), torch.tensor([1.0, 1.0]),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_cr_mogm_smooths_mgdas_weights_across_steps_by_hand():
+    """Step 1: J = I, MGDA's weights [1/2, 1/2] (lambda_0 = the first weights). Step 2: J = diag(1, 2),
+    MGDA's [0.8, 0.2] (min-norm point [0.8, 0.4]); smoothed 0.9 [.5, .5] + 0.1 [.8, .2] = [.53, .47]:
+    the update J^T lambda = [0.53, 0.94]."""
+    model, w = Toy(), make("cr_mogm")
+    w.backward(model.losses([1.0, 0.0], [0.0, 1.0]), model)
+    torch.testing.assert_close(model.theta.grad, torch.tensor([0.5, 0.5]), rtol=1e-3, atol=1e-3)
+    model.theta.grad = None
+    w.backward(model.losses([1.0, 0.0], [0.0, 2.0]), model)
+    torch.testing.assert_close(model.theta.grad, torch.tensor([0.53, 0.94]), rtol=1e-3, atol=1e-3)
+
+
+def test_excess_mtl_is_torchjds_with_the_configured_step():
+    import torchjd.aggregation as A
+
+    J = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
+    expected = A.ExcessMTL(robust_step_size=0.5)(J)
+    torch.testing.assert_close(aggregate("excess_mtl", [1.0, 0.0], [-1.0, 1.0], excess_mtl_step=0.5), expected)
+
+
+def test_every_weighting_has_its_hard_variant_a_plugins_too():
+    """hard-<name> is derived from the weighting registry; a later weighting gets one; an explicit
+    variant of that name replaces the derived one."""
+    from lepton_bench.variants import VARIANTS, Variant, register_variant
+    from lepton_bench.weighting import Weighting
+
+    for name in WEIGHTINGS.list():
+        v = VARIANTS.get(f"hard-{name}")
+        assert (v.architecture, v.weighting) == ("hard", name)
+
+    @WEIGHTINGS.register("test_derived_ew")
+    class Derived(Weighting):
+        """Derived test weighting: the plain sum."""
+
+        def combine(self, losses):
+            return torch.stack(list(losses.values())).sum()
+
+    assert VARIANTS.get("hard-test_derived_ew").weighting == "test_derived_ew"
+    assert VARIANTS.help("hard-test_derived_ew") == "hard sharing, Derived test weighting"
+    register_variant(Variant("hard-test_derived_ew", "hard", "test_derived_ew", overrides={"model.depth": 2},
+                             help="mine"))
+    assert VARIANTS.get("hard-test_derived_ew").overrides == {"model.depth": 2}
 
 
 @pytest.mark.parametrize("name", [n for n in WEIGHTINGS.list() if getattr(WEIGHTINGS.get(n), "make", None)

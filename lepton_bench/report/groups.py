@@ -103,8 +103,9 @@ def variant_defaults(variant: str, tasks: Sequence[str], cfg: Mapping[str, Any])
     limits = {"limit_train": cfg.get("limit_train"), "limit_eval": cfg.get("limit_eval")}
     try:
         return identity(compose(variant, list(tasks), **limits).to_dict())
-    except LeptonError:
-        return identity({"variant": variant, "tasks": {t: {} for t in tasks}, **limits})
+    except LeptonError:   # the run's own kind (a hard-<weighting> the report's torch-free import has not derived)
+        kind = {k: cfg[k] for k in ("architecture", "weighting", "sampler") if k in cfg}
+        return identity({"variant": variant, "tasks": {t: {} for t in tasks}, **kind, **limits})
 
 
 def fmt_value(v: Any) -> str:

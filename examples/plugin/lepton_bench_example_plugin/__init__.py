@@ -1,9 +1,8 @@
-"""Example lepton_bench plugin: registers the ``inverse_loss`` weighting and the
-``hard-inverse_loss`` variant. Install it with ``pip install -e examples/plugin``."""
+"""Example lepton_bench plugin: registers the ``inverse_loss`` weighting (and with it, derived from the
+registry, the ``hard-inverse_loss`` variant). Install it with ``pip install -e examples/plugin``."""
 
 import torch
 
-from lepton_bench.variants import Variant, register_variant
 from lepton_bench.weighting import WEIGHTINGS, Weighting
 
 
@@ -16,7 +15,3 @@ class InverseLoss(Weighting):
         L = torch.stack(list(losses.values()))
         inv = 1.0 / L.detach().clamp_min(1e-8)
         return (len(L) * inv / inv.sum() * L).sum()
-
-
-register_variant(Variant("hard-inverse_loss", "hard", "inverse_loss",
-                         help="hard sharing, inverse-loss weights (example plugin)"))
