@@ -136,6 +136,16 @@ class WeightingConfig:
                                   # "params", or w.r.t. the shared "features" (one input group under hard
                                   # sharing; with mgda: MGDA-UB, Sener & Koltun 2018)
     temperature: float = 2.0      # 'temperature' sampler: p ~ n^(1/temperature)
+    stch_mu: float = setting(1.0, added=True)    # STCH: smoothing mu of the log-sum-exp (-> 0: Tchebycheff max)
+    stch_preference: dict[str, float] = setting(default_factory=dict, added=True)  # STCH: task -> preference
+                                  # (missing: 1), normalised onto the simplex; unset: equal
+    db_beta: float = setting(0.9, added=True)    # DB-MTL: EMA factor beta of the task gradients
+    db_beta_sigma: float = setting(0.0, added=True)  # DB-MTL: beta_k = beta / k^sigma (0: constant beta)
+    moco_beta: float = setting(0.5, added=True)  # MoCo: step beta of the gradient trackers y_t
+    moco_beta_sigma: float = setting(0.5, added=True)   # MoCo: beta_k = beta / k^sigma
+    moco_gamma: float = setting(0.1, added=True)  # MoCo: step gamma of the simplex weights lambda
+    moco_gamma_sigma: float = setting(0.5, added=True)  # MoCo: gamma_k = gamma / k^sigma
+    moco_rho: float = setting(0.0, added=True)    # MoCo: l2 regularisation rho of lambda's update
 
 
 @dataclass
