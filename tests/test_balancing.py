@@ -248,3 +248,32 @@ def test_a_non_finite_task_loss_stops_the_run_naming_the_task(name, data_dir, mo
     monkeypatch.setattr(TaskSpec, "loss", lambda self, *a, **k: real_loss(self, *a, **k) * float("nan"))
     with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) for task cifar10 at step 1"):
         run(tiny(name, data_dir, steps=2))
+
+
+@pytest.mark.parametrize("jacobian", ["params", "features"])
+def test_imtl_with_unit_scales_is_torchjds_imtl_g(jacobian):
+    """At s = 0 (its start) IMTL's shared update is IMTL-G's (torchjd, registered as imtl_g), on the shared
+    parameters or, with jacobian=features, on the shared features of one input group (the paper's form)."""
+    from lepton_bench.config import ModelConfig
+    from lepton_bench.models import TaskIO, build_model
+    from lepton_bench.weighting import WEIGHTINGS
+
+    ios = [TaskIO("a", "text", "class", 2, 20, 6, group="g"), TaskIO("b", "text", "tag", 3, 20, 6, group="g")]
+    torch.manual_seed(0)
+    batch = {"ids": torch.randint(2, 20, (4, 6)), "lengths": torch.full((4,), 6)}
+    ya, yb = torch.tensor([0, 1, 1, 0]), torch.randint(0, 3, (4, 6))
+    grads = {}
+    for name in ("imtl", "imtl_g"):
+        torch.manual_seed(1)
+        model = build_model("hard", ios, ModelConfig(dim=8, depth=1, heads=2, dropout=0.0)).eval()
+        w = WEIGHTINGS.get(name)(["a", "b"], WeightingConfig(jacobian=jacobian)).to(torch.device("cpu"))
+        kept = {}
+        out = model.forward_group(["a", "b"], batch, kept)
+        if jacobian == "features":
+            (w.features,) = kept.values()
+        L = {"a": nn.functional.cross_entropy(out["a"], ya),
+             "b": nn.functional.cross_entropy(out["b"].flatten(0, 1), yb.flatten())}
+        w.backward(L, model)
+        grads[name] = [p.grad for p in model.parameters()]
+    for g, e in zip(grads["imtl"], grads["imtl_g"], strict=True):
+        torch.testing.assert_close(g, e)
