@@ -141,6 +141,16 @@ class WeightingConfig:
     fairgrad_alpha: float = setting(1.0, added=True)    # FairGrad: alpha of alpha-fairness (1: proportional)
     excess_mtl_step: float = setting(1.0, added=True)   # ExcessMTL: step of the exponentiated weight update
     crmogm_alpha: float = setting(0.9, added=True)      # CR-MOGM: EMA factor of the (MGDA) weights
+    stch_mu: float = setting(1.0, added=True)    # STCH: smoothing mu of the log-sum-exp (-> 0: Tchebycheff max)
+    stch_preference: dict[str, float] = setting(default_factory=dict, added=True)  # STCH: task -> preference
+                                  # (missing: 1), normalised onto the simplex; unset: equal
+    db_beta: float = setting(0.9, added=True)    # DB-MTL: EMA factor beta of the task gradients
+    db_beta_sigma: float = setting(0.0, added=True)  # DB-MTL: beta_k = beta / k^sigma (0: constant beta)
+    moco_beta: float = setting(0.5, added=True)  # MoCo: step beta of the gradient trackers y_t
+    moco_beta_sigma: float = setting(0.5, added=True)   # MoCo: beta_k = beta / k^sigma
+    moco_gamma: float = setting(0.1, added=True)  # MoCo: step gamma of the simplex weights lambda
+    moco_gamma_sigma: float = setting(0.5, added=True)  # MoCo: gamma_k = gamma / k^sigma
+    moco_rho: float = setting(0.0, added=True)    # MoCo: l2 regularisation rho of lambda's update
 
 
 @dataclass

@@ -7,7 +7,9 @@ Two families behind one registry:
 * **gradient aggregators** (from torchjd) combine the per-task gradients of the *shared*
   parameters (the rows of the Jacobian) into one update, while each task-specific parameter
   gets its own task's gradient: ``pcgrad``, ``mgda``, ``cagrad``, ``nash_mtl``, ``imtl_g``,
-  ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop`` (in ``aggregators.py``).
+  ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop`` (in ``aggregators.py``);
+* LibMTL's balancing methods, written from their papers (in ``balancing.py``): ``stch`` (a loss
+  weighting), and ``db_mtl``, ``imtl`` (IMTL-L + IMTL-G), ``moco`` on the per-task gradients.
 
 A weighting knows losses and gradients, never data.
 """
@@ -326,8 +328,8 @@ def last_shared_weight(model: nn.Module) -> torch.Tensor:
     return (in_trunk or shared)[-1]
 
 
-# The gradient aggregators (torchjd) register themselves in the same registry.
-from . import aggregators  # noqa: E402, F401
+# The gradient aggregators (torchjd) and LibMTL's balancing methods register themselves in the same registry.
+from . import aggregators, balancing  # noqa: E402, F401
 
 # hard-<name> for every weighting, now and for any a plugin registers later
 WEIGHTINGS.when_registered(lambda name, cls: register_weighting_variant(name, WEIGHTINGS.help(name)))
