@@ -30,6 +30,8 @@ class GradientAggregation(Weighting):
         super().__init__(tasks, cfg, seed)
         if self.cfg.jacobian not in ("params", "features"):
             raise ConfigError(f"weighting_args.jacobian must be params or features, not {self.cfg.jacobian!r}")
+        if self.cfg.task_grads not in ("auto", "own", "weighted"):
+            raise ConfigError(f"weighting_args.task_grads must be auto, own or weighted, not {self.cfg.task_grads!r}")
 
     @property
     def wants_features(self) -> bool:
@@ -45,6 +47,9 @@ class GradientAggregation(Weighting):
         except ImportError as e:
             raise ConfigError(f"{type(self).__name__} needs an optional dependency ({e}); "
                               f"pip install 'torchjd[{self.extra}]'") from None
+        if self.task_grads == "weighted" and not hasattr(self.aggregator, "weighting"):
+            raise ConfigError(f"weighting_args.task_grads=weighted needs task weights; {type(self).__name__} "
+                              "combines the gradients without any (use own)")
         return self
 
     def check(self, model):
@@ -64,52 +69,81 @@ class GradientAggregation(Weighting):
             self._split = (shared, [p for ps in own.values() for p in ps])
             self._split_of = model
         shared, task_params = self._split
-        total = sum(L) if extra is None else sum(L) + extra
-        # each task parameter only reaches its own loss: the sum's gradient is that task's gradient
-        torch.autograd.backward(total, inputs=task_params, retain_graph=True)
+        weighted = self.task_grads == "weighted"
+        if not weighted:   # each task parameter only reaches its own loss: the sum's gradient is its own
+            total = sum(L) if extra is None else sum(L) + extra
+            torch.autograd.backward(total, inputs=task_params, retain_graph=True)
         if self.wants_features:
-            self._through_features(L, shared, extra)
-            return None
+            w = self._through_features(L, shared, extra, keep=weighted)
+        else:
+            w = self._through_params(L, shared, extra, keep=weighted)
+        if weighted:   # the heads' gradients weighted as the shared update's rows (Nash-MTL's official code)
+            torch.autograd.backward(sum(wt * loss for wt, loss in zip(w.detach(), L, strict=True)),
+                                    inputs=task_params)
+        return None   # no combined loss: the gradients were aggregated (the task losses are checked)
+
+    @property
+    def task_grads(self) -> str:
+        """How the task-specific parameters get their gradient: "own" (their task's loss alone) or
+        "weighted" (by the aggregator's task weights); ``weighting_args.task_grads=auto`` is the
+        method's own convention (``own_task_grads``)."""
+        return self.own_task_grads if self.cfg.task_grads == "auto" else self.cfg.task_grads
+
+    own_task_grads = "own"
+
+    def _aggregate(self, J: torch.Tensor, keep: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(task weights when wanted, the update) of the Jacobian J."""
+        if not keep:
+            return None, self.aggregator(J)
+        w = self.aggregator.weighting(J)
+        return w, w @ J
+
+    def _through_params(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra,
+                        keep: bool) -> torch.Tensor | None:
         # one Jacobian row per task, by a backward of that task's loss alone: it walks only that
         # task's graph (a vector-Jacobian product of the stacked losses would walk every task's)
         rows = []
         for i, loss in enumerate(L):
-            grads = torch.autograd.grad(loss, shared, retain_graph=i < len(L) - 1 or extra is not None,
+            grads = torch.autograd.grad(loss, shared, retain_graph=i < len(L) - 1 or extra is not None or keep,
                                         allow_unused=True)
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
                                    for g, p in zip(grads, shared, strict=True)]))
         # the Jacobian of the global batch: every rank aggregates the same matrix
-        update = self.aggregator(mean_over_ranks(self.world, torch.stack(rows)))
+        w, update = self._aggregate(mean_over_ranks(self.world, torch.stack(rows)), keep)
         offset = 0
         for p in shared:
             p.grad = update[offset:offset + p.numel()].view_as(p).clone()
             offset += p.numel()
         if extra is not None:   # a regulariser on shared parameters is added, not aggregated
-            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
+            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True, retain_graph=keep),
+                            strict=True):
                 if g is not None:
                     p.grad += g
-        return None   # no combined loss: the gradients were aggregated (the task losses are checked)
+        return w
 
-    def _through_features(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra) -> None:
+    def _through_features(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra,
+                          keep: bool = False) -> torch.Tensor | None:
         """Jacobian rows w.r.t. the shared features z (one backward of each loss, stopping at z),
         aggregated, then backpropagated once from z into the shared parameters: with MGDA's min-norm
         weights this is MGDA-UB (Sener & Koltun 2018), the weights of the gradients' upper bound."""
         z, self.features = self.features, None   # not kept alive into the next step
         # rows in fp32 even under bf16 autocast: the min-norm solve is ill-conditioned in 8 bits of mantissa
         rows = [torch.autograd.grad(loss, z, retain_graph=True)[0].flatten().float() for loss in L]
-        update = self.aggregator(torch.stack(rows))
+        w, update = self._aggregate(torch.stack(rows), keep)
         torch.autograd.backward(z, grad_tensors=update.view_as(z).to(z.dtype), inputs=shared,
-                                retain_graph=extra is not None)
+                                retain_graph=extra is not None or keep)
         if extra is not None:
-            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
+            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True, retain_graph=keep),
+                            strict=True):
                 if g is not None:
                     p.grad = g if p.grad is None else p.grad + g
+        return w
 
 
 def _aggregator(name: str, factory: Callable[[GradientAggregation], Callable], doc: str,
-                extra: str = "full") -> None:
-    cls = type(name, (GradientAggregation,), {"make": lambda self: factory(self), "__doc__": doc,
-                                              "extra": extra})
+                extra: str = "full", base: type[GradientAggregation] | None = None, **attrs) -> None:
+    cls = type(name, (base or GradientAggregation,), {"make": lambda self: factory(self), "__doc__": doc,
+                                                      "extra": extra, **attrs})
     WEIGHTINGS.register(name, cls, help=doc.split("\n")[0])
 
 
@@ -126,15 +160,56 @@ _aggregator("mgda", _agg("MGDA"), "MGDA (Sener & Koltun, NeurIPS 2018): the min-
 _aggregator("cagrad", _agg("CAGrad", c=lambda self: self.cfg.cagrad_c),
             "CAGrad (Liu et al., NeurIPS 2021): best worst-case improvement near the mean gradient.", "cagrad")
 _aggregator("nash_mtl", _agg("NashMTL", n_tasks=lambda self: len(self.tasks)),
-            "Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution.", "nash-mtl")
+            "Nash-MTL (Navon et al., ICML 2022): the Nash bargaining solution.\n\nAs the authors' code, the "
+            "task-specific parameters get their task's gradient times its weight alpha_t "
+            "(``weighting_args.task_grads=own``: unweighted, as before).", "nash-mtl", own_task_grads="weighted")
 _aggregator("imtl_g", _agg("IMTLG"), "IMTL-G (Liu et al., ICLR 2021): equal projections on the update.")
-_aggregator("aligned_mtl", _agg("AlignedMTL"),
-            "Aligned-MTL (Senushkin et al., CVPR 2023): align the gradients' principal components.")
+
+
+def _aligned_mtl(self):
+    import torchjd.aggregation as A
+
+    if self.cfg.aligned_mtl_pref not in ("sum", "mean"):
+        raise ConfigError(f"weighting_args.aligned_mtl_pref must be sum or mean, not {self.cfg.aligned_mtl_pref!r}")
+    ones = torch.ones(len(self.tasks), device=self.device)
+    return A.AlignedMTL(pref_vector=ones if self.cfg.aligned_mtl_pref == "sum" else ones / len(self.tasks))
+
+
+_aggregator("aligned_mtl", _aligned_mtl,
+            "Aligned-MTL (Senushkin et al., CVPR 2023): align the gradients' principal components.\n\n"
+            "The update is the balanced gradients' sum, as Algorithm 1 (preference vector of ones; "
+            "``weighting_args.aligned_mtl_pref=mean``: torchjd's default 1/T, an update T times smaller).")
 _aggregator("upgrad", _agg("UPGrad"), "UPGrad (Quinton & Rey, 2024): project onto each gradient's dual cone.",
             "quadprog-projector")
 _aggregator("dualproj", _agg("DualProj"), "DualProj (Quinton & Rey, 2024): mean projected onto the dual cone.",
             "quadprog-projector")
-_aggregator("graddrop", _agg("GradDrop"), "GradDrop (Chen et al., NeurIPS 2020): sign-consistent dropout.")
+class OnActivations(GradientAggregation):
+    """A method its paper applies to the gradients w.r.t. shared activations (GradDrop):
+    ``weighting_args.graddrop_on=auto`` puts it on the shared features where every task reads one
+    tensor (one input group under hard sharing, one process), else on the shared parameters, the only
+    place tasks of different inputs share; ``features`` / ``params`` force one."""
+
+    _on = "params"   # until check() has seen the model
+
+    @property
+    def wants_features(self) -> bool:
+        return self.cfg.jacobian == "features" or self._on == "features"
+
+    def check(self, model):
+        super().check(model)
+        on = self.cfg.graddrop_on
+        if on not in ("auto", "features", "params"):
+            raise ConfigError(f"weighting_args.graddrop_on must be auto, features or params, not {on!r}")
+        one_tensor = (len(set(model.group_of.values())) == 1 and not self.world.active
+                      and len({model.body_key(t) for t in model.task_names}) == 1)
+        self._on = ("features" if one_tensor else "params") if on == "auto" else on
+
+
+_aggregator("graddrop", _agg("GradDrop"),
+            "GradDrop (Chen et al., NeurIPS 2020): sign-consistent dropout.\n\nOn the gradients w.r.t. the "
+            "shared activations, as the paper, where the tasks share one feature tensor (per element, not "
+            "summed over the batch); on the shared parameters otherwise (``weighting_args.graddrop_on``).",
+            base=OnActivations)
 _aggregator("gradvac", _agg("GradVac", beta=lambda self: self.cfg.gradvac_beta),
             "GradVac (Wang et al., ICLR 2021): raise each pair's cosine towards its running target.")
 _aggregator("fairgrad", _agg("FairGrad", alpha=lambda self: self.cfg.fairgrad_alpha),

@@ -141,6 +141,13 @@ class WeightingConfig:
     fairgrad_alpha: float = setting(1.0, added=True)    # FairGrad: alpha of alpha-fairness (1: proportional)
     excess_mtl_step: float = setting(1.0, added=True)   # ExcessMTL: step of the exponentiated weight update
     crmogm_alpha: float = setting(0.9, added=True)      # CR-MOGM: EMA factor of the (MGDA) weights
+    task_grads: str = setting("auto", added=True)       # gradient methods: the task-specific parameters' gradient,
+                                  # "own" (their loss alone), "weighted" (x the method's task weight), "auto"
+                                  # (the method's paper / official code: weighted for nash_mtl, own elsewhere)
+    aligned_mtl_pref: str = setting("sum", added=True)  # Aligned-MTL: preference vector of ones ("sum", the
+                                  # paper) or 1/T ("mean", torchjd's default: a T times smaller update)
+    graddrop_on: str = setting("auto", added=True)      # GradDrop: on the shared "features" (the paper's
+                                  # activations), the shared "params", or "auto" (features where one tensor)
     stch_mu: float = setting(1.0, added=True)    # STCH: smoothing mu of the log-sum-exp (-> 0: Tchebycheff max)
     stch_preference: dict[str, float] = setting(default_factory=dict, added=True)  # STCH: task -> preference
                                   # (missing: 1), normalised onto the simplex; unset: equal

@@ -54,7 +54,8 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
     if s.weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
         with torch.no_grad(), autocast(s.device, s.runtime["precision"]):
             logits = task_logits(s, batches)
-            after = {n: s.specs[n].loss(logits[n], b["y"]) for n, b in batches.items()}
+            # the same loss as before the update, label smoothing included: else FAMO sees a change that is not there
+            after = {n: s.specs[n].loss(logits[n], b["y"], cfg.tasks[n].label_smoothing) for n, b in batches.items()}
         s.weighting.after_step(after)
     else:
         s.weighting.after_step({n: v.detach() for n, v in losses.items()})

@@ -163,13 +163,14 @@ class DynamicWeightAverage(Weighting):
 
     def combine(self, losses):
         L = self._stack(losses)
+        total = (self.w * L).sum()   # this window's weights: from the two windows before it, as the paper's epochs
         self._sum += L.detach()
         self._count += 1
-        if self._count == self.cfg.dwa_window:
+        if self._count == self.cfg.dwa_window:   # the window closes: its average sets the next window's weights
             self.push(self._sum / self._count)
             self._sum.zero_()
             self._count = 0
-        return (self.w * L).sum()
+        return total
 
     def push(self, average: torch.Tensor) -> None:
         """Add one window's average losses and recompute the weights."""

@@ -208,3 +208,16 @@ def test_a_non_finite_task_loss_between_log_points_names_the_task_and_its_first_
     progress = nan_after_start(monkeypatch, TaskSpec, "loss", 2)
     with pytest.raises(TrainingError, match=r"^non-finite loss \(nan\) for task imdb at step 2 of stl-imdb"):
         run(tiny("stl-imdb", data_dir, steps=6, extra=["train.log_every=3"]), progress)
+
+
+def test_famo_compares_losses_with_the_same_label_smoothing_before_and_after_the_step(data_dir):
+    """With lr 0 and no dropout the update changes nothing, so the losses after the step equal those
+    before and FAMO's logits stay 0; the old code recomputed the after-losses without label smoothing,
+    saw a drop that is not there, and moved them."""
+    from lepton_bench.train import next_batches, prepare, train_step
+
+    cfg = tiny("hard-famo", data_dir, steps=2, extra=["train.lr=0", "model.dropout=0", "train.warmup_frac=0",
+                                                       "tasks.imdb.label_smoothing=0.2"])
+    s = prepare(cfg)
+    train_step(s, next_batches(s, 1))
+    assert torch.equal(s.weighting.xi.detach(), torch.zeros(len(s.names)))

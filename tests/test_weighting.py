@@ -62,6 +62,20 @@ def test_dwa_averages_over_its_window():
     assert w.weights()["a"] == pytest.approx(2 * e2 / (e2 + e1))
 
 
+def test_dwa_the_step_that_closes_a_window_still_uses_the_windows_weights():
+    """The paper fixes an epoch's weights from the two epochs before it: the step that closes window 2
+    is weighted by window 2's weights (1, 1), and only window 3 by the new ones (the old code used the
+    new weights one step early)."""
+    w = make("dwa", dwa_window=1, dwa_temperature=1.0)
+    assert w.combine(losses(1, 1)).item() == pytest.approx(2.0)   # closes window 1
+    closing = w.combine(losses(2, 1))                              # closes window 2: r = [2, 1]
+    assert closing.item() == pytest.approx(3.0)                    # 1 * 2 + 1 * 1, not the new weights
+    e2, e1 = math.exp(2), math.exp(1)
+    wa, wb = 2 * e2 / (e2 + e1), 2 * e1 / (e2 + e1)
+    assert w.combine(losses(1, 1)).item() == pytest.approx(wa + wb)
+    assert w.combine(losses(2, 0)).item() != pytest.approx(2.0)    # window 4 is weighted (r of 2 and 3)
+
+
 def test_rlw_draws_seeded_softmax_weights():
     w1, w2 = make("rlw"), make("rlw")
     draws = []
@@ -189,6 +203,59 @@ def test_excess_mtl_is_torchjds_with_the_configured_step():
     torch.testing.assert_close(aggregate("excess_mtl", [1.0, 0.0], [-1.0, 1.0], excess_mtl_step=0.5), expected)
 
 
+def test_nash_mtl_weights_the_task_parameters_gradients_by_its_alphas():
+    """The authors' code backpropagates sum_t alpha_t L_t: a task head's gradient is alpha_t times its own
+    (here alpha from torchjd's Nash-MTL weighting on the same Jacobian); task_grads=own keeps them unweighted."""
+    import torchjd.aggregation as A
+
+    J = torch.tensor([[2.0, 0.0], [0.0, 1.0]])   # orthogonal: alpha_t ~ 1 / |g_t|, update norm 1: [.354, .707]
+    alpha = A.NashMTL(n_tasks=2).weighting(J)
+    model = Toy()
+    make("nash_mtl").backward(model.losses([2.0, 0.0], [0.0, 1.0]), model)
+    torch.testing.assert_close(model.a.grad, alpha[0] * 1.0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.b.grad, alpha[1] * 2.0, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.theta.grad, alpha @ J, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(model.a.grad, torch.tensor(1.0))   # the old behaviour: its own gradient, 1
+    own = Toy()
+    make("nash_mtl", task_grads="own").backward(own.losses([2.0, 0.0], [0.0, 1.0]), own)
+    assert own.a.grad.item() == 1.0 and own.b.grad.item() == 2.0
+    with pytest.raises(ConfigError, match="task_grads=weighted needs task weights"):
+        make("graddrop", task_grads="weighted")
+
+
+def test_aligned_mtl_update_is_the_papers_sum_not_the_mean():
+    """Algorithm 1's update with the preference vector of ones: T (= 2) times torchjd's default (1/T)."""
+    mean = aggregate("aligned_mtl", [1.0, 0.0], [-1.0, 1.0], aligned_mtl_pref="mean")
+    total = aggregate("aligned_mtl", [1.0, 0.0], [-1.0, 1.0])
+    torch.testing.assert_close(total, 2 * mean)
+    with pytest.raises(ConfigError, match="aligned_mtl_pref"):
+        make("aligned_mtl", aligned_mtl_pref="median")
+
+
+def test_graddrop_works_on_the_shared_activations_where_the_tasks_share_one_tensor():
+    """The paper drops gradient signs at activations: with one input group under hard sharing GradDrop
+    takes the features' Jacobian (auto), with tasks of different inputs the shared parameters'."""
+    from lepton_bench.config import ModelConfig
+    from lepton_bench.models import TaskIO, build_model
+
+    def io(name, group):
+        return TaskIO(name, "text", "tag", 5, vocab_size=20, max_len=8, group=group)
+
+    one = build_model("hard", [io("a", "g"), io("b", "g")], ModelConfig(dim=8, depth=1))
+    two = build_model("hard", [io("a", "g1"), io("b", "g2")], ModelConfig(dim=8, depth=1))
+    w = make("graddrop")
+    assert not w.wants_features
+    w.check(one)
+    assert w.wants_features          # the old behaviour: the parameters' Jacobian always
+    w.check(two)
+    assert not w.wants_features
+    forced = make("graddrop", graddrop_on="params")
+    forced.check(one)
+    assert not forced.wants_features
+    with pytest.raises(ConfigError, match="graddrop_on"):
+        make("graddrop", graddrop_on="both").check(one)
+
+
 def test_every_weighting_has_its_hard_variant_a_plugins_too():
     """hard-<name> is derived from the weighting registry; a later weighting gets one; an explicit
     variant of that name replaces the derived one."""
@@ -213,9 +280,9 @@ def test_every_weighting_has_its_hard_variant_a_plugins_too():
     assert VARIANTS.get("hard-test_derived_ew").overrides == {"model.depth": 2}
 
 
+# by hand elsewhere: db_mtl's task gradients are its log-losses' (tests/test_balancing.py), nash_mtl's alpha-weighted
 @pytest.mark.parametrize("name", [n for n in WEIGHTINGS.list() if getattr(WEIGHTINGS.get(n), "make", None)
-                                  and n not in ("pcgrad", "mgda", "db_mtl")])   # db_mtl: log-losses' gradients
-                                                                               # (tests/test_balancing.py)
+                                  and n not in ("pcgrad", "mgda", "db_mtl", "nash_mtl")])
 def test_every_aggregator_gives_a_finite_update_and_own_task_gradients(name):
     g = aggregate(name, [1.0, 0.0], [-1.0, 1.0])
     assert torch.isfinite(g).all() and g.abs().sum() > 0
