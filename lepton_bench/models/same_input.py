@@ -44,8 +44,9 @@ class CrossStitchModel(MultiTaskModel):
     initialised as the paper's (alpha_S, alpha_D) = (0.9, 0.1): 0.9 on a task's own column, 0.1
     spread evenly over the others. Each column ends with its own final norm, then its task's head.
 
-    Every task's output depends on every column (through the units), so the columns and units are
-    shared parameters in ``parameter_split`` (as in LibMTL); a task owns its head. All columns run
+    Every task's output depends on every column's blocks (through the units), so those and the units
+    are shared parameters in ``parameter_split`` (as in LibMTL); a task owns its column's final norm
+    and its head. All columns run
     once per batch of the group (``bodies``), whichever tasks are asked for.
     The paper trains the alphas with a 10^2-10^3x larger learning rate; here they use the run's (as
     every parameter does); they are stored flat so that AdamW's matrices-only decay leaves them alone.
@@ -78,7 +79,8 @@ class CrossStitchModel(MultiTaskModel):
         return task
 
     def task_modules(self, task):
-        return [self.stems[self.group_of[task]], self.trunks, self.alpha, self.heads[task]]
+        return [self.stems[self.group_of[task]], *(c.blocks for c in self.trunks.values()), self.alpha,
+                self.trunks[task].norm, self.heads[task]]
 
 
 class TaskAttention(nn.Module):
