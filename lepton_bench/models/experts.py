@@ -107,15 +107,19 @@ class PLEModel(MultiTaskModel):
 
 @ARCHITECTURES.register("cgc")
 def cgc(tasks, cfg):
-    """Customized Gate Control (Tang et al., RecSys 2020, the PLE paper): shared and task-specific
-    expert trunks, a per-token softmax gate per task over its own and the shared experts."""
+    """Customized Gate Control (Tang et al. 2020): shared + task-specific experts, a gate per task.
+
+    The PLE paper's single level (RecSys 2020): model.experts shared and model.task_experts own expert
+    trunks per task, mixed per token by the task's softmax gate."""
     return PLEModel(tasks, cfg, levels=1)
 
 
 @ARCHITECTURES.register("ple")
 def ple(tasks, cfg):
-    """Progressive Layered Extraction (Tang et al., RecSys 2020): model.depth stacked CGC levels of
-    one-block experts, a shared gate per level (and input group) over all experts below the last."""
+    """Progressive Layered Extraction (Tang et al. 2020): model.depth stacked CGC levels.
+
+    RecSys 2020: each level's experts are one trunk block; below the last level a shared gate (per
+    input group) mixes all the level's experts into the shared path."""
     return PLEModel(tasks, cfg, levels=cfg.depth)
 
 
@@ -236,7 +240,8 @@ class DSelectKModel(MultiTaskModel):
 
 @ARCHITECTURES.register("dselect_k")
 def dselect_k(tasks, cfg):
-    """DSelect-k (Hazimeh et al., NeurIPS 2021): shared expert trunks, a per-token differentiable
-    top-k gate (smooth-step binary selectors) per task."""
+    """DSelect-k (Hazimeh et al. 2021): shared experts, a differentiable top-k gate per task.
+
+    NeurIPS 2021: per token, model.dselect_k smooth-step binary selectors over model.experts trunks."""
     return DSelectKModel(tasks, cfg)
 

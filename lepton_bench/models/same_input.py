@@ -149,14 +149,16 @@ class MTANModel(MultiTaskModel):
 @ARCHITECTURES.register("cross_stitch")
 @one_input_group
 def cross_stitch(tasks, cfg):
-    """Cross-stitch networks (Misra et al., CVPR 2016): a trunk column per task, mixed after every block
-    by learned cross-stitch units; tasks of one input group only."""
+    """Cross-stitch networks (Misra et al. 2016): a column per task; one input group only.
+
+    CVPR 2016: a trunk column per task, mixed after every block by learned cross-stitch units."""
     return CrossStitchModel(tasks, cfg)
 
 
 @ARCHITECTURES.register("mtan")
 @one_input_group
 def mtan(tasks, cfg):
-    """Multi-Task Attention Network (Liu et al., CVPR 2019): a shared trunk, per-task soft-attention masks
-    on its features at every block; tasks of one input group only."""
+    """MTAN (Liu et al. 2019): shared trunk, per-task attention masks; one input group only.
+
+    CVPR 2019: per-task soft-attention modules mask the shared trunk's features at every block."""
     return MTANModel(tasks, cfg)
