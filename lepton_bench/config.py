@@ -25,7 +25,7 @@ from .errors import ConfigError
 #   added    added after the first committed records: hashed only when set off its default, so the run
 #            ids of those records (and the resume of their grids) still hold
 #   data     changes the tensors a task's data becomes: part of the tensor cache key
-#   sharing  read only by architectures that share (soft_l2, mmoe, adapters): an STL model is the same
+#   sharing  read only by architectures that share (soft_l2, mmoe, adapters, ...): an STL model is the same
 #            whatever it says, so it stays out of the design label the report matches STL runs by
 # A plain field (no ``setting``) is hashed, is not data, and is part of the design when it is a model field.
 
@@ -115,6 +115,14 @@ class ModelConfig:
     soft_l2: float = setting(1e-2, sharing=True)  # soft_l2: strength of the L2 pull of each task's trunk to their mean
     experts: int = setting(3, sharing=True)       # mmoe: shared expert trunks
     adapter_dim: int = setting(32, sharing=True)  # adapters: bottleneck width of the per-task adapters
+    task_experts: int = setting(1, added=True, sharing=True)  # cgc, ple: task-specific expert trunks per task
+                                  # (model.experts: the shared ones)
+    dselect_k: int = setting(2, added=True, sharing=True)  # dselect_k: single-expert selectors per gate (at most
+                                  # this many of the model.experts shared experts weigh on a token)
+    dselect_gamma: float = setting(1.0, added=True, sharing=True)  # dselect_k: width of the smooth step's
+                                  # polynomial region (gamma)
+    dselect_entropy: float = setting(0.0, added=True, sharing=True)  # dselect_k: strength of the selectors'
+                                  # entropy penalty (0: off), which speeds their convergence to one expert each
     stems: dict[str, str] = setting(default_factory=dict, added=True)  # task -> stem (list stems); unset: conv
                                   # for images, embedding for text
     pretrained: bool = setting(True, added=True)  # hf:/timm: stems load their trained weights (false: random init)

@@ -113,12 +113,14 @@ def test_field_roles_are_declared_on_the_fields():
     from lepton_bench.config import RUNTIME_FIELDS, ModelConfig, paths_with, sharing_fields
 
     assert RUNTIME_FIELDS == ("device", "data_dir", "precision", "compile", "sweep")
-    assert sharing_fields() == {"soft_l2", "experts", "adapter_dim"}
+    assert sharing_fields() == {"soft_l2", "experts", "adapter_dim", "task_experts", "dselect_k", "dselect_gamma",
+                                "dselect_entropy"}
     cfg = make_config("hard-ew")
     assert set(paths_with(cfg, "data")) == {"limit_train", "limit_eval", "holdout_seed"} | {
         f"tasks.{t}.{k}" for t in cfg.tasks
         for k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
-    assert set(paths_with(ModelConfig(), "added")) == {"trunk", "char_dim", "stems", "pretrained", "image_size"}
+    assert set(paths_with(ModelConfig(), "added")) == {"trunk", "char_dim", "stems", "pretrained", "image_size",
+                                                        "task_experts", "dselect_k", "dselect_gamma", "dselect_entropy"}
 
 
 def test_a_new_field_declared_once_reaches_hash_cache_key_and_design(monkeypatch):

@@ -8,6 +8,7 @@ import torch
 from lepton_bench.config import ModelConfig
 from lepton_bench.errors import ConfigError
 from lepton_bench.models import ARCHITECTURES, TaskIO, build_model
+from lepton_bench.models.architectures import needs_one_input
 from lepton_bench.models.stems import STEMS
 from lepton_bench.tasks import TASKS
 
@@ -37,14 +38,27 @@ def with_stem(stem_example, tasks, stem, cfg=CFG):
     return dataclasses.replace(cfg, stems=dict.fromkeys(tasks, name), **extra)
 
 
+# One input group: CoNLL-2003 NER, POS and chunking read the same sentences (what same-input
+# architectures such as cross_stitch and mtan need).
+GROUP = {t: dataclasses.replace(IOS[t], group="conll2003") for t in ("conll2003", "conll2003_pos", "conll2003_chunk")}
+
+
 def task_sets(arch):
-    return [[t] for t in IOS] if arch == "single" else [list(IOS)]
+    """Task sets an architecture is built for here: one task at a time (single), the group (an
+    architecture that mixes activations on one input), or every task (others)."""
+    if arch == "single":
+        return [[t] for t in IOS]
+    return [list(GROUP)] if needs_one_input(arch) else [list(IOS)]
+
+
+def ios_of(tasks):
+    return [GROUP.get(t, IOS[t]) if set(tasks) <= set(GROUP) else IOS[t] for t in tasks]
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES.list())
 def test_output_shapes_for_every_task(arch):
     for tasks in task_sets(arch):
-        model = build_model(arch, [IOS[t] for t in tasks], CFG)
+        model = build_model(arch, ios_of(tasks), CFG)
         for t in tasks:
             io = IOS[t]
             out = model(t, batch_for(io))
@@ -56,11 +70,60 @@ def test_output_shapes_for_every_task(arch):
 @pytest.mark.parametrize("arch", ARCHITECTURES.list())
 def test_parameter_counts_add_up(arch):
     for tasks in task_sets(arch):
-        model = build_model(arch, [IOS[t] for t in tasks], CFG)
+        model = build_model(arch, ios_of(tasks), CFG)
         c = model.parameter_counts()
         assert c["total"] == c["shared"] + sum(c[f"task.{t}"] for t in tasks)
         if len(tasks) == 1:
             assert c["shared"] == 0
+
+
+def assert_task_modules_exact(model, tasks):
+    """Each task's ``task_modules`` hold every parameter its output reaches, and only those (stems
+    aside: an input column a batch leaves out, e.g. word shapes, reaches nothing)."""
+    model.eval()
+    for t in tasks:
+        model.zero_grad(set_to_none=True)
+        model(t, batch_for(IOS[t])).float().sum().backward()
+        # reached: a non-zero gradient; touched: in the graph (a zero-initialised layer, e.g. an
+        # adapter's up-projection, leaves the layers before it a zero gradient at first)
+        reached = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        touched = {n for n, p in model.named_parameters() if p.grad is not None}
+        listed = {id(p) for m in model.task_modules(t) for p in m.parameters()}
+        named = {n for n, p in model.named_parameters() if id(p) in listed}
+        assert reached <= named, (t, sorted(reached - named))
+        assert not {n for n in named - touched if "stems" not in n}, (t, sorted(named - touched))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.list())
+def test_a_tasks_modules_are_exactly_the_parameters_its_output_reaches(arch):
+    """``task_modules`` (hence ``parameter_split``) is checked by gradients, on one input group (where
+    tasks' paths may interact) and on mixed inputs."""
+    sets = [[t] for t in ("imdb", "conll2003")] if arch == "single" else \
+        [list(GROUP)] + ([] if needs_one_input(arch) else [["imdb", "conll2003", "cifar10"]])
+    for tasks in sets:
+        torch.manual_seed(0)
+        assert_task_modules_exact(build_model(arch, ios_of(tasks), CFG), tasks)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.list())
+def test_padding_changes_nothing_in_any_architecture(arch):
+    """Every architecture, on a group's shared pass and on tasks of other inputs: an example padded
+    inside a longer batch gets the same outputs as on its own."""
+    sets = [[t] for t in ("imdb", "conll2003")] if arch == "single" else \
+        [list(GROUP)] + ([] if needs_one_input(arch) else [["imdb", "conll2003"]])
+    n = 7   # example 0 has 7 real tokens
+    for tasks in sets:
+        torch.manual_seed(0)
+        model = build_model(arch, ios_of(tasks), CFG).eval()
+        for io in ios_of(tasks):
+            together = [t for t in tasks if ios_of(tasks)[tasks.index(t)].input_group == io.input_group]
+            batch = batch_for(io)
+            alone = {k: v[:1, :n] if v.dim() == 2 else v[:1] for k, v in batch.items()}
+            with torch.no_grad():
+                full, own = model.forward_group(together, batch), model.forward_group(together, alone)
+            for t in together:
+                f = full[t][:1, :n] if IOS[t].output == "tag" else full[t][:1]
+                torch.testing.assert_close(f, own[t], rtol=1e-4, atol=1e-5, msg=lambda m, t=t: f"{arch} {t}: {m}")
 
 
 def test_hard_sharing_shares_exactly_the_trunk():

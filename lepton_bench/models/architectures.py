@@ -83,18 +83,25 @@ class MultiTaskModel(nn.Module):
         a trunk once per ``body_key`` (once in all under hard sharing), a head per task. ``features``,
         when given, receives each body output (the features the heads read), by body key."""
         x, mask = self.stems[self.group_of[tasks[0]]](batch)
-        bodies: dict[str, torch.Tensor] = {} if features is None else features
-        out = {}
-        for t in tasks:
-            key = self.body_key(t)
-            if key not in bodies:
-                bodies[key] = self.body(t, x, mask)
-            out[t] = self.heads[t](bodies[key], mask)
-        return out
+        bodies = self.bodies(tasks, x, mask)
+        if features is not None:
+            features.update(bodies)
+        return {t: self.heads[t](bodies[self.body_key(t)], mask) for t in tasks}
 
     def body(self, task: str, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         """Stem tokens -> trunk tokens; architectures that share differently override this."""
         return self.trunks[self.trunk_of[task]](x, mask)
+
+    def bodies(self, tasks: Sequence[str], x: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``{body_key: body output}`` of tasks of one input group on their shared stem tokens: one
+        ``body`` call per key. Architectures whose tasks' paths depend on each other (cross-stitch,
+        MTAN, PLE) override this to compute the group's paths together, once."""
+        out: dict[str, torch.Tensor] = {}
+        for t in tasks:
+            key = self.body_key(t)
+            if key not in out:
+                out[key] = self.body(t, x, mask)
+        return out
 
     def body_key(self, task: str) -> str:
         """Tasks with one key get the same ``body`` output on the same input (one trunk pass)."""
@@ -229,3 +236,13 @@ def adapters(tasks, cfg):
 
 def build_model(architecture: str, tasks: Sequence[TaskIO], cfg: ModelConfig) -> MultiTaskModel:
     return ARCHITECTURES.get(architecture)(tasks, cfg)
+
+
+def needs_one_input(architecture: str) -> bool:
+    """Whether an architecture mixes its tasks' activations on one input (cross_stitch, mtan): it
+    then trains only tasks of one input group (its factory's ``one_input_group``)."""
+    return bool(getattr(ARCHITECTURES.get(architecture), "one_input_group", False))
+
+
+# The architectures of these modules register themselves in the same registry.
+from . import experts, same_input  # noqa: E402, F401
