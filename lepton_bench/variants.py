@@ -254,11 +254,11 @@ for _aux, _ts in AUXILIARY.items():
 for _a, _h in (("cgc", "customized gate control: 3 shared + 1 task-specific expert trunk per task (Tang 2020)"),
                ("ple", "progressive layered extraction: model.depth CGC levels of one-block experts (Tang 2020)"),
                ("dselect_k", "3 shared expert trunks, a differentiable top-2 DSelect-k gate per task (Hazimeh 2021)")):
-    register_variant(Variant(f"{_a}-ew", _a, "ew", help=f"{_h}, {_WEIGHTING_HELP['ew']}"))
+    register_variant(Variant(f"{_a}-ew", _a, "ew", help=f"{_h}, equal loss weights"))
 for _a, _h in (("cross_stitch", "a BiLSTM-fed trunk column per task, mixed by cross-stitch units (Misra 2016)"),
                ("mtan", "one BiLSTM-fed trunk, per-task attention masks at every block (MTAN, Liu 2019)")):
     register_variant(Variant(f"tagging-{_a}-ew", _a, "ew", tasks=TAGGING, overrides=TAGGING_MODEL,
-                             help=f"NER + POS + chunking, {_h}, {_WEIGHTING_HELP['ew']}", **TAGGING_REFERENCES))
+                             help=f"NER + POS + chunking, {_h}, equal loss weights", **TAGGING_REFERENCES))
 
 
 def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
