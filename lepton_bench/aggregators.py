@@ -47,7 +47,7 @@ class GradientAggregation(Weighting):
         except ImportError as e:
             raise ConfigError(f"{type(self).__name__} needs an optional dependency ({e}); "
                               f"pip install 'torchjd[{self.extra}]'") from None
-        if self.task_grads == "weighted" and not hasattr(self.aggregator, "weighting"):
+        if self.task_grads == "weighted" and not self.two_batches and not hasattr(self.aggregator, "weighting"):
             raise ConfigError(f"weighting_args.task_grads=weighted needs task weights; {type(self).__name__} "
                               "combines the gradients without any (use own)")
         return self
@@ -100,26 +100,35 @@ class GradientAggregation(Weighting):
 
     def _through_params(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra,
                         keep: bool) -> torch.Tensor | None:
-        # one Jacobian row per task, by a backward of that task's loss alone: it walks only that
-        # task's graph (a vector-Jacobian product of the stacked losses would walk every task's)
+        J = self._jacobian(L, shared, retain=extra is not None or keep)
+        w, update = self._aggregate(J, keep)
+        self._set_shared(shared, update, extra, keep)
+        return w
+
+    def _jacobian(self, L: list[torch.Tensor], shared: list[torch.Tensor], retain: bool) -> torch.Tensor:
+        """One row per task: the gradient of its loss w.r.t. the shared parameters, by a backward of
+        that loss alone (it walks only that task's graph; a vector-Jacobian product of the stacked
+        losses would walk every task's), averaged over torchrun ranks (every rank the same matrix)."""
         rows = []
         for i, loss in enumerate(L):
-            grads = torch.autograd.grad(loss, shared, retain_graph=i < len(L) - 1 or extra is not None or keep,
-                                        allow_unused=True)
+            grads = torch.autograd.grad(loss, shared, retain_graph=i < len(L) - 1 or retain, allow_unused=True)
             rows.append(torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
                                    for g, p in zip(grads, shared, strict=True)]))
-        # the Jacobian of the global batch: every rank aggregates the same matrix
-        w, update = self._aggregate(mean_over_ranks(self.world, torch.stack(rows)), keep)
+        return mean_over_ranks(self.world, torch.stack(rows))
+
+    @staticmethod
+    def _set_shared(shared: list[torch.Tensor], update: torch.Tensor, extra, keep: bool) -> None:
+        """The update into the shared parameters' .grad, plus a regulariser's own gradient (added,
+        not aggregated)."""
         offset = 0
         for p in shared:
             p.grad = update[offset:offset + p.numel()].view_as(p).clone()
             offset += p.numel()
-        if extra is not None:   # a regulariser on shared parameters is added, not aggregated
+        if extra is not None:
             for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True, retain_graph=keep),
                             strict=True):
                 if g is not None:
                     p.grad += g
-        return w
 
     def _through_features(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra,
                           keep: bool = False) -> torch.Tensor | None:
@@ -138,6 +147,45 @@ class GradientAggregation(Weighting):
                 if g is not None:
                     p.grad = g if p.grad is None else p.grad + g
         return w
+
+
+class TwoBatches(GradientAggregation):
+    """Weights from two independent mini-batches (MoDo, SDMGrad): the run's step splits each task's
+    batch into halves and hands their losses over (``halves``); the weighting reads A = J_1 J_2^T (not
+    a Gramian), and the update is the weights times the halves' mean Jacobian — the gradient of
+    sum_t lambda_t (L_t^1 + L_t^2) / 2, task-specific parameters included (the papers' update, and
+    torchjd's example). Shared parameters only (``jacobian=params``)."""
+
+    two_batches = True
+    own_task_grads = "weighted"
+
+    def __init__(self, tasks, cfg=None, seed=0):
+        super().__init__(tasks, cfg, seed)
+        if self.cfg.jacobian != "params":
+            raise ConfigError(f"{type(self).__name__} takes the Jacobian of the shared parameters on two batches; "
+                              "weighting_args.jacobian=features is not offered")
+
+    def backward(self, losses, model, extra=None):
+        halves, self.halves = self.halves, None
+        if halves is None:
+            raise ConfigError(f"{type(self).__name__} needs the losses of two half-batches (the run's train_step "
+                              "gives them)")
+        La, Lb = self._ordered(halves[0]), self._ordered(halves[1])
+        shared, own = model.parameter_split()
+        task_params = [p for ps in own.values() for p in ps]
+        Ja = self._jacobian(La, shared, retain=True)
+        Jb = self._jacobian(Lb, shared, retain=True)
+        w = self.aggregator(Ja @ Jb.T)
+        self._set_shared(shared, w @ ((Ja + Jb) / 2), extra, keep=True)
+        mean = [(a + b) / 2 for a, b in zip(La, Lb, strict=True)]
+        scale = w.detach() if self.task_grads == "weighted" else torch.ones_like(w)
+        torch.autograd.backward(sum(c * loss for c, loss in zip(scale, mean, strict=True)), inputs=task_params)
+        self.last = w.detach()
+        return None
+
+    def weights(self):
+        last = getattr(self, "last", None)
+        return super().weights() if last is None else {t: float(v) for t, v in zip(self.tasks, last, strict=True)}
 
 
 def _aggregator(name: str, factory: Callable[[GradientAggregation], Callable], doc: str,
@@ -228,3 +276,9 @@ def _cr_mogm(self):
 
 _aggregator("cr_mogm", _cr_mogm,
             "CR-MOGM (Zhou et al., NeurIPS 2022): MGDA's weights smoothed by an EMA across steps.")
+_aggregator("modo", _agg("MoDoWeighting", gamma=lambda self: self.cfg.modo_gamma, rho=lambda self: self.cfg.modo_rho),
+            "MoDo (Chen et al., JMLR 2024): weights by a projected step on J_1 J_2^T of two independent batches.",
+            base=TwoBatches)
+_aggregator("sdmgrad", _agg("SDMGradWeighting", lambda_=lambda self: self.cfg.sdmgrad_lambda),
+            "SDMGrad (Xiao et al., NeurIPS 2023): direction-oriented weights from two independent batches.",
+            base=TwoBatches)

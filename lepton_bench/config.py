@@ -156,6 +156,10 @@ class WeightingConfig:
                                   # paper) or 1/T ("mean", torchjd's default: a T times smaller update)
     graddrop_on: str = setting("auto", added=True)      # GradDrop: on the shared "features" (the paper's
                                   # activations), the shared "params", or "auto" (features where one tensor)
+    modo_gamma: float = setting(0.1, added=True)        # MoDo: step of the task weights lambda (torchjd's default)
+    modo_rho: float = setting(0.1, added=True)          # MoDo: l2 regularisation of lambda's step
+    sdmgrad_lambda: float = setting(0.3, added=True)    # SDMGrad: pull towards the mean gradient (the authors'
+                                                        # experiments, LibMTL)
     stch_mu: float = setting(1.0, added=True)    # STCH: smoothing mu of the log-sum-exp (-> 0: Tchebycheff max)
     stch_preference: dict[str, float] = setting(default_factory=dict, added=True)  # STCH: task -> preference
                                   # (missing: 1), normalised onto the simplex; unset: equal

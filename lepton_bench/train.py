@@ -39,8 +39,18 @@ def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[st
     cfg, model = s.cfg, s.model
     features: list[torch.Tensor] = []
     with autocast(s.device, s.runtime["precision"]):
-        logits = task_logits(s, batches, features)
-        losses = {n: s.specs[n].loss(logits[n], b["y"], cfg.tasks[n].label_smoothing) for n, b in batches.items()}
+        if s.weighting.two_batches:   # two independent half-batches (MoDo, SDMGrad); the step's loss their mean
+            halves = [{n: {k: v[i * len(b["y"]) // 2:(i + 1) * len(b["y"]) // 2] for k, v in b.items()}
+                       for n, b in batches.items()} for i in (0, 1)]
+            s.weighting.halves = []
+            for h in halves:
+                out = task_logits(s, h)
+                s.weighting.halves.append({n: s.specs[n].loss(out[n], h[n]["y"], cfg.tasks[n].label_smoothing)
+                                           for n in h})
+            losses = {n: (s.weighting.halves[0][n] + s.weighting.halves[1][n]) / 2 for n in batches}
+        else:
+            logits = task_logits(s, batches, features)
+            losses = {n: s.specs[n].loss(logits[n], b["y"], cfg.tasks[n].label_smoothing) for n, b in batches.items()}
     if s.weighting.wants_features:   # checked in prepare: one group, one trunk pass, so one tensor
         s.weighting.features = features[0]
     s.opt.zero_grad(set_to_none=True)

@@ -38,6 +38,9 @@ class Weighting(ABC):
                                   # which torchrun processes would not share: refused there
     world = World()               # the torchrun world, set by ``train.prepare``
     wants_features = False        # True: ``train_step`` sets ``self.features`` (the shared features) first
+    two_batches = False           # True: ``train_step`` splits each task's batch into halves and sets
+                                  # ``self.halves`` (each half's losses) first (MoDo, SDMGrad)
+    halves: list[dict[str, torch.Tensor]] | None = None
     features: torch.Tensor | None = None
 
     def __init__(self, tasks: Sequence[str], cfg: WeightingConfig | None = None, seed: int = 0):

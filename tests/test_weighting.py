@@ -282,7 +282,8 @@ def test_every_weighting_has_its_hard_variant_a_plugins_too():
 
 # by hand elsewhere: db_mtl's task gradients are its log-losses' (tests/test_balancing.py), nash_mtl's alpha-weighted
 @pytest.mark.parametrize("name", [n for n in WEIGHTINGS.list() if getattr(WEIGHTINGS.get(n), "make", None)
-                                  and n not in ("pcgrad", "mgda", "db_mtl", "nash_mtl")])
+                                  and n not in ("pcgrad", "mgda", "db_mtl", "nash_mtl")
+                                  and not WEIGHTINGS.get(n).two_batches])   # modo, sdmgrad: by hand below
 def test_every_aggregator_gives_a_finite_update_and_own_task_gradients(name):
     g = aggregate(name, [1.0, 0.0], [-1.0, 1.0])
     assert torch.isfinite(g).all() and g.abs().sum() > 0
@@ -362,3 +363,38 @@ def test_gradnorm_w_is_the_shared_trunks_last_matrix_when_a_group_stem_is_shared
     assert last_shared_weight(model) is trunk[-1]
     shared = {id(p) for p in model.parameter_split()[0]}
     assert any(id(p) in shared for p in model.stems["g"].parameters())   # the group's stem is shared, yet not W
+
+
+class Halves(Toy):
+    """Toy whose two half-batches have Jacobians J_1 = [[1, 0], [0, 1]] and J_2 = [[1, 0], [0, 2]]."""
+
+    def halves(self):
+        return [self.losses([1.0, 0.0], [0.0, 1.0]), self.losses([1.0, 0.0], [0.0, 2.0])]
+
+
+def test_modo_steps_its_weights_on_two_batches_by_hand():
+    """MoDo (eq. 2.9a): lambda_1 = Proj_simplex(lambda_0 - gamma (J_1 J_2^T lambda_0 + rho lambda_0)) with
+    lambda_0 = [.5, .5], A = J_1 J_2^T = diag(1, 2), gamma = rho = 0.1: [.5, .5] - .1 [.55, 1.05] =
+    [.445, .395], projected (+ .08 each): [.525, .475]. Update (2.9b): lambda^T (J_1 + J_2)/2 =
+    [.525, .475 * 1.5]; the task parameters lambda_t times their own gradient (1 and 2 here)."""
+    model, w = Halves(), make("modo")
+    w.halves = model.halves()
+    w.backward({t: (a + b) / 2 for (t, a), b in zip(w.halves[0].items(), w.halves[1].values(), strict=True)}, model)
+    torch.testing.assert_close(model.theta.grad, torch.tensor([0.525, 0.7125]), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.a.grad, torch.tensor(0.525), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.b.grad, torch.tensor(0.475 * 2), rtol=1e-4, atol=1e-4)
+    assert w.weights() == pytest.approx({"a": 0.525, "b": 0.475})
+    with pytest.raises(ConfigError, match="two half-batches"):
+        w.backward(model.losses([1.0, 0.0], [0.0, 1.0]), model)
+
+
+def test_sdmgrad_is_torchjds_weighting_on_two_batches():
+    import torchjd.aggregation as A
+
+    model, w = Halves(), make("sdmgrad")
+    w.halves = model.halves()
+    w.backward({}, model)
+    lam = A.SDMGradWeighting(lambda_=0.3)(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    torch.testing.assert_close(model.theta.grad, lam @ torch.tensor([[1.0, 0.0], [0.0, 1.5]]), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="jacobian=features is not offered"):
+        make("sdmgrad", jacobian="features")
