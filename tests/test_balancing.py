@@ -16,6 +16,7 @@ from lepton_bench.tasks import TaskSpec
 from lepton_bench.train import next_batches, prepare, run, train_step
 from lepton_bench.variants import make_config
 
+from . import test_weighting as weighting_tests
 from .conftest import TINY
 
 TASKS = ["a", "b"]
@@ -33,23 +34,13 @@ def losses(*values):
     return {t: torch.tensor(float(v), requires_grad=True) for t, v in zip(TASKS, values, strict=True)}
 
 
-class Toy(nn.Module):
+class Toy(weighting_tests.Toy):
     """theta (2 numbers) is shared; each task has its own scalar. At theta = 0, a = b = 0:
     L_a = c_a + g_a.theta + a, L_b = c_b + g_b.theta + 2 b, so grad_theta L_t = g_t, L_t = c_t,
-    dL_a/da = 1, dL_b/db = 2."""
-
-    def __init__(self):
-        super().__init__()
-        self.theta = nn.Parameter(torch.zeros(2))
-        self.a = nn.Parameter(torch.zeros(()))
-        self.b = nn.Parameter(torch.zeros(()))
-
-    def parameter_split(self):
-        return [self.theta], {"a": [self.a], "b": [self.b]}
+    dL_a/da = 1, dL_b/db = 2 (c_t = 1 by default: log-losses need positive losses)."""
 
     def losses(self, ga, gb, ca=1.0, cb=1.0):
-        return {"a": ca + torch.tensor(ga) @ self.theta + self.a,
-                "b": cb + torch.tensor(gb) @ self.theta + 2 * self.b}
+        return super().losses(ga, gb, ca, cb)
 
     def zero_grad(self, set_to_none=True):
         for p in self.parameters():

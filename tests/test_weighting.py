@@ -136,8 +136,8 @@ class Toy(nn.Module):
     def parameter_split(self):
         return [self.theta], {"a": [self.a], "b": [self.b]}
 
-    def losses(self, ga, gb):
-        return {"a": torch.tensor(ga) @ self.theta + self.a, "b": torch.tensor(gb) @ self.theta + 2 * self.b}
+    def losses(self, ga, gb, ca=0.0, cb=0.0):
+        return {"a": ca + torch.tensor(ga) @ self.theta + self.a, "b": cb + torch.tensor(gb) @ self.theta + 2 * self.b}
 
 
 def aggregate(name, ga, gb, **cfg):
