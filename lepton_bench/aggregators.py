@@ -92,11 +92,16 @@ class GradientAggregation(Weighting):
     own_task_grads = "own"
 
     def _aggregate(self, J: torch.Tensor, keep: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(task weights when wanted, the update) of the Jacobian J."""
+        """(task weights when wanted, the update) of the Jacobian J. A non-finite row (a non-finite
+        loss) would stop a solver (an SVD, a QP) with its own error: the method sees it as zeros, and
+        the non-finite values are added back to the update, so they reach the gradients and the run's
+        check names the task, as for every method (no host sync)."""
+        finite = torch.where(torch.isfinite(J), J, torch.zeros_like(J))
+        poison = 0 * J.sum(0)   # nan where a row is, 0 elsewhere
         if not keep:
-            return None, self.aggregator(J)
-        w = self.aggregator.weighting(J)
-        return w, w @ J
+            return None, self.aggregator(finite) + poison
+        w = self.aggregator.weighting(finite)
+        return w, w @ finite + poison
 
     def _through_params(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra,
                         keep: bool) -> torch.Tensor | None:
@@ -175,8 +180,10 @@ class TwoBatches(GradientAggregation):
         task_params = [p for ps in own.values() for p in ps]
         Ja = self._jacobian(La, shared, retain=True)
         Jb = self._jacobian(Lb, shared, retain=True)
+        poison = 0 * (Ja.sum(0) + Jb.sum(0))   # a non-finite loss reaches the gradients, not the solver
+        Ja, Jb = (torch.where(torch.isfinite(J), J, torch.zeros_like(J)) for J in (Ja, Jb))
         w = self.aggregator(Ja @ Jb.T)
-        self._set_shared(shared, w @ ((Ja + Jb) / 2), extra, keep=True)
+        self._set_shared(shared, w @ ((Ja + Jb) / 2) + poison, extra, keep=True)
         mean = [(a + b) / 2 for a, b in zip(La, Lb, strict=True)]
         scale = w.detach() if self.task_grads == "weighted" else torch.ones_like(w)
         torch.autograd.backward(sum(c * loss for c, loss in zip(scale, mean, strict=True)), inputs=task_params)

@@ -398,3 +398,17 @@ def test_sdmgrad_is_torchjds_weighting_on_two_batches():
     torch.testing.assert_close(model.theta.grad, lam @ torch.tensor([[1.0, 0.0], [0.0, 1.5]]), rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="jacobian=features is not offered"):
         make("sdmgrad", jacobian="features")
+
+
+@pytest.mark.parametrize("name", [n for n in WEIGHTINGS.list() if n != "gradnorm"])   # gradnorm: needs a trunk
+def test_a_non_finite_loss_reaches_the_gradients_not_a_solvers_error(name):
+    """Every weighting (plugins too): a NaN loss raises nothing inside the method (no SVD or QP error);
+    it reaches the shared gradients (or the combined loss), so the run's check names the task."""
+    model, w = Halves(), make(name)
+    L = model.losses([1.0, 0.0], [0.0, 2.0])
+    L["a"] = L["a"] * float("nan")
+    if w.two_batches:
+        w.halves = [L, model.losses([1.0, 0.0], [0.0, 1.0])]
+    total = w.backward(L, model)
+    grads = model.theta.grad
+    assert (total is not None and not torch.isfinite(total).all()) or not torch.isfinite(grads).all()
