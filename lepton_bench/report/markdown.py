@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from math import prod
 from pathlib import Path
 from typing import Any
 
+from ..selection import point_of
 from .analysis import STL_ENTRY, Analysis, mean_ranks, stl_cost
 from .baselines import standing_section
 from .claims import claims_section, literature_section
@@ -155,9 +157,16 @@ def tuning_section(a: Analysis) -> str:
                 "budget-saving: every point on the first "
                 + " or ".join(str(k) for k in tune if k is not None)
                 + " seeds (the tuning seeds), the remaining seeds at the chosen point only")
+    # a family's budget: the product, over its axes, of the values any family was tried at (not the points
+    # it has so far: an unfinished tuning would read as a smaller budget)
+    values: dict[str, set] = {}
+    for f in a.tuning:
+        for g in f.groups:
+            for k, v in point_of(g.runs[0].get("config") or {}, list(f.axes)):
+                values.setdefault(k, set()).add(v)
     budgets: dict[tuple, list[str]] = {}   # (axes, points) -> variants
     for f in a.tuning:
-        budgets.setdefault((f.axes, len(f.groups)), []).append(f.label or f.variant)
+        budgets.setdefault((f.axes, prod(len(values[k]) for k in f.axes)), []).append(f.label or f.variant)
     common = max(budgets, key=lambda b: (len(budgets[b]), -b[1]))   # the most variants; ties: the smaller
     axes_text = ", ".join(f"`{k}`" for k in common[0])
     if len(budgets) == 1:
