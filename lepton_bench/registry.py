@@ -34,6 +34,8 @@ class Registry(Generic[T]):
         self._module: dict[str, str] = {}   # name -> the module that registered it
         self._describe = describe or describe_fields
         self._on_new: list[Callable[[str, T], None]] = []
+        self._derived: set[str] = set()
+        self._loaders: list[Callable[[], object]] = []
         Registry._all.add(self)
 
     @classmethod
@@ -41,16 +43,24 @@ class Registry(Generic[T]):
         """Entries in all registries together (a plugin that adds none is told so)."""
         return sum(len(r) for r in list(cls._all))
 
-    def register(self, name: str, obj: T | None = None, *, help: str | None = None):
-        """Register ``obj`` under ``name``; without ``obj`` it works as a decorator."""
+    def register(self, name: str, obj: T | None = None, *, help: str | None = None, derived: bool = False):
+        """Register ``obj`` under ``name``; without ``obj`` it works as a decorator. A ``derived`` entry
+        (made from another registry's, e.g. ``hard-<weighting>``) may be replaced once by the module it
+        is credited to (a plugin's own ``hard-<its weighting>``); by no other."""
         module = _caller_module()
 
         def add(o: T) -> T:
             if name in self._items and self._items[name] is not o:
-                raise ConfigError(f"{self.kind} {name!r} is already registered by {self._module[name]}; "
-                                  f"{module} cannot register it again (pick another name)")
+                if name in self._derived and self._module[name] == module:
+                    self._derived.discard(name)
+                    del self._items[name]
+                else:
+                    raise ConfigError(f"{self.kind} {name!r} is already registered by {self._module[name]}; "
+                                      f"{module} cannot register it again (pick another name)")
             new = name not in self._items
             self._items[name] = o
+            if derived:
+                self._derived.add(name)
             self._module.setdefault(name, module)
             self._help[name] = " ".join((help or _own_doc(o)).strip().split("\n\n")[0].split())  # 1st paragraph
             if new:
@@ -67,17 +77,24 @@ class Registry(Generic[T]):
         for name, o in list(self._items.items()):
             listen(name, o)
 
-    def replace(self, name: str, obj: T, *, help: str | None = None) -> T:
-        """Put ``obj`` where a derived entry of that name is (a plugin's own ``hard-<name>``)."""
-        self._items.pop(name, None)
-        self._module.pop(name, None)
-        return self.register(name, obj, help=help)
+    def load_with(self, loader: Callable[[], object]) -> None:
+        """Call ``loader`` once, before the first listing or a lookup of a name not (yet) registered
+        (membership tests see what is registered so far): where entries
+        are derived from a registry this one must not import at its own import (the weightings, which
+        need torch, give the variants their ``hard-<name>``)."""
+        self._loaders.append(loader)
+
+    def _load(self) -> None:
+        while self._loaders:
+            self._loaders.pop(0)()
 
     def module(self, name: str) -> str:
         """The module that registered ``name`` (where a plugin's entry comes from)."""
         return self._module[name]
 
     def get(self, name: str) -> T:
+        if name not in self._items:   # only a miss loads the derived entries (a lookup stays cheap)
+            self._load()
         try:
             return self._items[name]
         except KeyError:
@@ -95,10 +112,13 @@ class Registry(Generic[T]):
 
     def list(self, pattern: str = "*") -> list[str]:
         """Sorted names matching an fnmatch ``pattern``."""
+        self._load()
         return sorted(n for n in self._items if fnmatch.fnmatchcase(n, pattern))
 
     def help(self, name: str) -> str:
         """The entry's one-line description: its help, else ``describe(obj)``."""
+        if name not in self._items:
+            self._load()
         if name not in self._items:
             return ""
         return self._help[name] or self._describe(self._items[name])
@@ -107,12 +127,15 @@ class Registry(Generic[T]):
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
+        self._load()
         return iter(sorted(self._items))
 
     def __len__(self) -> int:
+        self._load()
         return len(self._items)
 
     def items(self) -> list[tuple[str, T]]:
+        self._load()
         return sorted(self._items.items())
 
 

@@ -11,6 +11,7 @@ variant that names no tasks trains ``tasks.default_tasks()`` (the core tasks fla
 from __future__ import annotations
 
 import copy
+import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,14 +75,8 @@ class Variant:
 VARIANTS: Registry[Variant] = Registry("variant")
 
 
-DERIVED: set[str] = set()   # variants derived from another registry (hard-<weighting>)
-
-
-def register_variant(v: Variant) -> Variant:
-    if v.name in DERIVED:   # a plugin's own hard-<weighting> replaces the one derived from the registry
-        DERIVED.discard(v.name)
-        return VARIANTS.replace(v.name, v, help=v.help)
-    return VARIANTS.register(v.name, v, help=v.help)
+def register_variant(v: Variant, derived: bool = False) -> Variant:
+    return VARIANTS.register(v.name, v, help=v.help, derived=derived)
 
 
 # Single-task baselines, the yardstick of every other variant: one per task, registered with it.
@@ -95,8 +90,8 @@ TASKS.on_register(_register_stl)
 
 # Hard sharing with every weighting: ``hard-<name>`` for each registered weighting, a plugin's too.
 # The weighting registry needs torch, this module does not: lepton_bench.weighting calls this for
-# each weighting it (or a plugin) registers. A variant a plugin registers under the same name replaces
-# the derived one.
+# each weighting it (or a plugin) registers, and the registry imports it before its first lookup. The
+# module that registered the weighting may register its own variant of that name instead.
 
 
 def register_weighting_variant(weighting: str, help: str) -> None:
@@ -111,8 +106,7 @@ def register_weighting_variant(weighting: str, help: str) -> None:
         if depth == 0 and ch in ":." and help[i + 1:i + 2] in (" ", ""):
             cut = i
             break
-    register_variant(Variant(name, "hard", weighting, help=f"hard sharing, {help[:cut] or weighting}"))
-    DERIVED.add(name)
+    register_variant(Variant(name, "hard", weighting, help=f"hard sharing, {help[:cut] or weighting}"), derived=True)
 
 
 # The static-weight sweep: one task up-weighted at a time (Xin et al. 2022: the baseline that
@@ -301,3 +295,8 @@ def compose(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
     cfg.model.stems = {t: n for t, n in cfg.model.stems.items()
                        if t in cfg.tasks and n != DEFAULT_STEMS.get(TASKS.get(t).input)}
     return cfg
+
+
+# hard-<weighting> for every weighting: lepton_bench.weighting (torch) registers them, so it is imported
+# before the variants are first looked up or listed (last here: it imports this module)
+VARIANTS.load_with(lambda: importlib.import_module("lepton_bench.weighting"))

@@ -173,5 +173,5 @@ def test_a_duplicate_name_says_which_module_registered_it_first(tmp_path, monkey
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["--plugin", "lb_test_dup_plugin", "list"]) == 2
     assert capsys.readouterr().err == (
-        "lepton-bench: error: variant 'hard-ew' is already registered by lepton_bench.variants; "
+        "lepton-bench: error: variant 'hard-ew' is already registered by lepton_bench.weighting; "
         "lb_test_dup_plugin cannot register it again (pick another name)\n")

@@ -71,9 +71,17 @@ def test_every_weighting_fills_finite_gradients_of_shared_and_task_parameters(na
     for _ in range(3):   # stateful ones (DWA's windows, FAMO's logits) take a few steps
         for p in model.parameters():
             p.grad = None
-        x = batch()
-        losses = {"a": torch.nn.functional.cross_entropy(model("a", x), torch.tensor([0, 1, 0, 1])),
-                  "b": torch.nn.functional.cross_entropy(model("b", x).flatten(0, 1), torch.randint(0, 3, (32,)))}
+        x, ya, yb = batch(), torch.tensor([0, 1, 0, 1]), torch.randint(0, 3, (4, 8))
+
+        def losses_of(rows, x=x, ya=ya, yb=yb):
+            xs = {k: v[rows] for k, v in x.items()}
+            return {"a": torch.nn.functional.cross_entropy(model("a", xs), ya[rows]),
+                    "b": torch.nn.functional.cross_entropy(model("b", xs).flatten(0, 1), yb[rows].flatten())}
+
+        losses = losses_of(slice(None))
+        if weighting.two_batches:   # as train_step: two half-batches, the step's losses their mean
+            weighting.halves = [losses_of(slice(0, 2)), losses_of(slice(2, 4))]
+            losses = {t: (weighting.halves[0][t] + weighting.halves[1][t]) / 2 for t in losses}
         weighting.backward(losses, model, model.extra_loss())
         weighting.after_step({k: v.detach() for k, v in losses.items()})
     shared, own = model.parameter_split()

@@ -41,7 +41,8 @@ def test_duplicate_name_is_refused_naming_who_registered_it_first():
 def test_an_entry_is_credited_to_the_module_that_registers_it_through_a_helper():
     from lepton_bench.variants import VARIANTS
 
-    assert VARIANTS.module("hard-ew") == "lepton_bench.variants"   # register_variant at its top level
+    assert VARIANTS.module("stl-imdb") == "lepton_bench.variants"   # register_variant at its top level
+    assert VARIANTS.module("hard-ew") == "lepton_bench.weighting"   # derived, where the weightings register
     from lepton_bench.weighting import WEIGHTINGS
 
     assert WEIGHTINGS.module("pcgrad") == "lepton_bench.aggregators"   # through the _aggregator helper
