@@ -259,7 +259,7 @@ def plot_static_front(a: Analysis, path: Path) -> bool:
         return False
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig = _figure(5.2 * cols, 4.6 * rows)
+    fig = _figure(6.2 * cols, 4.8 * rows)
     axs = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, (title, main, i, j, groups, static, mean, on_front) in zip(axs, panels, strict=False):
         ti, tj = main[i], main[j]
@@ -285,6 +285,7 @@ def plot_static_front(a: Analysis, path: Path) -> bool:
             stl = (mean_ci(ref_i.values(ti, a.primary[ti]))[0], mean_ci(ref_j.values(tj, a.primary[tj]))[0])
             if ok(stl[0]) and ok(stl[1]):
                 ax.plot([stl[0]], [stl[1]], "*", ms=12, color=STL_COLOR, label="STL baselines")
+        ax.set_xlim(right=ax.get_xlim()[1] + 0.45 * (ax.get_xlim()[1] - ax.get_xlim()[0]))   # room for names
         _labels(ax, names, pts)
         ax.set(xlabel=f"{ti} {a.primary[ti]} (test)", ylabel=f"{tj} {a.primary[tj]} (test)", title=title)
         ax.grid(alpha=0.3)
