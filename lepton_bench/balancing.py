@@ -12,6 +12,8 @@ processes, so every process keeps the same state: none of them is ``single_proce
 
 from __future__ import annotations
 
+from abc import abstractmethod
+
 import torch
 
 from .aggregators import GradientAggregation
@@ -104,8 +106,9 @@ class _Stateful(GradientAggregation):
         self.k = 0   # steps seen
         return self.update
 
+    @abstractmethod
     def update(self, jacobian: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """The shared update from this step's Jacobian (rows: tasks), advancing the method's state."""
 
 
 @WEIGHTINGS.register("db_mtl")
