@@ -170,6 +170,9 @@ class WeightingConfig:
     moco_gamma: float = setting(0.1, added=True)  # MoCo: step gamma of the simplex weights lambda
     moco_gamma_sigma: float = setting(0.5, added=True)  # MoCo: gamma_k = gamma / k^sigma
     moco_rho: float = setting(0.0, added=True)    # MoCo: l2 regularisation rho of lambda's update
+    autol_init: float = setting(0.1, added=True)  # Auto-Lambda: initial task weights (the paper's 0.1)
+    autol_lr: float = setting(1e-4, added=True)   # Auto-Lambda: Adam lr of the task weights (the official
+                                  # code's 1e-4 for NYUv2; 3e-5 for CityScapes)
 
 
 @dataclass

@@ -9,7 +9,7 @@ import math
 import time
 import warnings
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -144,6 +144,8 @@ class Setup:
     world: World                # torchrun processes (a world of one without torchrun)
     params: list[torch.Tensor]  # everything the optimizer trains (gradients averaged over the world)
     groups: dict[str, list[str]] = field(default_factory=dict)   # input group -> its tasks (the sampler's units)
+    meta_streams: dict[str, TrainStream] = field(default_factory=dict)   # a second, independent order of each
+                                        # group's training data, for a look-ahead weighting (Auto-Lambda)
     watch: NonFiniteWatch = field(init=False, repr=False)   # non-finite losses, seen by train_step
 
     def __post_init__(self) -> None:
@@ -202,9 +204,14 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
                             cfg.limit_eval, **task_reads(cfg, specs[n]))
     merged = {g: merge_group(g, ts, data) for g, ts in groups.items()}
     data_seconds = time.perf_counter() - t0
-    streams = {g: TrainStream(gd.splits["train"].to(device), cfg.tasks[gd.tasks[0]].batch_size,
-                              stream_seed(cfg.seed, g), device, augment=specs[gd.tasks[0]].input == "image")
-               for g, gd in merged.items()}
+    train = {g: gd.splits["train"].to(device) for g, gd in merged.items()}
+
+    def make_streams(suffix: str = "") -> dict[str, TrainStream]:
+        return {g: TrainStream(train[g], cfg.tasks[gd.tasks[0]].batch_size, stream_seed(cfg.seed, g + suffix),
+                               device, augment=specs[gd.tasks[0]].input == "image") for g, gd in merged.items()}
+
+    streams = make_streams()
+    meta_streams = make_streams("#meta") if weighting.meta_batches else {}
     sampler = sampler_cls(list(groups), {g: gd.sizes()["train"] for g, gd in merged.items()}, total_steps,
                           cfg.seed, cfg.weighting_args.temperature)
     eval_data = {g: GroupData(g, gd.tasks, {k: v.to(device) for k, v in gd.splits.items() if k != "train"},
@@ -228,22 +235,29 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     # FLOPs of one batch per group, all its tasks (counted eagerly: a compiled graph hides its ops)
     flops = {}
     for g, gd in merged.items():
-        probe = next(TrainStream(gd.splits["train"].to(device), cfg.tasks[gd.tasks[0]].batch_size, 0, device))
+        probe = next(TrainStream(train[g], cfg.tasks[gd.tasks[0]].batch_size, 0, device))
         flops[g] = count_flops(lambda ts=gd.tasks, b=probe: sum(
             specs[n].loss(z, b[LABEL + n]) for n, z in model.forward_group(ts, b).items()).backward())
     opt.zero_grad(set_to_none=True)
     seed_everything(cfg.seed)
     return Setup(cfg, device, specs, data, streams, eval_data, sampler, weighting, model, opt, sched,
                  total_steps, data_seconds, flops, fast_paths(cfg, model, device), world,
-                 [p for g in opt.param_groups for p in g["params"]], groups)
+                 [p for g in opt.param_groups for p in g["params"]], groups, meta_streams)
 
 
 def next_batches(s: Setup, step: int) -> dict[str, dict[str, torch.Tensor]]:
-    """The batches of ``step``, by task: one batch of each input group the sampler picks (this
-    process's shard of it), seen by each task of the group with its own labels as ``y``."""
+    """The batches of ``step``, by task: one batch of each input group the sampler picks."""
+    return draw_batches(s, s.sampler.tasks_at(step))
+
+
+def draw_batches(s: Setup, groups: Iterable[str], streams: dict[str, TrainStream] | None = None
+                 ) -> dict[str, dict[str, torch.Tensor]]:
+    """The next batch of each of ``groups`` (this process's shard of it), seen by each task of the
+    group with its own labels as ``y``; from ``streams`` (default: the training streams;
+    ``s.meta_streams`` for a look-ahead's second batch)."""
     out = {}
-    for g in s.sampler.tasks_at(step):
-        out.update(task_views(shard(next(s.streams[g]), s.world), s.groups[g]))
+    for g in groups:
+        out.update(task_views(shard(next((streams or s.streams)[g]), s.world), s.groups[g]))
     return out
 
 

@@ -16,11 +16,13 @@ from .config import RunConfig
 from .distributed import average, average_gradients, finish
 from .errors import TrainingError
 from .evaluation import autocast, evaluate_group
+from .lookahead import Lookahead, optimizer_decay
 from .measure import environment, now, peak_memory, peak_tflops, reset_peak_memory
 from .results import build_record, now_iso
 from .setup import (
     Progress,
     Setup,
+    draw_batches,
     lr_lambda,
     make_optimizer,
     next_batches,
@@ -31,44 +33,49 @@ from .setup import (
 )
 
 __all__ = ["Progress", "Setup", "lr_lambda", "make_optimizer", "next_batches", "prepare", "run", "stream_seed",
-           "task_reads", "train_step"]
+           "task_losses", "task_reads", "train_step"]
+
+
+def task_losses(s: Setup, batches: dict[str, dict[str, torch.Tensor]],
+                features: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Every task's training loss on its batch (label smoothing included), under the run's autocast."""
+    with autocast(s.device, s.runtime["precision"]):
+        logits = task_logits(s, batches, features)
+        return {n: s.specs[n].loss(logits[n], b["y"], s.cfg.tasks[n].label_smoothing) for n, b in batches.items()}
 
 
 def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """One optimizer step on one batch per task; returns the (graph-free) task losses."""
-    cfg, model = s.cfg, s.model
+    cfg, model, weighting = s.cfg, s.model, s.weighting
     features: list[torch.Tensor] = []
-    with autocast(s.device, s.runtime["precision"]):
-        if s.weighting.two_batches:   # two independent half-batches (MoDo, SDMGrad); the step's loss their mean
-            halves = [{n: {k: v[i * len(b["y"]) // 2:(i + 1) * len(b["y"]) // 2] for k, v in b.items()}
-                       for n, b in batches.items()} for i in (0, 1)]
-            s.weighting.halves = []
-            for h in halves:
-                out = task_logits(s, h)
-                s.weighting.halves.append({n: s.specs[n].loss(out[n], h[n]["y"], cfg.tasks[n].label_smoothing)
-                                           for n in h})
-            losses = {n: (s.weighting.halves[0][n] + s.weighting.halves[1][n]) / 2 for n in batches}
-        else:
-            logits = task_logits(s, batches, features)
-            losses = {n: s.specs[n].loss(logits[n], b["y"], cfg.tasks[n].label_smoothing) for n, b in batches.items()}
-    if s.weighting.wants_features:   # checked in prepare: one group, one trunk pass, so one tensor
-        s.weighting.features = features[0]
+    if weighting.two_batches:   # two independent half-batches (MoDo, SDMGrad); the step's loss their mean
+        halves = [{n: {k: v[i * len(b["y"]) // 2:(i + 1) * len(b["y"]) // 2] for k, v in b.items()}
+                   for n, b in batches.items()} for i in (0, 1)]
+        weighting.halves = [task_losses(s, h) for h in halves]
+        losses = {n: (weighting.halves[0][n] + weighting.halves[1][n]) / 2 for n in batches}
+    else:
+        losses = task_losses(s, batches, features)
+    if weighting.wants_features:   # checked in prepare: one group, one trunk pass, so one tensor
+        weighting.features = features[0]
+    if weighting.meta_batches:     # Auto-Lambda: a second batch per task, from its own stream
+        meta = draw_batches(s, dict.fromkeys(s.group_of[n] for n in batches), s.meta_streams)
+        weighting.lookahead = Lookahead(lambda b: task_losses(s, b), batches, meta, s.sched.get_last_lr()[0], s.main,
+                                        optimizer_decay(s.opt))
     s.opt.zero_grad(set_to_none=True)
-    total = s.weighting.backward(losses, model, model.extra_loss())
+    total = weighting.backward(losses, model, model.extra_loss())
     s.watch.update(losses, total)
     average_gradients(s.world, s.params)
     if cfg.train.clip_norm > 0:
         nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
     s.opt.step()
     s.sched.step()
-    if s.weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
-        with torch.no_grad(), autocast(s.device, s.runtime["precision"]):
-            logits = task_logits(s, batches)
+    if weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
+        with torch.no_grad():
             # the same loss as before the update, label smoothing included: else FAMO sees a change that is not there
-            after = {n: s.specs[n].loss(logits[n], b["y"], cfg.tasks[n].label_smoothing) for n, b in batches.items()}
-        s.weighting.after_step(after)
+            after = task_losses(s, batches)
+        weighting.after_step(after)
     else:
-        s.weighting.after_step({n: v.detach() for n, v in losses.items()})
+        weighting.after_step({n: v.detach() for n, v in losses.items()})
     return {n: v.detach() for n, v in losses.items()}
 
 

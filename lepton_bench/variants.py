@@ -240,6 +240,13 @@ for _aux, _ts in AUXILIARY.items():
             overrides={**TAGGING_MODEL, "auxiliary": list(_ts), "weighting_args.static": dict.fromkeys(_ts, _wt)},
             help=f"NER with {' and '.join(_ts)} as auxiliary task{'s' if len(_ts) > 1 else ''} at weight {_wt:g}",
             **TAGGING_REFERENCES))
+# Auto-Lambda's auxiliary-learning mode (Liu et al. 2022): NER primary, the weights of POS and chunking
+# (and NER's own) meta-learned to lower NER's loss after a step.
+register_variant(Variant(
+    "tagging-ner-aux-auto_lambda", "hard", "auto_lambda", tasks=TAGGING,
+    overrides={**TAGGING_MODEL, "auxiliary": list(AUXILIARY["both"])},
+    help="NER with POS and chunking as auxiliary tasks, weights meta-learned for NER (Auto-Lambda)",
+    **TAGGING_REFERENCES))
 
 
 # More sharing architectures, with equal weights (beside the soft-sharing ones above; here because the

@@ -9,7 +9,8 @@ Two families behind one registry:
   gets its own task's gradient: ``pcgrad``, ``mgda``, ``cagrad``, ``nash_mtl``, ``imtl_g``,
   ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop`` (in ``aggregators.py``);
 * LibMTL's balancing methods, written from their papers (in ``balancing.py``): ``stch`` (a loss
-  weighting), and ``db_mtl``, ``imtl`` (IMTL-L + IMTL-G), ``moco`` on the per-task gradients.
+  weighting), and ``db_mtl``, ``imtl`` (IMTL-L + IMTL-G), ``moco`` on the per-task gradients;
+* ``auto_lambda``, loss weights meta-learned by a one-step look-ahead on a second batch (``lookahead.py``).
 
 A weighting knows losses and gradients, never data.
 """
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -27,6 +29,9 @@ from .distributed import World
 from .errors import ConfigError
 from .registry import Registry
 from .variants import register_weighting_variant
+
+if TYPE_CHECKING:
+    from .lookahead import Lookahead
 
 
 class Weighting(ABC):
@@ -41,6 +46,9 @@ class Weighting(ABC):
     two_batches = False           # True: ``train_step`` splits each task's batch into halves and sets
                                   # ``self.halves`` (each half's losses) first (MoDo, SDMGrad)
     halves: list[dict[str, torch.Tensor]] | None = None
+    meta_batches = False          # True: ``train_step`` draws a second batch per task from another training
+                                  # stream and sets ``self.lookahead`` first (Auto-Lambda, ``lookahead.py``)
+    lookahead: Lookahead | None = None
     features: torch.Tensor | None = None
 
     def __init__(self, tasks: Sequence[str], cfg: WeightingConfig | None = None, seed: int = 0):
@@ -333,7 +341,7 @@ def last_shared_weight(model: nn.Module) -> torch.Tensor:
 
 
 # The gradient aggregators (torchjd) and LibMTL's balancing methods register themselves in the same registry.
-from . import aggregators, balancing  # noqa: E402, F401
+from . import aggregators, balancing, lookahead  # noqa: E402, F401
 
 # hard-<name> for every weighting, now and for any a plugin registers later
 WEIGHTINGS.when_registered(lambda name, cls: register_weighting_variant(name, WEIGHTINGS.help(name)))

@@ -9,6 +9,7 @@ import torch
 
 from lepton_bench.config import ModelConfig, WeightingConfig
 from lepton_bench.grid import GRIDS, plan
+from lepton_bench.lookahead import Lookahead
 from lepton_bench.models import TaskIO, build_model
 from lepton_bench.models.trunk import TRUNKS
 from lepton_bench.sampling import SAMPLERS
@@ -82,6 +83,8 @@ def test_every_weighting_fills_finite_gradients_of_shared_and_task_parameters(na
         if weighting.two_batches:   # as train_step: two half-batches, the step's losses their mean
             weighting.halves = [losses_of(slice(0, 2)), losses_of(slice(2, 4))]
             losses = {t: (weighting.halves[0][t] + weighting.halves[1][t]) / 2 for t in losses}
+        if weighting.meta_batches:   # as train_step: a second batch, here the first half of the same one
+            weighting.lookahead = Lookahead(losses_of, slice(None), slice(0, 2), 0.1, ["a", "b"])
         weighting.backward(losses, model, model.extra_loss())
         weighting.after_step({k: v.detach() for k, v in losses.items()})
     shared, own = model.parameter_split()

@@ -10,6 +10,7 @@ from torch import nn
 
 from lepton_bench.config import WeightingConfig
 from lepton_bench.errors import ConfigError
+from lepton_bench.lookahead import Lookahead
 from lepton_bench.weighting import WEIGHTINGS
 
 TASKS = ["a", "b"]
@@ -409,6 +410,10 @@ def test_a_non_finite_loss_reaches_the_gradients_not_a_solvers_error(name):
     L["a"] = L["a"] * float("nan")
     if w.two_batches:
         w.halves = [L, model.losses([1.0, 0.0], [0.0, 1.0])]
+    if w.meta_batches:   # the look-ahead's losses are fresh ones, as non-finite
+        w.lookahead = Lookahead(lambda _: {t: v * float("nan") if t == "a" else v
+                                           for t, v in model.losses([1.0, 0.0], [0.0, 2.0]).items()},
+                                None, None, 0.1, TASKS)
     total = w.backward(L, model)
     grads = model.theta.grad
     assert (total is not None and not torch.isfinite(total).all()) or not torch.isfinite(grads).all()
