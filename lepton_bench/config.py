@@ -186,6 +186,10 @@ class TrainConfig:
     eval_every: int = 250         # steps between validation passes (and at the end)
     log_every: int = 25           # steps between loss reads (the only host syncs of the loop)
     timing_warmup: int = 5        # first steps left out of throughput figures
+    diagnose_every: int = setting(100, runtime=True)   # steps between gradient-conflict and task-affinity
+                                  # measurements (diagnostics.py; 0: off). They change nothing trained (out of
+                                  # the hash) and stay out of the training time; 100 keeps their wall time
+                                  # under 5% here (benchmarks/test_diagnostics.py)
 
 
 @dataclass

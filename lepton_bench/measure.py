@@ -14,7 +14,8 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,33 @@ def now(device: torch.device) -> float:
     return time.perf_counter()
 
 
+class TrainingClock:
+    """Training wall time, paused for what is not training (evaluation, diagnostics), whose time is
+    kept apart by kind; ``timed`` counts from ``start_timing`` on (throughput's steps)."""
+
+    def __init__(self, device: torch.device, timed_from_start: bool):
+        self.device = device
+        self.since = now(device)
+        self.timed_from = self.since if timed_from_start else None
+        self.train = self.timed = 0.0
+        self.paused: dict[str, float] = {}
+
+    def start_timing(self) -> None:
+        self.timed_from = now(self.device)
+
+    @contextmanager
+    def pause(self, kind: str) -> Iterator[None]:
+        stop = now(self.device)
+        self.train += stop - self.since
+        if self.timed_from is not None:
+            self.timed += stop - max(self.since, self.timed_from)
+        try:
+            yield
+        finally:
+            self.since = now(self.device)
+            self.paused[kind] = self.paused.get(kind, 0.0) + self.since - stop
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -100,6 +128,11 @@ def peak_memory(device: torch.device) -> dict[str, float]:
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         out["cuda_max_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
     return out
+
+
+def max_memory(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """The larger of two peak-memory readings, figure by figure."""
+    return {k: max(a.get(k, 0.0), b.get(k, 0.0)) for k in {**a, **b}}
 
 
 def count_flops(fn: Callable[[], object]) -> int:

@@ -22,7 +22,7 @@ import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from .errors import LeptonError
 
@@ -47,6 +47,8 @@ class Selection(TypedDict):
 class Curves(TypedDict):
     train_loss: list[dict[str, Any]]   # every log_every steps: step, lr, weights, task -> mean loss
     val: list[dict[str, Any]]          # every eval_every steps: step, task -> metric -> value
+    diagnostics: NotRequired[list[dict[str, Any]]]   # every train.diagnose_every steps (diagnostics.py): step,
+                                       # grad_norm {task}, cosine {i: {j}}, affinity {i: {j: Z(i -> j)}}
 
 
 class Record(TypedDict, total=False):
@@ -92,7 +94,7 @@ CURVE_DIGITS = 7   # significant digits of a curve's floats: float32's (losses, 
 def compact_curves(curves: Any) -> Any:
     """A curve with every float rounded to ``CURVE_DIGITS`` significant digits: the training losses and
     weights are float32 values printed with float64's 17 digits otherwise, which made a 110-run grid's
-    runs.jsonl 2.5 MB. Only the training-loss curve is compacted: validation curves are metrics, and
+    runs.jsonl 2.5 MB. Only the training-loss and diagnostics curves are compacted: validation curves are metrics, and
     checkpoint selection reads them exactly."""
     if isinstance(curves, float):
         return float(f"{curves:.{CURVE_DIGITS}g}") if math.isfinite(curves) else curves
@@ -104,7 +106,7 @@ def compact_curves(curves: Any) -> Any:
 
 
 def _compact_training(curves: Any) -> Any:
-    return {**curves, "train_loss": compact_curves(curves["train_loss"])} if "train_loss" in curves else curves
+    return {k: compact_curves(v) if k in ("train_loss", "diagnostics") else v for k, v in curves.items()}
 
 
 def build_record(cfg: RunConfig, *, status: Literal["ok", "failed"], started_at: str, env: dict[str, Any],

@@ -26,6 +26,7 @@ from .distributed import (
 )
 from .distributed import init as init_distributed
 from .errors import ConfigError, TrainingError
+from .evaluation import autocast
 from .groups import LABEL, GroupData, merge_group, run_groups, task_views
 from .measure import (
     count_flops,
@@ -275,6 +276,14 @@ def task_logits(s: Setup, batches: dict[str, dict[str, torch.Tensor]],
         if features is not None:
             features += kept.values()
     return {n: logits[n] for n in batches}
+
+
+def task_losses(s: Setup, batches: dict[str, dict[str, torch.Tensor]],
+                features: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Every task's training loss on its batch (label smoothing included), under the run's autocast."""
+    with autocast(s.device, s.runtime["precision"]):
+        logits = task_logits(s, batches, features)
+        return {n: s.specs[n].loss(logits[n], b["y"], s.cfg.tasks[n].label_smoothing) for n, b in batches.items()}
 
 
 def fast_paths(cfg: RunConfig, model: nn.Module, device: torch.device) -> dict[str, object]:

@@ -13,11 +13,12 @@ import torch
 from torch import nn
 
 from .config import RunConfig
+from .diagnostics import diagnose, to_host
 from .distributed import average, average_gradients, finish
 from .errors import TrainingError
-from .evaluation import autocast, evaluate_group
+from .evaluation import evaluate_group
 from .lookahead import Lookahead, optimizer_decay
-from .measure import environment, now, peak_memory, peak_tflops, reset_peak_memory
+from .measure import TrainingClock, environment, max_memory, peak_memory, peak_tflops, reset_peak_memory
 from .results import build_record, now_iso
 from .setup import (
     Progress,
@@ -28,20 +29,12 @@ from .setup import (
     next_batches,
     prepare,
     stream_seed,
-    task_logits,
+    task_losses,
     task_reads,
 )
 
 __all__ = ["Progress", "Setup", "lr_lambda", "make_optimizer", "next_batches", "prepare", "run", "stream_seed",
            "task_losses", "task_reads", "train_step"]
-
-
-def task_losses(s: Setup, batches: dict[str, dict[str, torch.Tensor]],
-                features: list[torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """Every task's training loss on its batch (label smoothing included), under the run's autocast."""
-    with autocast(s.device, s.runtime["precision"]):
-        logits = task_logits(s, batches, features)
-        return {n: s.specs[n].loss(logits[n], b["y"], s.cfg.tasks[n].label_smoothing) for n, b in batches.items()}
 
 
 def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -97,16 +90,23 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     loss_count = dict.fromkeys(names, 0)
     seen = dict.fromkeys(names, 0)          # examples and real tokens trained, counted on the host
     token_count = dict.fromkeys(names, 0)   # from host-side lengths: no device sync
-    train_curve, val_curve = [], []
+    train_curve, val_curve, diagnostics = [], [], []
+    pending = []   # diagnostics still on the device: read at the next loss log
     best = {"score": -math.inf, "step": 0, "state": None, "metrics": {}}
-    train_seconds = eval_seconds = timed_seconds = 0.0
     timed_flops = 0   # model FLOPs of the steps that count for throughput (one-task samplers: that task's)
-    clock = now(device)
-    timed_from = clock if t.timing_warmup == 0 else None
+    clock = TrainingClock(device, timed_from_start=t.timing_warmup == 0)
+    memory: dict[str, float] = {}   # peaks of the training outside diagnostics (CUDA; CPU's RSS cannot reset)
     model.train()
     try:
         for step in range(1, total_steps + 1):
             batches = next_batches(s, step)
+            if world.main and t.diagnose_every and step % t.diagnose_every == 0:
+                with clock.pause("diagnose"):
+                    memory = max_memory(memory, peak_memory(device))
+                    measured = diagnose(s, batches, update=step)
+                    if measured is not None:
+                        pending.append((step, measured))
+                    reset_peak_memory(device)
             losses = train_step(s, batches)
             if step > t.timing_warmup:   # flops are of a global batch; examples: this shard x world
                 timed_flops += sum(flops[g] for g in dict.fromkeys(s.group_of[n] for n in batches))
@@ -119,7 +119,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
                 loss_count[n] += 1
 
             if step == t.timing_warmup:  # throughput counts from here on
-                timed_from = now(device)
+                clock.start_timing()
             if step % t.log_every == 0 or step == total_steps:
                 # a non-finite loss since the last log point, in any process (host syncs: here only)
                 if float(average(world, {"bad": s.watch.step.float()})["bad"]):
@@ -133,35 +133,32 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
                         loss_sum[n].zero_()
                         loss_count[n] = 0
                 train_curve.append(point)
+                diagnostics += [to_host(d, at) for at, d in pending]   # the log's host read covers these too
+                pending.clear()
                 logged = {n: point[n] for n in names if n in point}
                 s.sampler.observe(step, logged)   # the host floats just read: no extra sync
                 say("step", {"step": step, "losses": logged})
             if world.main and (step % t.eval_every == 0 or step == total_steps):
-                stop = now(device)
-                train_seconds += stop - clock
-                if timed_from is not None:
-                    timed_seconds += stop - max(clock, timed_from)
-                val = {}
-                for gd in eval_data.values():
-                    val.update(evaluate_group(model, [specs[n] for n in gd.tasks], gd, "validation",
-                                              cfg.tasks[gd.tasks[0]].eval_batch_size, device, precision)[0])
-                val = {n: val[n] for n in names}
-                # one checkpoint serves every task: select on the mean primary metric of the main tasks
-                score = sum(val[n][specs[n].primary] for n in s.main) / len(s.main)
-                val_curve.append({"step": step, **val})
-                if score > best["score"]:
-                    best = {"score": score, "step": step, "metrics": val,
-                            "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
-                say("eval", {"step": step, "score": score, "val": val})
-                clock = now(device)
-                eval_seconds += clock - stop
+                with clock.pause("eval"):
+                    val = {}
+                    for gd in eval_data.values():
+                        val.update(evaluate_group(model, [specs[n] for n in gd.tasks], gd, "validation",
+                                                  cfg.tasks[gd.tasks[0]].eval_batch_size, device, precision)[0])
+                    val = {n: val[n] for n in names}
+                    # one checkpoint serves every task: select on the mean primary metric of the main tasks
+                    score = sum(val[n][specs[n].primary] for n in s.main) / len(s.main)
+                    val_curve.append({"step": step, **val})
+                    if score > best["score"]:
+                        best = {"score": score, "step": step, "metrics": val,
+                                "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    say("eval", {"step": step, "score": score, "val": val})
     except torch.OutOfMemoryError as e:
         raise TrainingError(f"out of memory on {device} in {cfg.variant} "
                             f"({str(e).splitlines()[0]}); lower tasks.<task>.batch_size") from None
     except MemoryError:
         raise TrainingError(f"out of host memory in {cfg.variant}; lower tasks.<task>.batch_size "
                             f"or --limit-train") from None
-    memory = peak_memory(device)
+    memory = max_memory(memory, peak_memory(device))
     if not world.main:
         finish(world)
         return None
@@ -179,6 +176,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     test = {n: test[n] for n in names}
 
     timed_steps = max(total_steps - t.timing_warmup, 0)
+    timed_seconds = clock.timed
     steps_per_s = timed_steps / timed_seconds if timed_seconds > 0 else None
     flops_per_s = timed_flops / timed_seconds if timed_seconds > 0 and timed_flops else None
     env = environment(device)
@@ -205,8 +203,9 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
         selection={"rule": "best mean validation primary metric over tasks" if not cfg.auxiliary else
                    f"best mean validation primary metric over the main tasks ({', '.join(s.main)})",
                    "best_step": best["step"], "best_val_score": best["score"]},
-        curves={"train_loss": train_curve, "val": val_curve},
-        cost={"train_seconds": train_seconds, "eval_seconds": eval_seconds,
+        curves={"train_loss": train_curve, "val": val_curve, **({"diagnostics": diagnostics} if diagnostics else {})},
+        cost={"train_seconds": clock.train, "eval_seconds": clock.paused.get("eval", 0.0),
+              "diagnose_seconds": clock.paused.get("diagnose", 0.0),
               "data_seconds": s.data_seconds, "steps": total_steps, "steps_per_s": steps_per_s,
               "flops_per_step": timed_flops / timed_steps if timed_steps else sum(flops.values()),
               "model_tflops_per_s": flops_per_s / 1e12 if flops_per_s else None,

@@ -1,0 +1,101 @@
+"""Gradient conflict and task affinity (diagnostics.py): known answers on two quadratic tasks built to
+conflict or to agree, AdamW's look-ahead step by hand, and a real run whose training the measurements
+leave bit for bit as it was."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lepton_bench.diagnostics import adamw_step, measure, to_host
+from lepton_bench.train import run
+from lepton_bench.variants import make_config
+
+from .conftest import TINY
+
+
+def quadratic(theta, targets):
+    """L_t = |theta - c_t|^2 / 2: the gradient of task t is theta - c_t."""
+    return lambda: {t: 0.5 * ((theta - c) ** 2).sum() for t, c in targets.items()}
+
+
+def sign_step(lr):
+    """AdamW's first step on g alone is lr * g / |g| per coordinate (v = g^2 after bias correction)."""
+    return lambda grads: [lr * g / (g.abs() + 1e-8) for g in grads]
+
+
+def test_conflicting_tasks_have_negative_cosine_and_hurt_each_other():
+    """theta = 0, a = [1, 0], b = [-1, .1]: g_a = [-1, 0], g_b = [1, -.1]; cos = -1 / sqrt(1.01) = -.995.
+    a's step (lr .1, sign): theta' = [.1, 0]; L_b: (1.1^2 + .01) / 2 = .61 against .505 before, so
+    Z(a -> b) = 1 - .61 / .505 = -.2079; L_a: .81 / 2 = .405 against .5: Z(a -> a) = .19."""
+    theta = torch.zeros(2, requires_grad=True)
+    out = measure(quadratic(theta, {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([-1.0, 0.1])}), [theta],
+                  sign_step(0.1))
+    assert out["tasks"] == ["a", "b"]
+    torch.testing.assert_close(out["grad_norm"], torch.tensor([1.0, math.sqrt(1.01)]))
+    assert out["cosine"][0, 1].item() == pytest.approx(-1 / math.sqrt(1.01), rel=1e-5)
+    assert out["affinity"][0, 1].item() == pytest.approx(1 - 0.61 / 0.505, rel=1e-4)
+    assert out["affinity"][0, 0].item() == pytest.approx(0.19, rel=1e-4)
+    # b's step: theta' = [-.1, .1]; L_a = (1.21 + .01) / 2 = .61 against .5: Z(b -> a) = -.22
+    assert out["affinity"][1, 0].item() == pytest.approx(1 - 0.61 / 0.5, rel=1e-4)
+    assert torch.equal(theta.detach(), torch.zeros(2))   # put back
+    assert theta.grad is None                           # .grad untouched
+
+
+def test_aligned_tasks_have_positive_cosine_and_help_each_other():
+    """a = [1, 0], b = [2, 1]: g_a = [-1, 0], g_b = [-2, -1]; cos = 2 / sqrt(5) = .894. a's step: theta' =
+    [.1, 0]; L_b = (1.9^2 + 1) / 2 = 2.305 against 2.5: Z(a -> b) = .078."""
+    theta = torch.zeros(2, requires_grad=True)
+    out = measure(quadratic(theta, {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([2.0, 1.0])}), [theta],
+                  sign_step(0.1))
+    assert out["cosine"][0, 1].item() == pytest.approx(2 / math.sqrt(5), rel=1e-5)
+    assert out["affinity"][0, 1].item() == pytest.approx(1 - 2.305 / 2.5, rel=1e-4)
+    assert (out["affinity"] > 0).all()
+    point = to_host(out, step=7)
+    assert point["step"] == 7 and point["cosine"] == {"a": {"b": pytest.approx(0.894, abs=1e-3)},
+                                                      "b": {"a": pytest.approx(0.894, abs=1e-3)}}
+    assert set(point["affinity"]["a"]) == {"a", "b"} and point["grad_norm"]["b"] == pytest.approx(math.sqrt(5))
+
+
+def test_adamw_lookahead_step_by_hand():
+    """Second update (t = 2), beta2 = .99, v = [4, 1] from the first, g = [1, 1]: v' = .99 v + .01 g^2 =
+    [3.97, 1]; bias-corrected over 1 - .99^2 = .0199: [199.497, 50.251]; step = lr g / sqrt(v^) with lr
+    .01: [.01 / 14.124, .01 / 7.0888] = [7.080e-4, 1.4107e-3]. The optimizer's state is not changed."""
+    p = torch.nn.Parameter(torch.zeros(2))
+    opt = torch.optim.AdamW([p], lr=0.01, betas=(0.9, 0.99))
+    opt.state[p]["exp_avg_sq"] = torch.tensor([4.0, 1.0])
+    step = adamw_step(opt, [p], [torch.ones(2)], update=2)[0]
+    torch.testing.assert_close(step, torch.tensor([7.080e-4, 1.4107e-3]), rtol=1e-3, atol=0)
+    assert torch.equal(opt.state[p]["exp_avg_sq"], torch.tensor([4.0, 1.0]))
+
+
+def tiny(data_dir, every, variant="hard-ew", steps=4):
+    return make_config(variant, overrides=[*TINY, f"train.steps={steps}", f"train.diagnose_every={every}"],
+                       device="cpu", data_dir=str(data_dir), limit_eval=24)
+
+
+def test_measuring_leaves_the_training_bit_for_bit_as_it_was(data_dir):
+    """The default three tasks (a conv stem with BatchNorm, dropout on): with measurements every 2 steps the
+    losses, weights and metrics are those of the run without any; the record carries them, host values at
+    the measured steps, and their time apart from training."""
+    plain, measured = run(tiny(data_dir, 0)), run(tiny(data_dir, 2))
+    assert measured["run_id"] == plain["run_id"]   # how often it measures is not what it trains
+    assert measured["curves"]["train_loss"] == plain["curves"]["train_loss"]
+    assert measured["metrics"] == plain["metrics"]
+    assert "diagnostics" not in plain["curves"] and plain["cost"]["diagnose_seconds"] == 0
+    points = measured["curves"]["diagnostics"]
+    assert [p["step"] for p in points] == [2, 4]
+    tasks = measured["tasks"]
+    for p in points:
+        assert set(p["grad_norm"]) == set(tasks) and all(v > 0 for v in p["grad_norm"].values())
+        assert all(-1 <= v <= 1 for row in p["cosine"].values() for v in row.values())
+        assert all(set(row) == set(tasks) for row in p["affinity"].values())
+        assert all(math.isfinite(v) for row in p["affinity"].values() for v in row.values())
+    assert measured["cost"]["diagnose_seconds"] > 0
+
+
+def test_nothing_is_measured_without_two_tasks_or_shared_parameters(data_dir):
+    assert "diagnostics" not in run(tiny(data_dir, 1, "stl-imdb", steps=2))["curves"]
+    assert "diagnostics" not in run(tiny(data_dir, 1, "hard-ew-round_robin", steps=2))["curves"]
