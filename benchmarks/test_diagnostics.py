@@ -32,7 +32,7 @@ def test_diagnostics_overhead(benchmark, setup_of, variant):
         return (next_batches(s, state["step"]),), {}
 
     def round_(b):
-        measures.append(timed(lambda: diagnose(s, b, state["step"]), s.device))
+        measures.append(timed(lambda: diagnose(s, b), s.device))
         steps.append(timed(lambda: train_step(s, b), s.device))
 
     benchmark.group = "diagnostics (one measurement + one training step)"

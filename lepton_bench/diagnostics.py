@@ -6,11 +6,13 @@ update, with the training clock paused. On the parameters every task shares it m
 * each task's gradient norm ||g_t||;
 * each pair's cosine cos(g_i, g_j) (negative: the tasks pull the shared parameters apart: conflict);
 * inter-task affinity (TAG, Fifty et al., NeurIPS 2021, "Efficiently Identifying Task Groupings for
-  Multi-Task Learning"): Z(i -> j) = 1 - L_j(theta_s - delta_i) / L_j(theta_s), the relative change of
-  task j's loss on its batch after a look-ahead step delta_i on task i's gradient alone (positive: i's
-  step helps j). The paper writes delta_i as an SGD step eta g_i; under AdamW such a step is far smaller
-  than the real update, so here delta_i is the step AdamW would take on g_i alone: g_i preconditioned
-  by the optimizer's second-moment estimate as this update would leave it (no momentum, no decay).
+  Multi-Task Learning"): Z(i -> j) = 1 - L_j(theta_s - eta g_i) / L_j(theta_s), the relative change of
+  task j's loss on its batch after a look-ahead SGD step on task i's gradient alone, eta the step's
+  learning rate, as the paper's equation (positive: i's step helps j). With AdamW's small learning rate
+  this is a first-order probe, Z(i -> j) ~ eta g_i . g_j / L_j: its sign is that of the pair's gradient
+  inner product, its size weighs it by the gradients' norms and j's loss. (A step of AdamW's size on g_i
+  alone, g_i over the root of the second moment, raised every task's loss, its own too: without the
+  momentum's averaging it moves every coordinate by about the learning rate.)
 
 Nothing of the run changes: the measurement restores the parameters, the normalisation buffers and
 the random-number state (every forward pass of it draws the dropout masks the step itself will draw,
@@ -49,26 +51,16 @@ def same_randomness(device: torch.device) -> Iterator[Callable[[], None]]:
         rewind()
 
 
-def adamw_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor],
-               update: int) -> list[torch.Tensor]:
-    """The step AdamW would take at its ``update``-th update (1, 2, ...) on ``grads`` alone: the
-    gradient over the square root of the bias-corrected second moment that update would leave (the
-    optimizer's state is read, not changed), times the learning rate; no momentum, no weight decay."""
-    group_of = {id(p): g for g in opt.param_groups for p in g["params"]}
-    out = []
-    for p, g in zip(params, grads, strict=True):
-        group = group_of[id(p)]
-        beta2, eps, lr = group["betas"][1], group["eps"], group["lr"]
-        v = opt.state.get(p, {}).get("exp_avg_sq")
-        v = (1 - beta2) * g * g if v is None else beta2 * v + (1 - beta2) * g * g
-        out.append(lr * g / ((v / (1 - beta2 ** update)).sqrt() + eps))
-    return out
+def sgd_step(opt: torch.optim.Optimizer, params: list[torch.Tensor], grads: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The paper's look-ahead step eta g on each parameter, eta its optimizer group's current learning rate."""
+    lr = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    return [lr[id(p)] * g for p, g in zip(params, grads, strict=True)]
 
 
-def diagnose(s: Setup, batches: dict[str, dict[str, torch.Tensor]], update: int) -> dict[str, Any] | None:
+def diagnose(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, Any] | None:
     """The measurements of the tasks in ``batches`` at the current parameters of ``s.model`` (see
     ``measure``), leaving the parameters, buffers and random-number state as they were; None where
-    nothing can be measured. ``update``: the number of the optimizer update about to happen."""
+    nothing can be measured."""
     shared = [p for p in s.model.parameter_split()[0] if p.requires_grad]
     if len(batches) < 2 or not shared:
         return None
@@ -78,7 +70,7 @@ def diagnose(s: Setup, batches: dict[str, dict[str, torch.Tensor]], update: int)
             rewind()   # every pass draws the dropout masks the step itself will draw
             return task_losses(s, batches)
 
-        out = measure(losses_of, shared, lambda grads: adamw_step(s.opt, shared, grads, update))
+        out = measure(losses_of, shared, lambda grads: sgd_step(s.opt, shared, grads))
         with torch.no_grad():
             for b, kept in zip(s.model.buffers(), buffers, strict=True):
                 b.copy_(kept)

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 from .errors import LeptonError
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .config import RunConfig
 
 SCHEMA_VERSION = 1
@@ -286,3 +288,63 @@ def merge(results_dir: Path) -> Path:
     os.replace(tmp, path)
     other.unlink(missing_ok=True)
     return path
+
+
+# ---------------------------------------------------------------- as a table
+
+COST_COLUMNS = ("train_seconds", "eval_seconds", "diagnose_seconds", "data_seconds", "steps", "steps_per_s",
+                "flops_per_step", "model_tflops_per_s", "mfu")
+TASK_COST_COLUMNS = ("samples_per_s", "tokens_per_s", "infer_samples_per_s", "infer_tokens_per_s", "epochs",
+                     "examples_seen", "train_examples")
+
+
+def load(path: str | os.PathLike) -> pd.DataFrame:
+    """The records of a results folder (or of its ``runs.jsonl[.gz]``) as a pandas DataFrame: one row
+    per run x task, flat columns. Identity: ``run_id, variant, seed, status, task, auxiliary`` (and
+    ``error`` for failed runs); the config keys whose values differ between the runs (dotted, e.g.
+    ``train.lr``; the same everywhere: left out); ``primary`` (the task's primary metric's name),
+    ``test.<metric>`` and ``val.<metric>`` for every metric of the task, ``test_primary`` and
+    ``val_primary``; the run's cost (``train_seconds`` ... ``mfu``, ``params``, ``peak_rss_mb``, and
+    on CUDA ``cuda_max_allocated_mb``) and the task's (``samples_per_s`` ... ``train_examples``);
+    ``device`` and ``finished_at``. A later record of a run id (a retried run) replaces an earlier one."""
+    import pandas as pd
+
+    from .config import RUNTIME_FIELDS, complete, flatten
+
+    p = Path(path)
+    if not p.exists():
+        raise LeptonError(f"no results at {p}: give a results folder (results/<grid>) or its runs.jsonl")
+    records = list({r["run_id"]: r for r in read_records(runs_path(p) if p.is_dir() else p)}.values())
+    configs = [{k: v for k, v in flatten(complete(r.get("config"))).items()
+                if k != "seed" and k not in RUNTIME_FIELDS and not k.startswith("sweep.")} for r in records]
+    keys = sorted({k for c in configs for k in c})
+    # a task's settings vary only among the runs that train it; any other key among all runs
+    varying = [k for k in keys if k not in ("variant", "auxiliary")   # columns of their own
+               and len({repr(c.get(k)) for c in configs if k in c or not k.startswith("tasks.")}) > 1]
+    rows = []
+    for r, c in sorted(zip(records, configs, strict=True), key=lambda rc: rc[0]["run_id"]):
+        cost, env = r.get("cost") or {}, r.get("env") or {}
+        aux = set((r.get("config") or {}).get("auxiliary") or ())
+        for task in r.get("tasks") or []:
+            m = (r.get("metrics") or {}).get(task) or {}
+            row: dict[str, Any] = {"run_id": r["run_id"], "variant": r.get("variant"), "seed": r.get("seed"),
+                                   "status": r.get("status"), "task": task, "auxiliary": task in aux}
+            if r.get("status") != "ok":
+                row["error"] = r.get("error")
+            row.update({k: c.get(k) for k in varying})
+            row["primary"] = m.get("primary")
+            for split in ("test", "val"):
+                row.update({f"{split}.{k}": v for k, v in (m.get(split) or {}).items()})
+                row[f"{split}_primary"] = (m.get(split) or {}).get(m.get("primary"))
+            row.update({k: cost.get(k) for k in COST_COLUMNS})
+            row["params"] = (cost.get("params") or {}).get("total")
+            row.update(cost.get("memory") or {})
+            row.update({k: ((cost.get("tasks") or {}).get(task) or {}).get(k) for k in TASK_COST_COLUMNS})
+            row["device"] = env.get("device_name")
+            row["finished_at"] = r.get("finished_at")
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    metrics = sorted(c for c in df.columns if c.startswith(("test.", "val.")))
+    first = [c for c in ("run_id", "variant", "seed", "status", "error", "task", "auxiliary") if c in df.columns]
+    order = [*first, *varying, "primary", "test_primary", "val_primary", *metrics]
+    return df[[*order, *(c for c in df.columns if c not in order)]] if rows else df

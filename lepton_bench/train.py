@@ -103,7 +103,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
             if world.main and t.diagnose_every and step % t.diagnose_every == 0:
                 with clock.pause("diagnose"):
                     memory = max_memory(memory, peak_memory(device))
-                    measured = diagnose(s, batches, update=step)
+                    measured = diagnose(s, batches)
                     if measured is not None:
                         pending.append((step, measured))
                     reset_peak_memory(device)

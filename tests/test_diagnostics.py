@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from lepton_bench.diagnostics import adamw_step, measure, to_host
+from lepton_bench.diagnostics import measure, sgd_step, to_host
 from lepton_bench.train import run
 from lepton_bench.variants import make_config
 
@@ -21,25 +21,25 @@ def quadratic(theta, targets):
     return lambda: {t: 0.5 * ((theta - c) ** 2).sum() for t, c in targets.items()}
 
 
-def sign_step(lr):
-    """AdamW's first step on g alone is lr * g / |g| per coordinate (v = g^2 after bias correction)."""
-    return lambda grads: [lr * g / (g.abs() + 1e-8) for g in grads]
+def sgd(lr):
+    """The paper's look-ahead: eta g."""
+    return lambda grads: [lr * g for g in grads]
 
 
 def test_conflicting_tasks_have_negative_cosine_and_hurt_each_other():
     """theta = 0, a = [1, 0], b = [-1, .1]: g_a = [-1, 0], g_b = [1, -.1]; cos = -1 / sqrt(1.01) = -.995.
-    a's step (lr .1, sign): theta' = [.1, 0]; L_b: (1.1^2 + .01) / 2 = .61 against .505 before, so
+    a's step (eta .1): theta' = -.1 g_a = [.1, 0]; L_b: (1.1^2 + .01) / 2 = .61 against .505 before, so
     Z(a -> b) = 1 - .61 / .505 = -.2079; L_a: .81 / 2 = .405 against .5: Z(a -> a) = .19."""
     theta = torch.zeros(2, requires_grad=True)
     out = measure(quadratic(theta, {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([-1.0, 0.1])}), [theta],
-                  sign_step(0.1))
+                  sgd(0.1))
     assert out["tasks"] == ["a", "b"]
     torch.testing.assert_close(out["grad_norm"], torch.tensor([1.0, math.sqrt(1.01)]))
     assert out["cosine"][0, 1].item() == pytest.approx(-1 / math.sqrt(1.01), rel=1e-5)
     assert out["affinity"][0, 1].item() == pytest.approx(1 - 0.61 / 0.505, rel=1e-4)
     assert out["affinity"][0, 0].item() == pytest.approx(0.19, rel=1e-4)
-    # b's step: theta' = [-.1, .1]; L_a = (1.21 + .01) / 2 = .61 against .5: Z(b -> a) = -.22
-    assert out["affinity"][1, 0].item() == pytest.approx(1 - 0.61 / 0.5, rel=1e-4)
+    # b's step: theta' = -.1 g_b = [-.1, .01]; L_a = (1.21 + .0001) / 2 = .60505 against .5: Z(b -> a) = -.2101
+    assert out["affinity"][1, 0].item() == pytest.approx(1 - 0.60505 / 0.5, rel=1e-4)
     assert torch.equal(theta.detach(), torch.zeros(2))   # put back
     assert theta.grad is None                           # .grad untouched
 
@@ -49,7 +49,7 @@ def test_aligned_tasks_have_positive_cosine_and_help_each_other():
     [.1, 0]; L_b = (1.9^2 + 1) / 2 = 2.305 against 2.5: Z(a -> b) = .078."""
     theta = torch.zeros(2, requires_grad=True)
     out = measure(quadratic(theta, {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([2.0, 1.0])}), [theta],
-                  sign_step(0.1))
+                  sgd(0.1))
     assert out["cosine"][0, 1].item() == pytest.approx(2 / math.sqrt(5), rel=1e-5)
     assert out["affinity"][0, 1].item() == pytest.approx(1 - 2.305 / 2.5, rel=1e-4)
     assert (out["affinity"] > 0).all()
@@ -59,16 +59,12 @@ def test_aligned_tasks_have_positive_cosine_and_help_each_other():
     assert set(point["affinity"]["a"]) == {"a", "b"} and point["grad_norm"]["b"] == pytest.approx(math.sqrt(5))
 
 
-def test_adamw_lookahead_step_by_hand():
-    """Second update (t = 2), beta2 = .99, v = [4, 1] from the first, g = [1, 1]: v' = .99 v + .01 g^2 =
-    [3.97, 1]; bias-corrected over 1 - .99^2 = .0199: [199.497, 50.251]; step = lr g / sqrt(v^) with lr
-    .01: [.01 / 14.124, .01 / 7.0888] = [7.080e-4, 1.4107e-3]. The optimizer's state is not changed."""
-    p = torch.nn.Parameter(torch.zeros(2))
-    opt = torch.optim.AdamW([p], lr=0.01, betas=(0.9, 0.99))
-    opt.state[p]["exp_avg_sq"] = torch.tensor([4.0, 1.0])
-    step = adamw_step(opt, [p], [torch.ones(2)], update=2)[0]
-    torch.testing.assert_close(step, torch.tensor([7.080e-4, 1.4107e-3]), rtol=1e-3, atol=0)
-    assert torch.equal(opt.state[p]["exp_avg_sq"], torch.tensor([4.0, 1.0]))
+def test_the_lookahead_step_is_each_groups_learning_rate_times_the_gradient():
+    decay, plain = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(()))
+    opt = torch.optim.AdamW([{"params": [decay], "lr": 0.01}, {"params": [plain], "lr": 0.5}])
+    steps = sgd_step(opt, [decay, plain], [torch.tensor([1.0, -2.0]), torch.tensor(3.0)])
+    torch.testing.assert_close(steps[0], torch.tensor([0.01, -0.02]))
+    torch.testing.assert_close(steps[1], torch.tensor(1.5))
 
 
 def tiny(data_dir, every, variant="hard-ew", steps=4):

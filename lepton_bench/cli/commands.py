@@ -216,4 +216,10 @@ def cmd_report(args) -> int:
 
     path = write_report(Path(args.results), Path(args.out) if args.out else None)
     print(f"report written to {path}")
+    if args.csv:
+        from ..results import load
+
+        csv = path.parent / "runs.csv"
+        load(args.results).to_csv(csv, index=False)
+        print(f"table written to {csv}")
     return 0

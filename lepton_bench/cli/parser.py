@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Turn the records of a grid into a markdown report with plots.")
     rp.add_argument("results", help="a results folder (results/<grid>) or its runs.jsonl")
     rp.add_argument("--out", metavar="DIR", help="write the report here (default: reports/<grid>)")
+    rp.add_argument("--csv", action="store_true",
+                    help="also write runs.csv next to it: one row per run x task (lepton_bench.results.load)")
 
     pp = sub.add_parser("prepare", help="download, check, tokenize and cache the data of tasks or a grid once",
                         description="Fill the tensor cache before runs start (e.g. on a cluster's login "

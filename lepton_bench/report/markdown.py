@@ -16,6 +16,7 @@ from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
 from .tuning import incomplete, sensitivity_rows
+from .why import why_section
 
 
 def summary(a: Analysis) -> str:
@@ -381,6 +382,11 @@ def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
         out += ["## Standing baselines: EW, RLW and the static front", standing]
         out += ["![static front](static_front.png)"] if "static_front.png" in plots else []
     plots = [p for p in plots if p != "static_front.png"]   # shown with its table
+    why = why_section(a)
+    if why:
+        out += ["## Why: gradient conflict and task affinity", why]
+        out += [f"![{p[:-4].replace('_', ' ')}]({p})" for p in ("why_heatmaps.png", "why_curves.png") if p in plots]
+    plots = [p for p in plots if not p.startswith("why_")]   # shown with their section
     claims = claims_section(a)
     if claims:
         out += ["## The articles' claims", claims]

@@ -21,11 +21,12 @@ from .analysis import STATIC_WEIGHTINGS, Analysis
 from .groups import Group
 from .records import get
 from .stats import ok, pareto_front
+from .why import plot_why, plot_why_curves
 
 DPI = 110
 STL_COLOR, MTL_COLOR = "tab:orange", "tab:blue"
 PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png", "sensitivity.png",
-              "static_front.png")
+              "static_front.png", "why_heatmaps.png", "why_curves.png")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -302,7 +303,8 @@ def plot_static_front(a: Analysis, path: Path) -> bool:
 def write_plots(a: Analysis, out: Path) -> list[str]:
     """Draw every plot that has data; remove a stale file of one that no longer has."""
     drawn = []
-    draws = (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost, plot_sensitivity, plot_static_front)
+    draws = (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost, plot_sensitivity, plot_static_front,
+             plot_why, plot_why_curves)
     for name, draw in zip(PLOT_FILES, draws, strict=True):
         if a.groups and draw(a, out / name):
             drawn.append(name)
