@@ -218,6 +218,10 @@ class RunConfig:
     # point itself is the config's values at those keys, already hashed; this only tells the report which
     # keys were tuned, so it stays out of the hash (a run made outside a sweep is the same run).
     sweep: dict[str, Any] = setting(default_factory=dict, runtime=True)
+    # Experiment trackers the run also logs to (trackers.py: tensorboard, wandb, mlflow) and where they write:
+    # where a run is watched, not what it trains; out of the hash.
+    log: tuple[str, ...] = setting((), runtime=True)
+    log_dir: str | None = setting(None, runtime=True)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -238,7 +242,7 @@ class RunConfig:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-RUNTIME_FIELDS = tuple(paths_with(RunConfig(), "runtime"))   # device, data_dir, precision, compile, sweep
+RUNTIME_FIELDS = tuple(paths_with(RunConfig(), "runtime"))   # device, data_dir, ..., sweep, log, log_dir
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
@@ -348,8 +352,9 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
         train["betas"] = tuple(train["betas"])
     d["train"] = TrainConfig(**train)
     d["weighting_args"] = WeightingConfig(**d.get("weighting_args", {}))
-    if "auxiliary" in d:
-        d["auxiliary"] = tuple(d["auxiliary"])
+    for key in ("auxiliary", "log"):
+        if key in d:
+            d[key] = tuple(d[key])
     return RunConfig(**d)
 
 

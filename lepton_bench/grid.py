@@ -277,20 +277,25 @@ def _typed_point(cfg: RunConfig, axes: dict[str, tuple]) -> tuple:
 
 
 def worker(config_path: str, record_path: str) -> int:
-    """Child process: train one config, write its record (ok or failed) atomically."""
+    """Child process: train one config, write its record (ok or failed) atomically. With ``cfg.log`` the
+    run is one tracker run of each tracker, named by its run id, ended after the record is written."""
     from .plugins import load_plugins
+    from .trackers import close_trackers, fan_out, open_trackers
     from .train import run
 
     started = now_iso()
     cfg = from_dict(json.loads(Path(config_path).read_text()))
     plugins = env_plugins()
+    trackers = []
     try:
         load_plugins(plugins)
-        record = run(cfg)
+        trackers = open_trackers(cfg)
+        record = run(cfg, fan_out(None, trackers))
     except Exception as e:   # any failure of one run is recorded, never raised into the grid
         msg = str(e).splitlines()[0] if str(e) else ""
         record = failed_record(cfg, f"{type(e).__name__}: {msg}", started, traceback.format_exc())
     write_json_atomic(Path(record_path), record)
+    close_trackers(trackers, record)
     return 0 if record["status"] == "ok" else 1
 
 

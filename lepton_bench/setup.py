@@ -40,7 +40,9 @@ from .sampling import SAMPLERS, Sampler
 from .tasks import TASKS, TaskSpec
 from .weighting import WEIGHTINGS, Weighting
 
-Progress = Callable[[str, dict], None]   # (event, info): "data", "step", "eval", "test"
+Progress = Callable[[str, dict], None]   # (event, info): "data", "start", "step", "eval", "test"
+# "step" (every train.log_every steps): step, losses {task}, lr, weights {task}, diagnostics [points read at this
+# log]; "eval": step, score, val {task: {metric}}; "test": task, test {metric}
 
 
 def stream_seed(seed: int, group: str) -> int:

@@ -133,11 +133,13 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
                         loss_sum[n].zero_()
                         loss_count[n] = 0
                 train_curve.append(point)
-                diagnostics += [to_host(d, at) for at, d in pending]   # the log's host read covers these too
+                points = [to_host(d, at) for at, d in pending]   # the log's host read covers these too
+                diagnostics += points
                 pending.clear()
                 logged = {n: point[n] for n in names if n in point}
                 s.sampler.observe(step, logged)   # the host floats just read: no extra sync
-                say("step", {"step": step, "losses": logged})
+                say("step", {"step": step, "losses": logged, "lr": point["lr"], "weights": point["weights"],
+                             "diagnostics": points})
             if world.main and (step % t.eval_every == 0 or step == total_steps):
                 with clock.pause("eval"):
                     val = {}

@@ -112,7 +112,8 @@ def test_committed_run_ids_are_reproduced_from_their_configs():
 def test_field_roles_are_declared_on_the_fields():
     from lepton_bench.config import RUNTIME_FIELDS, ModelConfig, paths_with, sharing_fields
 
-    assert RUNTIME_FIELDS == ("train.diagnose_every", "device", "data_dir", "precision", "compile", "sweep")
+    assert RUNTIME_FIELDS == ("train.diagnose_every", "device", "data_dir", "precision", "compile", "sweep", "log",
+                              "log_dir")
     assert sharing_fields() == {"soft_l2", "experts", "adapter_dim", "task_experts", "dselect_k", "dselect_gamma",
                                 "dselect_entropy"}
     cfg = make_config("hard-ew")

@@ -82,10 +82,18 @@ def _overrides(args) -> list[str]:
     return list(args.overrides) + stems
 
 
-def _runtime(args) -> dict:
-    """The RunConfig fields that change how, not what, is trained."""
+def _runtime(args, log_dir: Path) -> dict:
+    """The RunConfig fields that change how, not what, is trained; ``log_dir``: the trackers' default
+    folder. A tracker named by --log is checked here, before anything runs (close matches on a typo,
+    one line naming the extra to install)."""
+    from ..trackers import check
+
+    if args.log_dir and not args.log:
+        raise LeptonError("--log-dir needs --log TRACKER")
+    log = tuple(dict.fromkeys(args.log))
+    check(log)
     return {"device": args.device, "data_dir": args.data_dir, "precision": args.precision,
-            "compile": args.compile}
+            "compile": args.compile, "log": log, "log_dir": (args.log_dir or str(log_dir)) if log else None}
 
 
 def _check_data_dir(data_dir: str | None, tasks) -> None:
@@ -130,21 +138,29 @@ def cmd_run(args) -> int:
     overrides = _overrides(args)
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
+    out_dir = Path(args.out or "results/adhoc")
     cfg = make_config(args.variant, args.tasks, seed=args.seed or 0, overrides=overrides,
-                      limit_train=args.limit_train, limit_eval=args.limit_eval, **_runtime(args))
+                      limit_train=args.limit_train, limit_eval=args.limit_eval,
+                      **_runtime(args, out_dir / "trackers"))
     _check_data_dir(args.data_dir, cfg.tasks)
     from ..distributed import world_from_env
+    from ..trackers import close_trackers, fan_out, open_trackers
 
-    main_rank = world_from_env().main   # under torchrun only rank 0 reports and records
+    main_rank = world_from_env().main   # under torchrun only rank 0 reports, records and logs to trackers
+    trackers = open_trackers(cfg) if main_rank else []
     bar = _Bar(cfg.train.steps, enabled=not args.no_progress and main_rank)
     try:
-        record = run(cfg, bar if main_rank else None)
+        record = run(cfg, fan_out(bar, trackers) if main_rank else None)
+    except BaseException:
+        close_trackers(trackers, None)   # ended as failed
+        raise
     finally:
         bar.close()
     if record is None:
         return 0
-    out = Path(args.out or "results/adhoc") / "runs.jsonl"
+    out = out_dir / "runs.jsonl"
     append_record(out, record)
+    close_trackers(trackers, record)   # after the record is safe
 
     rows = []
     for task, m in record["metrics"].items():

@@ -51,11 +51,12 @@ def cmd_grid(args) -> int:
             raise LeptonError(f"{flag} is a single-run option ({instead})")
     overrides = _overrides(args) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     results_dir = Path(args.out or "results") / args.grid
+    runtime = _runtime(args, results_dir / "trackers")   # --log: each run one tracker run, named by its run id
 
     def planned():
         return plan(args.grid, seeds=args.seeds, variants=args.variants, overrides=overrides, sweep=args.sweep,
                     limit_train=args.limit_train, limit_eval=args.limit_eval, results_dir=results_dir,
-                    **_runtime(args))
+                    **runtime)
 
     runs = planned()
     _check_data_dir(args.data_dir, [t for r in runs for t in r.config.tasks])

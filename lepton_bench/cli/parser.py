@@ -6,7 +6,7 @@ import argparse
 import os
 
 KINDS = ("variants", "grids", "tasks", "metrics", "architectures", "stems", "trunks", "weightings", "samplers",
-         "executors")
+         "executors", "trackers")
 
 
 def _registries():
@@ -17,18 +17,20 @@ def _registries():
     from ..models.trunk import TRUNKS
     from ..sampling import SAMPLERS
     from ..tasks import METRICS, TASKS
+    from ..trackers import TRACKERS
     from ..variants import VARIANTS
     from ..weighting import WEIGHTINGS
 
     return {"variants": VARIANTS, "grids": GRIDS, "tasks": TASKS, "metrics": METRICS, "architectures": ARCHITECTURES,
             "weightings": WEIGHTINGS, "samplers": SAMPLERS, "executors": EXECUTORS, "stems": STEMS,
-            "trunks": TRUNKS}
+            "trunks": TRUNKS, "trackers": TRACKERS}
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser; its help lists registered names, so load plugins first (``main`` does)."""
     from ..grid import GRIDS
     from ..tasks import TASKS
+    from ..trackers import TRACKERS
 
     p = argparse.ArgumentParser(
         prog="lepton-bench",
@@ -83,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", metavar="DIR",
                    help="--variant: append the record to DIR/runs.jsonl (default: results/adhoc); "
                         "--grid: write DIR/<grid>/ (default: results)")
+    r.add_argument("--log", action="append", default=[], metavar="TRACKER",
+                   help=f"also log the run (each run of a grid) to an experiment tracker: {', '.join(TRACKERS.list())} "
+                        "(repeatable; optional extras, e.g. pip install 'lepton-bench[tensorboard]'); offline by "
+                        "default, one tracker run per run, named by its run id")
+    r.add_argument("--log-dir", metavar="DIR",
+                   help="where the trackers write (default: OUT/<grid>/trackers with --grid, else OUT/trackers, "
+                        "OUT being results/adhoc for one run)")
     g = r.add_argument_group("grid options")
     g.add_argument("--seeds", type=int, metavar="N", help="seeds 0..N-1 (default: the grid's)")
     g.add_argument("--variants", metavar="PATTERN", help="only the grid's variants matching these "
