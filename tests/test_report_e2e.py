@@ -25,7 +25,7 @@ def trained(data_dir, tmp_path_factory):
     records = []
     for variant, tasks in runs:
         for s in SEEDS:
-            cfg = make_config(variant, tasks, seed=s, overrides=[*TINY, "train.steps=4"], device="cpu",
+            cfg = make_config(variant, tasks, seed=s, overrides=[*TINY, "train.steps=4", "train.diagnose_every=2"], device="cpu",
                               data_dir=str(data_dir), limit_eval=24)
             rec = run(cfg)
             assert rec["status"] == "ok"
@@ -59,6 +59,8 @@ def test_report_of_real_runs(trained, tmp_path):
     assert dm_cell.strip("*").startswith(f"{row['dm']:+.2f} ± ")
     assert "STL models together: stl-imdb, stl-conll2003" in text
     assert "## The articles' claims" not in text      # stl-* and hard-ew declare no published figures
+    why = text.split("## Why: gradient conflict and task affinity")[1].split("\n## ")[0]
+    assert "| hard-ew | 4 | imdb·conll2003 " in why and "TAG would train" in why   # 2 measurements x 2 seeds
     for name in report.PLOT_FILES:
         if name == "sensitivity.png":   # drawn only for a grid with search axes
             assert not (path.parent / name).exists() and "## Tuning" not in text
