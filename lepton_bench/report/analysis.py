@@ -197,3 +197,22 @@ def mean_ranks(a: Analysis) -> dict[str, float]:
             key = name if name != STL_ENTRY else f"{STL_ENTRY}:{design}|{'+'.join(main)}"
             out[key] = float(np.nanmean(r)) if any(ok(x) for x in r) else NAN
     return out
+
+
+def curve(g: Group, task: str, metric: str) -> pd.Series:
+    """Validation metric vs step, mean over the group's seeds (empty when no curve was logged)."""
+    pts = [(p.get("step"), get(p, task, metric)) for r in g.runs for p in (get(r, "curves", "val") or [])]
+    df = pd.DataFrame([(s, v) for s, v in pts if s is not None and v is not None], columns=["step", "value"])
+    return df.groupby("step")["value"].mean().sort_index()
+
+
+FLAT = 0.1   # points of the primary metric per 100 steps: below it, a curve has levelled off
+
+
+def last_gain(g: Group, task: str, metric: str) -> float:
+    """The validation metric's gain over the last evaluation interval, in points (x100) per 100 steps,
+    mean curve over seeds; nan with fewer than two evaluations."""
+    c = curve(g, task, metric)
+    if len(c) < 2:
+        return NAN
+    return float((c.iloc[-1] - c.iloc[-2]) / (c.index[-1] - c.index[-2]) * 100 * 100)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..selection import point_of
-from .analysis import STL_ENTRY, Analysis, mean_ranks, stl_cost
+from .analysis import FLAT, STL_ENTRY, Analysis, last_gain, mean_ranks, stl_cost
 from .baselines import standing_section
 from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
@@ -138,10 +138,34 @@ def setting(a: Analysis, source: str) -> str:
     if a.auxiliary:
         lines.append(_auxiliary_line(a))
     lines += _label_lines(a)
+    lines += _convergence_lines(a)
     lines.append(_env_line(a))
     finished = sorted(r["finished_at"] for r in a.records if r.get("finished_at"))
     lines.append(f"- Date: {finished[-1] if finished else '—'} (the latest finished run)")
     return "\n".join(lines)
+
+
+def _convergence_lines(a: Analysis) -> list[str]:
+    """How far the budget is from convergence, per task: the last validation gain per 100 steps of its STL
+    baseline(s) and of the equal-weights hard-sharing group(s) that train it (mean curves over seeds)."""
+    parts, rising = [], []
+    for t in a.tasks:
+        shown = [g for g in a.groups if t in g.tasks and (g.stl or (g.weighting == "ew" and g.architecture == "hard"))]
+        gains = [(g.name, last_gain(g, t, a.primary[t])) for g in shown]
+        gains = [(n, v) for n, v in gains if ok(v)]
+        if not gains:
+            continue
+        parts.append(f"{t} " + ", ".join(f"{v:+.2f} ({md_cell(n)})" for n, v in gains))
+        if any(v >= FLAT for _, v in gains):
+            rising.append(t)
+    if not parts:
+        return []
+    verdict = (f"{', '.join(rising)} {'is' if len(rising) == 1 else 'are'} still rising at the end of the budget, "
+               "so for them the grid measures the speed of learning as much as final quality"
+               if rising else "Every curve has levelled off (under 0.1 points per 100 steps)")
+    return [f"- Convergence (the validation {'/'.join(sorted(set(a.primary.values())))} gained over the last "
+            f"evaluation interval, in points per 100 steps, mean over seeds): {'; '.join(parts)}. {verdict}; "
+            "the checkpoint is chosen on validation, so a falling curve costs nothing"]
 
 
 def _auxiliary_line(a: Analysis) -> str:

@@ -12,14 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from .analysis import STATIC_WEIGHTINGS, Analysis
-from .groups import Group
-from .records import get
+from .analysis import STATIC_WEIGHTINGS, Analysis, curve
 from .stats import ok, pareto_front
 from .why import plot_why, plot_why_curves
 
@@ -135,13 +132,6 @@ def plot_per_task(a: Analysis, path: Path) -> bool:
                  f"variants of its design; error bars: ± std over seeds)")
     _save(fig, path)
     return True
-
-
-def curve(g: Group, task: str, metric: str) -> pd.Series:
-    """Validation metric vs step, mean over the group's seeds (empty when no curve was logged)."""
-    pts = [(p.get("step"), get(p, task, metric)) for r in g.runs for p in (get(r, "curves", "val") or [])]
-    df = pd.DataFrame([(s, v) for s, v in pts if s is not None and v is not None], columns=["step", "value"])
-    return df.groupby("step")["value"].mean().sort_index()
 
 
 def plot_learning_curves(a: Analysis, path: Path) -> bool:
