@@ -26,8 +26,9 @@ def pytest_configure(config):
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
-    """Every test session gets its own tensor cache, so no test reads a stale one."""
+    """Every test session gets its own tensor cache, so no test reads a stale one (at the default cap)."""
     monkeypatch.setenv("LEPTON_BENCH_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.delenv("LEPTON_BENCH_CACHE_MAX_GB", raising=False)
 
 
 def write_slice(src: Path, dst: Path, rows: dict[str, int], seed: int = 0) -> Path:

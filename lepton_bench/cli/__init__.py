@@ -10,7 +10,7 @@ import os
 import sys
 
 from ..errors import LeptonError
-from .commands import cmd_list, cmd_prepare, cmd_report, cmd_run, cmd_worker
+from .commands import cmd_cache, cmd_list, cmd_prepare, cmd_report, cmd_run, cmd_worker
 from .parser import KINDS, build_parser
 
 __all__ = ["KINDS", "build_parser", "main"]
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         _load_plugins(modules)
         args = build_parser().parse_args(argv)
         code = {"run": cmd_run, "list": cmd_list, "report": cmd_report, "prepare": cmd_prepare,
-                "_worker": cmd_worker}[args.command](args)
+                "cache": cmd_cache, "_worker": cmd_worker}[args.command](args)
         sys.stdout.flush()   # a reader that has gone (``| head``) shows here, not at exit
         return code
     except BrokenPipeError:

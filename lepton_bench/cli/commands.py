@@ -1,4 +1,4 @@
-"""The commands: run (one variant), list, prepare, report, and the grid worker."""
+"""The commands: run (one variant), list, prepare, cache, report, and the grid worker."""
 
 from __future__ import annotations
 
@@ -112,6 +112,9 @@ def _check_data_dir(data_dir: str | None, tasks) -> None:
 def cmd_run(args) -> int:
     from tabulate import tabulate
 
+    from ..cache import cache_cap
+
+    cache_cap()   # a bad LEPTON_BENCH_CACHE_MAX_GB fails now, not in every run
     for flag, value in (("--limit-train", args.limit_train), ("--limit-eval", args.limit_eval),
                         ("--steps", args.steps), ("--seeds", args.seeds)):
         if value is not None and value < 1:
@@ -182,7 +185,7 @@ def cmd_prepare(args) -> int:
 
     from tabulate import tabulate
 
-    from ..data import cache_key, default_cache_dir, load_task
+    from ..data import cache_cap, cache_key, default_cache_dir, load_task
     from ..grid import plan
     from ..tasks import TASKS
     from ..train import task_reads
@@ -194,6 +197,7 @@ def cmd_prepare(args) -> int:
         raise LeptonError(f"--data-dir {args.data_dir}: no such folder")
     if args.cache_dir:
         os.environ["LEPTON_BENCH_CACHE"] = str(Path(args.cache_dir).resolve())
+    cap = cache_cap()
     if args.grid:
         configs = [r.config for r in plan(args.grid, overrides=args.overrides, data_dir=args.data_dir)]
     else:
@@ -218,6 +222,66 @@ def cmd_prepare(args) -> int:
     print(tabulate(rows, headers=["task", "source", "train / val / test", "vocab", "seconds", "cache file"],
                    tablefmt="github"))
     print(f"cached in {default_cache_dir()}; runs read it when LEPTON_BENCH_CACHE points there")
+    evicted = [row[-1] for row in rows if not (default_cache_dir() / row[-1]).exists()]
+    if evicted:   # the cap is below what this grid needs: its runs would rebuild (and evict) again and again
+        from ..cache import CAP_ENV, human_size
+
+        print(f"lepton-bench: warning: {len(evicted)} of the {len(rows)} files just prepared were evicted to keep "
+              f"the cache under its cap ({CAP_ENV}: {human_size(cap)}); raise it, or set it to none",
+              file=sys.stderr)
+    return 0
+
+
+def cmd_cache(args) -> int:
+    """cache list / clear / dir: the tensor cache's files (lepton_bench/cache.py: no torch)."""
+    import math
+    import time
+    from collections import Counter
+
+    from ..cache import CAP_ENV, cache_cap, cache_files, clear, default_cache_dir, human_size
+
+    root = Path(args.cache_dir) if args.cache_dir else default_cache_dir()
+    if args.cache_command == "dir":
+        print(root)
+        return 0
+    if args.cache_command == "list":
+        from tabulate import tabulate
+
+        cap = cache_cap()
+        files = cache_files(root)
+        total = sum(f.size for f in files)
+        if files:
+            rows = [(f.path.name, f.task, human_size(f.size), time.strftime("%Y-%m-%d %H:%M", time.localtime(f.used)))
+                    for f in files]
+            print(tabulate(rows, headers=["file", "task", "size", "last used"], tablefmt="github",
+                           colalign=("left", "left", "right", "left")))
+        if cap is None:
+            against = f"{human_size(total)}, no cap ({CAP_ENV})"
+        else:
+            against = f"{human_size(total)} of a {human_size(cap)} cap ({CAP_ENV})" + (
+                "; over it: the next new file evicts from the top" if total > cap
+                else "; least recently used first" if len(files) > 1 else "")
+        print(f"{len(files)} file{'' if len(files) == 1 else 's'} in {root}: {against}")
+        return 0
+    # clear
+    days = args.older_than
+    if days is not None and not (math.isfinite(days) and days >= 0):
+        raise LeptonError(f"--older-than must be a number of days, 0 or more, got {days:g}")
+    tasks = None
+    if args.tasks:
+        from ..tasks import TASKS
+
+        cached = {f.task for f in cache_files(root)}   # an unregistered task's files (a plugin gone) too
+        tasks = [t if t in cached else TASKS.get(t).name for t in args.tasks]   # a typo: close matches
+    gone = clear(root, tasks, days)
+    left = cache_files(root)
+    kept = f"; {len(left)} kept ({human_size(sum(f.size for f in left))})" if left else ""
+    if not gone:
+        print(f"nothing to clear in {root}: no cache file matches{kept}")
+        return 0
+    per_task = ", ".join(f"{task} {n}" for task, n in sorted(Counter(f.task for f in gone).items()))
+    print(f"freed {human_size(sum(f.size for f in gone))}: {len(gone)} cache file{'' if len(gone) == 1 else 's'} "
+          f"({per_task}) from {root}{kept}")
     return 0
 
 

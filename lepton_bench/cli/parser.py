@@ -143,6 +143,30 @@ def build_parser() -> argparse.ArgumentParser:
     pp.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="config overrides, as given to run (e.g. tasks.imdb.max_len=128)")
 
+    cache_dir = argparse.ArgumentParser(add_help=False)
+    cache_dir.add_argument("--cache-dir", metavar="DIR",
+                           help="the tensor cache (default: $LEPTON_BENCH_CACHE, else ~/.cache/lepton_bench)")
+    cp = sub.add_parser("cache", help="list or clear the tensor cache (one file per task and data setting)",
+                        description="The tensor cache holds one file per task and data setting (limits, "
+                                    "max_len, tokenizer, ...). After each new file, the least recently used "
+                                    "files are evicted until the cache fits in $LEPTON_BENCH_CACHE_MAX_GB "
+                                    "(default: 5; 0 or none: no cap).")
+    csub = cp.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    csub.add_parser("list", parents=[cache_dir], help="every cache file: task, size, last use; the total and the cap",
+                    description="Every cache file, least recently used (evicted first) at the top, with "
+                                "the total against the cap.")
+    cc = csub.add_parser("clear", parents=[cache_dir],
+                         help="delete cache files: all of them (no question asked) unless --task/--older-than",
+                         description="Delete cache files and print what was freed. Without --task or "
+                                     "--older-than it deletes EVERY cache file, without asking; runs rebuild "
+                                     "what they need.")
+    cc.add_argument("--task", dest="tasks", action="extend", nargs="+", metavar="NAME",
+                    help="only these tasks' files (repeatable)")
+    cc.add_argument("--older-than", type=float, metavar="DAYS",
+                    help="only files last used more than DAYS days ago (fractions allowed: 0.5)")
+    csub.add_parser("dir", parents=[cache_dir], help="print the cache directory",
+                    description="Print the tensor cache's directory.")
+
     # the child process of one grid run; no help=, so argparse leaves it out of the command list
     wk = sub.add_parser("_worker")
     wk.add_argument("config")

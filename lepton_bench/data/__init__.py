@@ -7,7 +7,8 @@ column, checks them as the source's, then maps the labels (``derive_labels``): i
 its source's rows, in the same order. Local parquet files are read with
 pyarrow directly: ``datasets.load_dataset(<folder>)`` caches by folder *name*, so a
 64-row slice and the full mirror in two folders called ``imdb`` would share a cache
-entry. Our own tensor cache is keyed by file paths + sizes + mtimes instead.
+entry. Our own tensor cache is keyed by file paths + sizes + mtimes instead, one file per task and data
+setting, capped in size with least-recently-used eviction (``lepton_bench/cache.py``).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..cache import cache_cap, default_cache_dir, evict, touch
 from ..config import TaskConfig, data_settings
 from ..tasks import TaskSpec
 from .batches import TrainStream, augment_images, eval_batches, select
@@ -46,16 +48,12 @@ from .tensorize import (
 from .types import MAX_WORD_CHARS, NUM_SHAPES, PAD, SPLITS, UNK, RawSplit, Split, TaskData
 
 __all__ = ["MAX_WORD_CHARS", "NUM_SHAPES", "PAD", "SPLITS", "UNK", "RawSplit", "Split", "TaskData", "TrainStream",
-           "augment_images", "build_char_vocab", "build_tokenizer", "cache_key", "check_split", "clip",
+           "augment_images", "build_char_vocab", "build_tokenizer", "cache_cap", "cache_key", "check_split", "clip",
            "decode_images", "default_cache_dir", "derive_labels", "eval_batches", "fingerprint",
            "first_subtoken_labels", "load_task", "local_files", "make_splits", "read_parquet", "read_source",
            "select", "special_frame", "take", "tensorize", "tensorize_subwords", "tensorize_text", "word_shape"]
 
 CACHE_FORMAT = 1          # bump when the tensorized layout changes
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("LEPTON_BENCH_CACHE", Path.home() / ".cache" / "lepton_bench"))
 
 
 # ---------------------------------------------------------------- cache
@@ -89,14 +87,19 @@ def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, hold
     given; ignored for the others)."""
     key = cache_key(spec, cfg, data_dir, holdout_seed, limit_train, limit_eval, subwords, chars)
     path = (cache_dir or default_cache_dir()) / f"{spec.name}-{key}.pt"
-    if path.exists():
-        try:
-            blob = torch.load(path, weights_only=True)
-            return TaskData(blob["name"], {k: Split(**v) for k, v in blob["splits"].items()},
-                            blob["source"], blob["vocab_size"], blob["num_shapes"], blob["truncated"],
-                            blob.get("num_chars", 0))
-        except Exception:
-            path.unlink(missing_ok=True)  # a torn or stale cache file: rebuild it
+    try:   # no exists() first: another process may evict the file between the two (then: rebuilt below)
+        blob = torch.load(path, weights_only=True)
+        data = TaskData(blob["name"], {k: Split(**v) for k, v in blob["splits"].items()},
+                        blob["source"], blob["vocab_size"], blob["num_shapes"], blob["truncated"],
+                        blob.get("num_chars", 0))
+    except FileNotFoundError:
+        pass                              # not cached, or just evicted: build it
+    except Exception:
+        path.unlink(missing_ok=True)      # a torn or stale cache file: rebuild it
+    else:
+        touch(path)                       # used now: the last to be evicted
+        return data
+    cap = cache_cap()   # a bad LEPTON_BENCH_CACHE_MAX_GB fails before the work, not after
     raws = read_source(spec, data_dir)
     for split, raw in raws.items():
         check_split(spec, split, raw)   # a derived task: the source's label column, as the source's
@@ -109,4 +112,5 @@ def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, hold
                 "num_shapes": data.num_shapes, "truncated": data.truncated, "num_chars": data.num_chars,
                 "splits": {k: {"tensors": v.tensors, "gold": v.gold} for k, v in data.splits.items()}}, tmp)
     os.replace(tmp, path)  # atomic: a reader never sees half a file
+    evict(path.parent, cap, keep=[path])   # least recently used first, down to the cap; never this one
     return data
