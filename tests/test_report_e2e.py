@@ -25,8 +25,8 @@ def trained(data_dir, tmp_path_factory):
     records = []
     for variant, tasks in runs:
         for s in SEEDS:
-            cfg = make_config(variant, tasks, seed=s, overrides=[*TINY, "train.steps=4", "train.diagnose_every=2"], device="cpu",
-                              data_dir=str(data_dir), limit_eval=24)
+            cfg = make_config(variant, tasks, seed=s, overrides=[*TINY, "train.steps=4", "train.diagnose_every=2"],
+                              device="cpu", data_dir=str(data_dir), limit_eval=24)
             rec = run(cfg)
             assert rec["status"] == "ok"
             append_record(folder / "runs.jsonl", rec)
