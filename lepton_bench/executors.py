@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,69 @@ class ExecutorOptions:
     cluster: str | None = None       # submitit: None (auto: Slurm if present), "slurm", "local", "debug"
     address: str | None = None       # ray: cluster address ("auto", "ray://host:10001"); None: a local Ray
     plugins: tuple[str, ...] = ()    # --plugin modules every run imports first
+    runs_per_device: int = 1         # local: runs at a time on each visible GPU (on the CPU without one)
+
+    def __post_init__(self):
+        n = self.runs_per_device
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ConfigError(f"--runs-per-device must be a whole number of at least 1, got {n!r}")
+        if n > 1 and self.workers > 1:
+            raise ConfigError("--workers and --runs-per-device both set how many runs go at a time: give one "
+                              "(--runs-per-device N: N runs on each visible GPU, N on the CPU without one)")
+
+
+# ---------------------------------------------------------------- packed runs (--runs-per-device)
+
+# The one variable through which the local executor tells a packed run so: JSON, see ``packing``. A run's
+# record reads it into ``env["packed"]`` (``measure.environment``); a run alone has no such key.
+PACKED_ENV = "LEPTON_BENCH_PACKED"
+
+
+def visible_devices(environ: Mapping[str, str] | None = None, count: int | None = None) -> list[str]:
+    """The CUDA devices this process can hand to its runs, as ``CUDA_VISIBLE_DEVICES`` names them: its
+    entries when it is set (up to the first empty or negative one, where CUDA stops reading), else
+    0..count-1. ``count``: torch's CUDA device count (0 without CUDA), which does not initialise CUDA
+    in this process."""
+    environ = os.environ if environ is None else environ
+    if count is None:
+        import torch
+
+        count = torch.cuda.device_count()
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    names = []
+    for entry in (e.strip() for e in listed.split(",")):
+        if not entry or entry.startswith("-"):
+            break
+        names.append(entry)
+    return names[:count]
+
+
+def device_slots(devices: Sequence[str], runs_per_device: int) -> list[str | None]:
+    """The ``CUDA_VISIBLE_DEVICES`` value of each run slot: ``runs_per_device`` slots per device, slot k on
+    device k mod D (fewer runs than slots spread over the devices first); without a device,
+    ``runs_per_device`` slots on the CPU (None: the run's devices left as they are)."""
+    if not devices:
+        return [None] * runs_per_device
+    return [devices[k % len(devices)] for k in range(len(devices) * runs_per_device)]
+
+
+def packed_env(runs_per_device: int, slot: int, slots: int, device: str | None) -> dict[str, str]:
+    """The environment variables of a run in ``slot`` of ``slots``: its packing and, on a GPU, its device."""
+    info = {"runs_per_device": runs_per_device, "slot": slot, "slots": slots, "device": device or "cpu"}
+    return {PACKED_ENV: json.dumps(info), **({"CUDA_VISIBLE_DEVICES": device} if device is not None else {})}
+
+
+def packing(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
+    """How this run was packed, as the executor set it (``{"runs_per_device", "slot", "slots", "device"}``;
+    device: the run's ``CUDA_VISIBLE_DEVICES`` or "cpu"), or None for a run alone."""
+    raw = (os.environ if environ is None else environ).get(PACKED_ENV)
+    try:
+        info = json.loads(raw) if raw else None
+    except json.JSONDecodeError:
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def last_line(text: object) -> str:
@@ -55,27 +119,31 @@ def last_line(text: object) -> str:
     return lines[-1] if lines else ""
 
 
-def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None) -> dict[str, Any]:
+def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None,
+            extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Train one run in a child process; make sure a record exists afterwards. Runs wherever the
-    engine placed it (this machine, a Slurm node, a Ray worker). Returns a short summary."""
+    engine placed it (this machine, a Slurm node, a Ray worker). ``extra_env``: variables of this run
+    only (a packed run's slot and device). Returns a short summary."""
     env = {**os.environ, "LEPTON_BENCH_PLUGINS": ",".join(plugins)}
+    env.pop(PACKED_ENV, None)   # packed only when its executor says so
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    env.update(extra_env or {})
     proc = subprocess.run([sys.executable, "-m", "lepton_bench", "_worker", job.config_path, job.record_path],
                           env=env, capture_output=True, text=True)
     # the child may have died before writing (killed, out of memory, segfault): record that
     reason = "killed by the system (out of memory?)" if proc.returncode in (-9, 137) else \
         f"exit code {proc.returncode}"
-    ensure_record(job, f"worker died: {reason}; {last_line(proc.stderr)}", proc.stderr or "")
+    ensure_record(job, f"worker died: {reason}; {last_line(proc.stderr)}", proc.stderr or "", packing(env))
     return {"run_id": job.run_id, "returncode": proc.returncode}
 
 
-def ensure_record(job: Job, error: str, detail: str = "") -> None:
+def ensure_record(job: Job, error: str, detail: str = "", packed: dict[str, Any] | None = None) -> None:
     """If no record of this job was written since it started (the worker died, or the engine
-    cancelled, timed out or lost the job), record the run as failed with ``error``."""
+    cancelled, timed out or lost the job), record the run as failed with ``error`` (and its packing)."""
     if not written_since(Path(job.record_path), job.started):
         cfg = from_dict(json.loads(Path(job.config_path).read_text()))
-        write_json_atomic(Path(job.record_path), failed_record(cfg, error[:500], job.started, detail))
+        write_json_atomic(Path(job.record_path), failed_record(cfg, error[:500], job.started, detail, packed))
 
 
 class Executor(ABC):
@@ -83,9 +151,18 @@ class Executor(ABC):
 
     name = ""
     extra: str | None = None   # the pip extra that installs the engine
+    packs = False              # runs several runs on one device (--runs-per-device)
 
     def __init__(self, options: ExecutorOptions, results_dir: Path):
+        self.check_options(options)
         self.options, self.results_dir = options, results_dir
+
+    @classmethod
+    def check_options(cls, options: ExecutorOptions) -> None:
+        """Refuse the options this engine would ignore."""
+        if options.runs_per_device > 1 and not cls.packs:
+            raise ConfigError(f"--runs-per-device is an option of the local executor; {cls.name} places each "
+                              "run where its engine's request (--gpus-per-run, --cpus-per-run) fits")
 
     @abstractmethod
     def run(self, jobs: list[Job], done: Callable[[Job], None]) -> None: ...
@@ -105,15 +182,38 @@ EXECUTORS: Registry[type[Executor]] = Registry("executor")
 
 @EXECUTORS.register("local")
 class LocalExecutor(Executor):
-    """Child processes on this machine, ``workers`` at a time with cores / workers threads each."""
+    """Child processes on this machine, ``workers`` at a time with cores / workers threads each. With
+    ``runs_per_device`` N > 1 (packed runs): N at a time on each visible GPU, each run's
+    ``CUDA_VISIBLE_DEVICES`` its slot's device, cores / slots threads each; N at a time on the CPU when no
+    GPU is visible or every run asks for ``device=cpu``. A slot is free again when its run ends; every
+    packed run learns its slot through ``PACKED_ENV`` and its record says so."""
 
     name = "local"
+    packs = True
 
     def run(self, jobs, done):
         o = self.options
-        threads = o.cpus_per_run or max(1, (os.cpu_count() or 1) // o.workers)   # no oversubscription
-        with ThreadPoolExecutor(max_workers=o.workers) as pool:
-            futures = {pool.submit(run_job, job, o.plugins, threads): job for job in jobs}
+        n = o.runs_per_device
+        slots: list[str | None] = [None] * o.workers
+        if n > 1:
+            on_cpu = all(_config_device(job) == "cpu" for job in jobs)
+            slots = device_slots([] if on_cpu else visible_devices(), n)
+        threads = o.cpus_per_run or max(1, (os.cpu_count() or 1) // len(slots))   # no oversubscription
+        free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for k in range(len(slots)):
+            free.put(k)
+
+        def one(job: Job) -> dict[str, Any]:
+            if n == 1:
+                return run_job(job, o.plugins, threads)
+            k = free.get()   # never waits: as many threads as slots
+            try:
+                return run_job(job, o.plugins, threads, packed_env(n, k, len(slots), slots[k]))
+            finally:
+                free.put(k)
+
+        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+            futures = {pool.submit(one, job): job for job in jobs}
             for fut in as_completed(futures):
                 job = futures[fut]
                 try:
@@ -121,6 +221,14 @@ class LocalExecutor(Executor):
                 except Exception as e:   # a failure to even start the child: that run fails
                     ensure_record(job, f"could not start the run: {type(e).__name__}: {e}")
                 done(job)
+
+
+def _config_device(job: Job) -> str:
+    """The ``device`` a job's config asks for (auto when unreadable)."""
+    try:
+        return str(json.loads(Path(job.config_path).read_text()).get("device", "auto"))
+    except (OSError, ValueError, AttributeError):
+        return "auto"
 
 
 @EXECUTORS.register("submitit")

@@ -183,4 +183,9 @@ def environment(device: torch.device) -> dict[str, object]:
         env["timm"] = timm.__version__
     except ImportError:
         pass
+    from .executors import packing
+
+    packed = packing()   # a run the executor packed with others on its device (--runs-per-device)
+    if packed:
+        env["packed"] = packed
     return env

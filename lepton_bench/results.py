@@ -69,7 +69,7 @@ class Record(TypedDict, total=False):
     curves: Curves | dict
     cost: dict[str, Any]         # wall times, throughput, FLOPs, MFU, parameters, memory, per task ({} failed)
     data: dict[str, Any]         # task -> source, split sizes, vocabulary size, truncated examples
-    env: dict[str, Any]          # versions, git hash, device, precision, compiled, notes, world size
+    env: dict[str, Any]          # versions, git hash, device, precision, compiled, notes, world size, packed
     started_at: str              # ISO 8601, UTC
     finished_at: str
     error: str                   # failed runs: one line, "<Type>: <message>"
@@ -134,14 +134,18 @@ def build_record(cfg: RunConfig, *, status: Literal["ok", "failed"], started_at:
     return rec
 
 
-def failed_record(cfg: RunConfig, error: str, started_at: str, detail: str = "") -> Record:
-    """The record of a run that raised, diverged, or whose worker died."""
+def failed_record(cfg: RunConfig, error: str, started_at: str, detail: str = "",
+                  packed: dict[str, Any] | None = None) -> Record:
+    """The record of a run that raised, diverged, or whose worker died (``packed``: the packing of a run
+    whose worker died, which the parent records for it; a worker's own record reads it by itself)."""
     from .measure import environment, resolve_device  # torch: only where a run was attempted
 
     try:
         env = environment(resolve_device(cfg.device))
     except LeptonError:
         env = {}
+    if packed:
+        env["packed"] = packed
     return build_record(cfg, status="failed", started_at=started_at, env=env, error=error, error_detail=detail)
 
 

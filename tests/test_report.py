@@ -580,6 +580,26 @@ def test_the_setting_says_which_labels_are_silver_or_derived():
                                       "Setting")
 
 
+def test_the_setting_says_which_runs_were_packed_and_at_how_many_per_device():
+    """Records whose env says ``packed`` (--runs-per-device): how many, at how many per device, which variants,
+    and that their cost figures are not those of a run alone; records without it: no such line."""
+    recs = grid_records()
+    assert "Packed runs" not in section(report.readme(report.analyse("mini", recs), "m/runs.jsonl", []), "Setting")
+    ew = [r for r in recs if r["variant"] == "hard-ew"]
+    for k, r in enumerate(ew):
+        r["env"]["packed"] = {"runs_per_device": 2, "slot": k % 2, "slots": 2, "device": "cpu"}
+    stl = next(r for r in recs if r["variant"] == "stl-imdb")
+    stl["env"] = {**stl["env"], "device": "cuda", "packed": {"runs_per_device": 4, "slot": 5, "slots": 8,
+                                                             "device": "1"}}
+    setting = section(report.readme(report.analyse("mini", recs), "m/runs.jsonl", []), "Setting")
+    line = next(x for x in setting.splitlines() if x.startswith("- Packed runs"))
+    n_ew, n_stl = len(ew), sum(r["variant"] == "stl-imdb" for r in recs)
+    assert line.startswith(f"- Packed runs: {len(ew) + 1} of {len(recs)} ran packed")
+    assert f"{n_ew} runs at 2 per device on cpu, 1 run at 4 per device on cuda" in line
+    assert f"hard-ew ({n_ew} of {n_ew}), stl-imdb (1 of {n_stl})" in line
+    assert "not of a run alone" in line
+
+
 def test_a_static_variant_with_auxiliary_tasks_is_no_point_of_the_three_task_sweep():
     """tagging-ner-aux-both's Δm reads NER alone: it must not be the 'best static point' that the
     three-task adaptive weightings are compared with, nor share their bold best Δm."""

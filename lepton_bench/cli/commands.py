@@ -129,7 +129,7 @@ def cmd_run(args) -> int:
                  "--executor": args.executor != "local", "--executor-config": args.executor_config is not None,
                  **{f"--{k.replace('_', '-')}": getattr(args, k) is not None
                     for k in ("partition", "time_min", "cpus_per_run", "gpus_per_run", "mem_gb", "cluster",
-                              "ray_address")}}
+                              "ray_address", "runs_per_device")}}
     given = [flag for flag, on in grid_only.items() if on]
     if given:
         raise LeptonError(f"{', '.join(given)}: grid option{'s' if len(given) > 1 else ''}; use with --grid")

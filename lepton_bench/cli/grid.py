@@ -16,7 +16,7 @@ def _executor_options(args):
 
     from ..executors import EXECUTORS, ExecutorOptions
 
-    EXECUTORS.get(args.executor)   # an unknown name fails here, with close matches
+    engine = EXECUTORS.get(args.executor)   # an unknown name fails here, with close matches
     known = {f.name for f in fields(ExecutorOptions)} - {"plugins", "workers"}
     opts: dict = {}
     if args.executor_config:
@@ -30,9 +30,14 @@ def _executor_options(args):
                               f"known: {', '.join(sorted(known))}")
     flags = {"partition": args.partition, "time_min": args.time_min, "cpus_per_run": args.cpus_per_run,
              "gpus_per_run": args.gpus_per_run, "mem_gb": args.mem_gb, "cluster": args.cluster,
-             "address": args.ray_address}
+             "address": args.ray_address, "runs_per_device": args.runs_per_device}
     opts.update({k: v for k, v in flags.items() if v is not None})
-    return ExecutorOptions(workers=args.workers, plugins=tuple(args.plugin), **opts)
+    options = ExecutorOptions(workers=args.workers, plugins=tuple(args.plugin), **opts)
+    engine.check_options(options)
+    if options.runs_per_device > 1 and args.device.startswith("cuda:"):
+        raise LeptonError(f"--device {args.device} with --runs-per-device: a packed run sees one GPU, its slot's; "
+                          "use --device auto or cuda")
+    return options
 
 
 def cmd_grid(args) -> int:
@@ -43,6 +48,7 @@ def cmd_grid(args) -> int:
 
     if args.workers < 1:
         raise LeptonError(f"--workers must be at least 1, got {args.workers}")
+    options = _executor_options(args)   # bad options fail before anything is planned or written
     # what a grid would silently ignore is an error instead
     for flag, value, instead in (("--tasks", args.tasks, "each variant trains its own tasks; narrow the grid "
                                                           "with --variants"),
@@ -82,14 +88,14 @@ def cmd_grid(args) -> int:
 
     try:
         s = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
-                     executor=args.executor, options=_executor_options(args))
+                     executor=args.executor, options=options)
         while any(r.pending for r in runs):   # budget-saving protocol: the tuning runs are in, plan the rest
             pending = sum(r.pending for r in runs)
             runs = planned()
             if sum(r.pending for r in runs) == pending:   # no variant's tuning finished (all its points failed)
                 break
             more = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
-                            executor=args.executor, options=_executor_options(args))
+                            executor=args.executor, options=options)
             s.finished, s.failed = s.finished + more.finished, s.failed + more.failed
     finally:
         bar.close()

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "comma-separated fnmatch patterns, e.g. 'stl-*,hard-ew'")
     g.add_argument("--workers", type=int, default=1, metavar="N",
                    help="runs at a time, each in its own process with cores/N threads (default: 1)")
+    g.add_argument("--runs-per-device", type=int, metavar="N",
+                   help="local executor: pack N runs at a time on each visible GPU, each its own process with "
+                        "CUDA_VISIBLE_DEVICES set to its GPU (N at a time on the CPU without one), cores/slots "
+                        "threads each; each record's env.packed says so, and the report (default: 1; not with "
+                        "--workers)")
     g.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="a search axis: every variant, STL included, runs at each value (the product of all "
                         "axes; replaces the grid's axis of that key), e.g. --sweep train.lr=1e-3,2e-3,4e-3 "

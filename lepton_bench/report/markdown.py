@@ -140,6 +140,7 @@ def setting(a: Analysis, source: str) -> str:
     lines += _label_lines(a)
     lines += _convergence_lines(a)
     lines.append(_env_line(a))
+    lines += _packed_lines(a)
     finished = sorted(r["finished_at"] for r in a.records if r.get("finished_at"))
     lines.append(f"- Date: {finished[-1] if finished else '—'} (the latest finished run)")
     return "\n".join(lines)
@@ -270,6 +271,23 @@ def _env_line(a: Analysis) -> str:
     where = (f" (runs per machine: {', '.join(f'{m} {n}' for m, n in sorted(machines.items()))}; the cost columns "
              f"average over them)") if len(machines) > 1 else ""
     return line + (f"\n- Runs differ in environment: {', '.join(differ)}{where}" if differ else "")
+
+
+def _packed_lines(a: Analysis) -> list[str]:
+    """Which runs were packed several to a device (``--runs-per-device``; ``env.packed`` of their records), at
+    how many per device: their times and throughputs are those of runs sharing a device."""
+    packed = [r for r in a.records if isinstance((r.get("env") or {}).get("packed"), dict)]
+    if not packed:
+        return []
+    how = Counter((r["env"]["packed"].get("runs_per_device"), r["env"].get("device") or "?") for r in packed)
+    per_variant = Counter(r["variant"] for r in a.records)
+    which = Counter(r["variant"] for r in packed)
+    at = ", ".join(f"{plural(n, 'run')} at {k} per device on {dev}" for (k, dev), n in sorted(how.items(), key=str))
+    return [f"- Packed runs: {len(packed)} of {len(a.records)} ran packed, several runs at a time on one device "
+            f"(`--runs-per-device`; each its own process): {at}; "
+            + ", ".join(f"{md_cell(v)} ({n} of {per_variant[v]})" for v, n in sorted(which.items()))
+            + ". Their time, throughput and MFU figures are those of a run sharing its device, not of a run alone: "
+            "compare costs only between runs packed alike (peak memory stays each run's own)."]
 
 
 def task_section(a: Analysis, task: str) -> str:
