@@ -81,7 +81,8 @@ def touch(path: Path) -> None:
     """Mark ``path`` used now (its access time; its modification time stays when it was written).
     A file gone meanwhile or a read-only cache (shared storage) is no error: using it still works."""
     try:
-        os.utime(path, (time.time(), path.stat().st_mtime))
+        # nanoseconds: a float round trip would move the modification time by a few ns
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
     except OSError:
         pass
 
