@@ -173,8 +173,8 @@ def why_section(a: Analysis) -> str:
     intro = (f"Measured during training every {every} steps on the parameters the tasks share, on the step's "
              "own batches (`lepton_bench/diagnostics.py`): the cosine of each pair of task gradients (negative: "
              "conflict; in brackets the share of measured steps where it was), and the TAG affinity Z(i→j) = "
-             "1 − L_j(θ − Δ_i) / L_j(θ) of a look-ahead step Δ_i on task i's gradient alone (AdamW's step on "
-             "it; Fifty et al. 2021): positive when i's step lowers j's loss. Means over measured steps and "
+             "1 − L_j(θ − η g_i) / L_j(θ) of a look-ahead SGD step on task i's gradient g_i alone (η the step's "
+             "learning rate; Fifty et al. 2021): positive when i's step lowers j's loss. Means over measured steps and "
              "seeds; TAG's grouping is the partition of the tasks with the largest total affinity onto each "
              "task from its group. Heatmaps and curves below.")
     rows = ["| group | measurements | mean cosine per pair (share of steps in conflict) | TAG's grouping |",
