@@ -214,8 +214,9 @@ def plot_why(a: Analysis, path: Path) -> bool:
             im = ax.imshow(data, cmap=cmap, vmin=-vmax, vmax=vmax)
             for i in range(len(w.tasks)):
                 for j in range(len(w.tasks)):
+                    dark = abs(data[i, j]) > 0.6 * vmax   # white on the dark ends of the colour map
                     ax.text(j, i, f"{data[i, j]:.2f}" if m == 0 else f"{data[i, j]:.2g}", ha="center",
-                            va="center", fontsize=6)
+                            va="center", fontsize=6, color="white" if dark else "black")
             ax.set_xticks(range(len(short)), short, fontsize=6, rotation=30)
             ax.set_yticks(range(len(short)), short, fontsize=6)
             ax.set_title(f"{w.group.name}: {title}" if m == 0 else title, fontsize=7)
