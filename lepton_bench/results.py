@@ -310,7 +310,8 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
     ``test.<metric>`` and ``val.<metric>`` for every metric of the task, ``test_primary`` and
     ``val_primary``; the run's cost (``train_seconds`` ... ``mfu``, ``params``, ``peak_rss_mb``, and
     on CUDA ``cuda_max_allocated_mb``) and the task's (``samples_per_s`` ... ``train_examples``);
-    ``device`` and ``finished_at``. A later record of a run id (a retried run) replaces an earlier one."""
+    ``device``, ``packed`` (runs at a time on its device: 1 unless ``--runs-per-device``) and
+    ``finished_at``. A later record of a run id (a retried run) replaces an earlier one."""
     import pandas as pd
 
     from .config import RUNTIME_FIELDS, complete, flatten
@@ -345,6 +346,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
             row.update(cost.get("memory") or {})
             row.update({k: ((cost.get("tasks") or {}).get(task) or {}).get(k) for k in TASK_COST_COLUMNS})
             row["device"] = env.get("device_name")
+            row["packed"] = (env.get("packed") or {}).get("runs_per_device", 1)   # runs per device at a time
             row["finished_at"] = r.get("finished_at")
             rows.append(row)
     df = pd.DataFrame(rows)

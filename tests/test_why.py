@@ -106,6 +106,7 @@ def test_load_gives_one_row_per_run_and_task(tmp_path):
     row = df[(df.variant == "hard-ew") & (df.seed == 1) & (df.task == "imdb") & (df["train.lr"] == 0.002)].iloc[0]
     assert row["test.accuracy"] == 0.86 and row["test_primary"] == 0.86 and row["primary"] == "accuracy"
     assert row["train_seconds"] == 51.0 and row["params"] == 700_000 and row["samples_per_s"] == 50.0
+    assert (df.packed == 1).all()
     assert (df.status == "failed").sum() == 2 and df[df.status == "failed"]["error"].notna().all()
     assert len({r["run_id"] for r in ok}) + 1 == df.run_id.nunique()
 
