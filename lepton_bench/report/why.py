@@ -249,7 +249,8 @@ def plot_why_curves(a: Analysis, path: Path) -> bool:
                     ax_a.plot(w.steps, w.affinity_curve[:, i, j], marker=".", label=f"{w.tasks[i]} → {w.tasks[j]}")
         for ax, title in ((ax_c, "gradient cosine"), (ax_a, "TAG affinity Z(i→j)")):
             ax.axhline(0, color="0.5", lw=0.8)
-            ax.set(xlabel="step", title=f"{w.group.name}: {title} (mean over seeds)")
+            ax.set_xlabel("step")
+            ax.set_title(f"{w.group.name}\n{title}, mean over seeds", fontsize=8)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=6)
     _save(fig, path)
