@@ -21,6 +21,7 @@ import json
 import os
 import time
 import warnings
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,7 +111,7 @@ def config_params(config: dict) -> dict[str, int | float | str | bool]:
     return out
 
 
-class Tracker:
+class Tracker(ABC):
     """One tracker run. Subclasses set ``module`` (the package imported to use it) and ``extra`` (the pip
     extra that installs it) and implement ``start``, ``log`` and ``finish``; the public ``open``,
     ``__call__`` (a ``Progress``) and ``close`` are the base's, and keep a failure out of the run."""
@@ -134,16 +135,18 @@ class Tracker:
                               f"pip install 'lepton-bench[{cls.extra}]'") from None
 
     # ---- what a tracker implements
+    @abstractmethod
     def start(self, run_name: str, cfg: RunConfig, log_dir: Path) -> None:
-        raise NotImplementedError
+        """Begin the tracker run ``run_name``, writing under ``log_dir``."""
 
+    @abstractmethod
     def log(self, values: dict[str, float], step: int) -> None:
-        raise NotImplementedError
+        """Log scalars at ``step``."""
 
+    @abstractmethod
     def finish(self, record: dict | None, final: dict[str, float], params: dict[str, Any]) -> None:
         """Log ``final`` (a finished run's figures) and ``params`` (its flattened config) and end the
         tracker run, as failed when ``record`` is None or failed."""
-        raise NotImplementedError
 
     # ---- what a run calls
     def open(self, run_name: str, cfg: RunConfig, log_dir: str | Path) -> Tracker:
