@@ -1,8 +1,10 @@
 """Where the runs of a grid execute: local processes, Slurm through submitit, or a Ray cluster.
 
-Every executor runs the same job, ``run_job``: train one config in a fresh
-``python -m lepton_bench _worker`` process and leave its record file (ok or failed) in the
-shared results folder. Resume, exactly-once records and ``--retry-failed`` therefore belong to
+Every executor runs the same job: train one config in a ``python -m lepton_bench _worker`` process
+and leave its record file (ok or failed) in the shared results folder. Slurm and Ray start a fresh
+process per run (``run_job``); the local executor keeps one warm worker per slot (``WarmWorker``:
+imports paid once, each run seeded and its peak memory reset as in a fresh process), or, with
+``--process-per-run``, starts a fresh one too. Resume, exactly-once records and ``--retry-failed`` therefore belong to
 the grid (``grid.py``), not to the engine; an engine only decides where and when a job runs.
 The engines are optional extras: ``pip install 'lepton-bench[slurm]'`` / ``'lepton-bench[ray]'``.
 """
@@ -49,6 +51,7 @@ class ExecutorOptions:
     address: str | None = None       # ray: cluster address ("auto", "ray://host:10001"); None: a local Ray
     plugins: tuple[str, ...] = ()    # --plugin modules every run imports first
     runs_per_device: int = 1         # local: runs at a time on each visible GPU (on the CPU without one)
+    process_per_run: bool = False    # local: a fresh process per run instead of a warm worker per slot
 
     def __post_init__(self):
         n = self.runs_per_device
@@ -119,23 +122,123 @@ def last_line(text: object) -> str:
     return lines[-1] if lines else ""
 
 
-def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None,
-            extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Train one run in a child process; make sure a record exists afterwards. Runs wherever the
-    engine placed it (this machine, a Slurm node, a Ray worker). ``extra_env``: variables of this run
-    only (a packed run's slot and device). Returns a short summary."""
+def worker_env(plugins: Sequence[str] = (), threads: int | None = None,
+               extra_env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a worker process: the plugins to load, its threads, and ``extra_env`` (a packed
+    slot's packing and device)."""
     env = {**os.environ, "LEPTON_BENCH_PLUGINS": ",".join(plugins)}
     env.pop(PACKED_ENV, None)   # packed only when its executor says so
     if threads:
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     env.update(extra_env or {})
+    return env
+
+
+def death(returncode: int) -> str:
+    """Why a worker process ended without answering, in words."""
+    return "killed by the system (out of memory?)" if returncode in (-9, 137) else f"exit code {returncode}"
+
+
+def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None,
+            extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Train one run in a fresh child process; make sure a record exists afterwards. Runs wherever the
+    engine placed it (this machine, a Slurm node, a Ray worker). ``extra_env``: variables of this run
+    only (a packed run's slot and device). Returns a short summary."""
+    env = worker_env(plugins, threads, extra_env)
     proc = subprocess.run([sys.executable, "-m", "lepton_bench", "_worker", job.config_path, job.record_path],
                           env=env, capture_output=True, text=True)
     # the child may have died before writing (killed, out of memory, segfault): record that
-    reason = "killed by the system (out of memory?)" if proc.returncode in (-9, 137) else \
-        f"exit code {proc.returncode}"
-    ensure_record(job, f"worker died: {reason}; {last_line(proc.stderr)}", proc.stderr or "", packing(env))
+    ensure_record(job, f"worker died: {death(proc.returncode)}; {last_line(proc.stderr)}", proc.stderr or "",
+                  packing(env))
     return {"run_id": job.run_id, "returncode": proc.returncode}
+
+
+# ---------------------------------------------------------------- warm workers
+
+class WarmWorker:
+    """One ``_worker --serve`` process that trains the jobs it is sent one after another: the imports (torch,
+    timm, sklearn: about 12 s here) are paid once, not per run. Each run is set up as in a fresh process
+    (seeded in ``prepare``; the previous run's memory released and the peak-RSS mark reset before it: see
+    ``grid.serve``). A run that fails ends the process (whatever state it left cannot reach the next run,
+    which gets a fresh one); a process that dies (killed, out of memory) has the run recorded failed, and
+    the next job starts a new one. Its stderr goes to ``log`` (appended), the last line of which names the
+    cause of a death."""
+
+    def __init__(self, env: Mapping[str, str], log: Path):
+        self.env, self.log = dict(env), log
+        self.proc: subprocess.Popen | None = None
+
+    def _start(self) -> subprocess.Popen:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as err:   # the child keeps its own descriptor
+            return subprocess.Popen([sys.executable, "-m", "lepton_bench", "_worker", "--serve"], env=self.env,
+                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+
+    def run(self, job: Job) -> dict[str, Any]:
+        """Train ``job`` in this worker (starting a process if none is alive); make sure a record exists."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        log_from = self.log.stat().st_size if self.log.exists() else 0
+        try:
+            proc.stdin.write(json.dumps({"config": job.config_path, "record": job.record_path}) + "\n")
+            proc.stdin.flush()
+            answer = proc.stdout.readline()
+        except (BrokenPipeError, OSError):   # it died before or while reading the job
+            answer = ""
+        if answer:
+            returncode = int(json.loads(answer)["returncode"])
+            if returncode:
+                self.close()   # the next run gets a fresh process
+            ensure_record(job, "the worker answered without writing a record")
+            return {"run_id": job.run_id, "returncode": returncode}
+        returncode = proc.wait()
+        self.proc = None
+        detail = _read_from(self.log, log_from)
+        ensure_record(job, f"worker died: {death(returncode)}; {last_line(detail)}", detail, packing(self.env))
+        return {"run_id": job.run_id, "returncode": returncode}
+
+    def close(self) -> None:
+        """End the process: its input closed, it exits after the run in hand (killed if it does not)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=60)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait()
+        finally:
+            if proc.stdout:
+                proc.stdout.close()
+
+
+def _read_from(path: Path, offset: int, limit: int = 20_000) -> str:
+    """What ``path`` gained from ``offset`` on (its last ``limit`` characters)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read().decode(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+# A warm worker's run: which of its runs this is, set by ``grid.serve`` before each run and read into the
+# record's ``env["worker"]`` (``measure.environment``); None elsewhere.
+_WARM_RUN: dict[str, Any] | None = None
+
+
+def warm_run() -> dict[str, Any] | None:
+    """``{"run": k}`` in a warm worker's k-th run (1: its first), else None."""
+    return dict(_WARM_RUN) if _WARM_RUN else None
+
+
+def set_warm_run(info: dict[str, Any] | None) -> None:
+    global _WARM_RUN
+    _WARM_RUN = info
 
 
 def ensure_record(job: Job, error: str, detail: str = "", packed: dict[str, Any] | None = None) -> None:
@@ -186,7 +289,9 @@ class LocalExecutor(Executor):
     ``runs_per_device`` N > 1 (packed runs): N at a time on each visible GPU, each run's
     ``CUDA_VISIBLE_DEVICES`` its slot's device, cores / slots threads each; N at a time on the CPU when no
     GPU is visible or every run asks for ``device=cpu``. A slot is free again when its run ends; every
-    packed run learns its slot through ``PACKED_ENV`` and its record says so."""
+    packed run learns its slot through ``PACKED_ENV`` and its record says so. Each slot keeps one warm
+    worker process (``WarmWorker``, its stderr in ``jobs/worker-<slot>.log``), or with
+    ``process_per_run`` starts a fresh process per run."""
 
     name = "local"
     packs = True
@@ -203,24 +308,32 @@ class LocalExecutor(Executor):
         for k in range(len(slots)):
             free.put(k)
 
+        slot_env = [packed_env(n, k, len(slots), slots[k]) if n > 1 else {} for k in range(len(slots))]
+        warm = [WarmWorker(worker_env(o.plugins, threads, slot_env[k]), self.results_dir / "jobs" / f"worker-{k}.log")
+                for k in range(len(slots))]
+
         def one(job: Job) -> dict[str, Any]:
-            if n == 1:
-                return run_job(job, o.plugins, threads)
             k = free.get()   # never waits: as many threads as slots
             try:
-                return run_job(job, o.plugins, threads, packed_env(n, k, len(slots), slots[k]))
+                if o.process_per_run:
+                    return run_job(job, o.plugins, threads, slot_env[k])
+                return warm[k].run(job)
             finally:
                 free.put(k)
 
-        with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-            futures = {pool.submit(one, job): job for job in jobs}
-            for fut in as_completed(futures):
-                job = futures[fut]
-                try:
-                    fut.result()
-                except Exception as e:   # a failure to even start the child: that run fails
-                    ensure_record(job, f"could not start the run: {type(e).__name__}: {e}")
-                done(job)
+        try:
+            with ThreadPoolExecutor(max_workers=len(slots)) as pool:
+                futures = {pool.submit(one, job): job for job in jobs}
+                for fut in as_completed(futures):
+                    job = futures[fut]
+                    try:
+                        fut.result()
+                    except Exception as e:   # a failure to even start the child: that run fails
+                        ensure_record(job, f"could not start the run: {type(e).__name__}: {e}")
+                    done(job)
+        finally:
+            for w in warm:
+                w.close()
 
 
 def _config_device(job: Job) -> str:

@@ -1,7 +1,7 @@
 """Clocks, memory, FLOPs and the environment stamp of every record.
 
-CUDA is synchronized before a clock is read; CPU runs report the process's peak RSS
-(``ru_maxrss``), which is why every run gets a process of its own in grids.
+CUDA is synchronized before a clock is read; CPU runs report the process's peak RSS (Linux:
+``VmHWM``, which a warm grid worker resets before each of its runs; elsewhere ``ru_maxrss``).
 """
 
 from __future__ import annotations
@@ -121,9 +121,56 @@ def reset_peak_memory(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
+def _proc_status_mb(field: str) -> float | None:
+    """A ``/proc/self/status`` memory figure (``VmHWM``, ``VmRSS``) in MiB; None off Linux."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024   # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def peak_rss_mb() -> float:
+    """The process's resident high-water mark in MiB: ``VmHWM`` on Linux (``reset_peak_rss`` restarts it),
+    else ``ru_maxrss`` (since the process started)."""
+    hwm = _proc_status_mb("VmHWM")
+    return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def rss_mb() -> float | None:
+    """The process's resident memory now, in MiB (Linux; else None)."""
+    return _proc_status_mb("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Restart the resident high-water mark at the current RSS (Linux >= 4.0: ``5`` to ``clear_refs``), so
+    that a warm worker's next run reports its own peak; False where the kernel does not allow it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def release_memory() -> None:
+    """Hand back what a finished run left: Python garbage, the CUDA cache, and glibc's free heap pages."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):   # not glibc
+        pass
+
+
 def peak_memory(device: torch.device) -> dict[str, float]:
     """Peak memory in MiB: CUDA allocated/reserved since the reset, and the process's peak RSS."""
-    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}  # KiB on Linux
+    out = {"peak_rss_mb": peak_rss_mb()}
     if device.type == "cuda":
         out["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
         out["cuda_max_reserved_mb"] = torch.cuda.max_memory_reserved(device) / 2**20
@@ -183,9 +230,12 @@ def environment(device: torch.device) -> dict[str, object]:
         env["timm"] = timm.__version__
     except ImportError:
         pass
-    from .executors import packing
+    from .executors import packing, warm_run
 
     packed = packing()   # a run the executor packed with others on its device (--runs-per-device)
     if packed:
         env["packed"] = packed
+    served = warm_run()   # a run of a warm worker: which of its runs
+    if served:
+        env["worker"] = served
     return env

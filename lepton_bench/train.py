@@ -18,7 +18,15 @@ from .distributed import average, average_gradients, finish
 from .errors import TrainingError
 from .evaluation import evaluate_group
 from .lookahead import Lookahead, optimizer_decay
-from .measure import TrainingClock, environment, max_memory, peak_memory, peak_tflops, reset_peak_memory
+from .measure import (
+    TrainingClock,
+    environment,
+    max_memory,
+    peak_memory,
+    peak_tflops,
+    reset_peak_memory,
+    rss_mb,
+)
 from .results import build_record, now_iso
 from .setup import (
     Progress,
@@ -77,6 +85,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
     0; the other ranks train their shards and return None)."""
     say = progress or (lambda event, info: None)
     started = now_iso()
+    rss_at_start = rss_mb()   # the process's resident base (a warm worker's is larger): the peak's floor
     s = prepare(cfg, say)
     device, names, specs, data, streams = s.device, s.names, s.specs, s.data, s.streams
     model, sched, weighting = s.model, s.sched, s.weighting
@@ -212,7 +221,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
               "flops_per_step": timed_flops / timed_steps if timed_steps else sum(flops.values()),
               "model_tflops_per_s": flops_per_s / 1e12 if flops_per_s else None,
               "peak_tflops": peak, "mfu": flops_per_s / (peak * 1e12) if flops_per_s and peak else None,
-              "params": model.parameter_counts(), "memory": memory, "tasks": per_task},
+              "params": model.parameter_counts(), "tasks": per_task,
+              "memory": {**memory, **({"rss_at_start_mb": rss_at_start} if rss_at_start is not None else {})}},
         data={n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
                   "truncated": data[n].truncated} for n in names})
     finish(world)

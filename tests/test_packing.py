@@ -82,14 +82,39 @@ def fake_jobs(tmp_path, n: int, device: str = "auto") -> list[Job]:
     return jobs
 
 
-def test_the_local_executor_packs_n_runs_on_each_gpu_and_frees_a_slot_when_its_run_ends(tmp_path, monkeypatch):
+def patch_runner(monkeypatch, warm: bool, fake) -> None:
+    """Route the local executor's runs to ``fake(job, threads, extra_env)``: through a fake warm worker per
+    slot (its process environment's threads and slot variables), or a fake ``run_job`` per run."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    if not warm:
+        monkeypatch.setattr(executors, "run_job", lambda job, plugins=(), threads=None, extra_env=None:
+                            fake(job, threads, extra_env))
+        return
+
+    class FakeWarmWorker:
+        def __init__(self, env, log):
+            self.env = env
+
+        def run(self, job):
+            slot = {k: self.env[k] for k in (PACKED_ENV, "CUDA_VISIBLE_DEVICES") if k in self.env}
+            return fake(job, int(self.env["OMP_NUM_THREADS"]), slot or None)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(executors, "WarmWorker", FakeWarmWorker)
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-workers", "process-per-run"])
+def test_the_local_executor_packs_n_runs_on_each_gpu_and_frees_a_slot_when_its_run_ends(tmp_path, monkeypatch,
+                                                                                         warm):
     """Two fake GPUs, 2 runs per device, 7 runs: 4 at a time (2 on each GPU), each with its slot's
     CUDA_VISIBLE_DEVICES and cores / 4 threads; freed slots take the next runs."""
     monkeypatch.setattr(executors, "visible_devices", lambda: ["0", "1"])
     first = threading.Barrier(4, timeout=60)   # the first 4 runs only go on once all 4 are running
     lock, running, seen, peak = threading.Lock(), [], [], []
 
-    def fake_run_job(job, plugins=(), threads=None, extra_env=None):
+    def fake_run(job, threads, extra_env):
         info = packing(extra_env)
         with lock:
             running.append(extra_env["CUDA_VISIBLE_DEVICES"])
@@ -103,9 +128,10 @@ def test_the_local_executor_packs_n_runs_on_each_gpu_and_frees_a_slot_when_its_r
             running.remove(extra_env["CUDA_VISIBLE_DEVICES"])
         return {"run_id": job.run_id, "returncode": 0}
 
-    monkeypatch.setattr(executors, "run_job", fake_run_job)
+    patch_runner(monkeypatch, warm, fake_run)
     done = []
-    LocalExecutor(ExecutorOptions(runs_per_device=2), tmp_path).run(fake_jobs(tmp_path, 7), done.append)
+    LocalExecutor(ExecutorOptions(runs_per_device=2, process_per_run=not warm), tmp_path).run(
+        fake_jobs(tmp_path, 7), done.append)
     assert sorted(j.run_id for j in done) == [f"r{i}" for i in range(7)]
     assert len(seen) == 7
     assert ["0", "0", "1", "1"] in peak                       # 4 at once, two on each GPU
@@ -119,20 +145,22 @@ def test_the_local_executor_packs_n_runs_on_each_gpu_and_frees_a_slot_when_its_r
     # runs that all ask for the CPU are packed on the CPU, GPUs or not
     seen.clear()
     cpu_seen = []
-    monkeypatch.setattr(executors, "run_job", lambda job, plugins=(), threads=None, extra_env=None:
-                        cpu_seen.append((threads, dict(extra_env))))
-    LocalExecutor(ExecutorOptions(runs_per_device=3), tmp_path).run(fake_jobs(tmp_path, 2, "cpu"), lambda j: None)
+    patch_runner(monkeypatch, warm, lambda job, threads, extra_env: cpu_seen.append((threads, dict(extra_env))))
+    LocalExecutor(ExecutorOptions(runs_per_device=3, process_per_run=not warm), tmp_path).run(
+        fake_jobs(tmp_path, 2, "cpu"), lambda j: None)
     assert all("CUDA_VISIBLE_DEVICES" not in env and packing(env)["device"] == "cpu" and packing(env)["slots"] == 3
                for _, env in cpu_seen)
     assert {t for t, _ in cpu_seen} == {max(1, (os.cpu_count() or 1) // 3)}
 
 
-def test_unpacked_runs_are_not_told_they_are_packed(tmp_path, monkeypatch):
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-workers", "process-per-run"])
+def test_unpacked_runs_are_not_told_they_are_packed(tmp_path, monkeypatch, warm):
     """--workers as before: no slot variable, and none inherited from this process's environment."""
     calls, run_job = [], executors.run_job
-    monkeypatch.setattr(executors, "run_job", lambda job, plugins=(), threads=None, extra_env=None:
-                        calls.append(extra_env))
-    LocalExecutor(ExecutorOptions(workers=2), tmp_path).run(fake_jobs(tmp_path, 2), lambda j: None)
+    monkeypatch.setenv(PACKED_ENV, packed_env(2, 0, 2, None)[PACKED_ENV])
+    patch_runner(monkeypatch, warm, lambda job, threads, extra_env: calls.append(extra_env or None))
+    LocalExecutor(ExecutorOptions(workers=2, process_per_run=not warm), tmp_path).run(fake_jobs(tmp_path, 2),
+                                                                                      lambda j: None)
     assert calls == [None, None]
     captured = {}
 
@@ -140,7 +168,6 @@ def test_unpacked_runs_are_not_told_they_are_packed(tmp_path, monkeypatch):
         captured.update(env)
         raise RuntimeError("not started")
 
-    monkeypatch.setenv(PACKED_ENV, packed_env(2, 0, 2, None)[PACKED_ENV])
     monkeypatch.setattr(executors.subprocess, "run", fake_subprocess_run)
     with pytest.raises(RuntimeError):
         run_job(fake_jobs(tmp_path, 1)[0])

@@ -286,8 +286,12 @@ def cmd_cache(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from ..grid import worker
+    from ..grid import serve, worker
 
+    if args.serve:
+        return serve()
+    if not (args.config and args.record):
+        raise LeptonError("_worker needs CONFIG RECORD, or --serve")
     return worker(args.config, args.record)
 
 

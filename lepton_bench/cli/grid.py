@@ -30,7 +30,8 @@ def _executor_options(args):
                               f"known: {', '.join(sorted(known))}")
     flags = {"partition": args.partition, "time_min": args.time_min, "cpus_per_run": args.cpus_per_run,
              "gpus_per_run": args.gpus_per_run, "mem_gb": args.mem_gb, "cluster": args.cluster,
-             "address": args.ray_address, "runs_per_device": args.runs_per_device}
+             "address": args.ray_address, "runs_per_device": args.runs_per_device,
+             "process_per_run": args.process_per_run or None}
     opts.update({k: v for k, v in flags.items() if v is not None})
     options = ExecutorOptions(workers=args.workers, plugins=tuple(args.plugin), **opts)
     engine.check_options(options)

@@ -103,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "CUDA_VISIBLE_DEVICES set to its GPU (N at a time on the CPU without one), cores/slots "
                         "threads each; each record's env.packed says so, and the report (default: 1; not with "
                         "--workers)")
+    g.add_argument("--process-per-run", action="store_true",
+                   help="local executor: a fresh process for every run (imports and start-up each time, about 12 s "
+                        "here) instead of one warm worker per slot that serves run after run")
     g.add_argument("--sweep", action="append", default=[], metavar="KEY=V1,V2",
                    help="a search axis: every variant, STL included, runs at each value (the product of all "
                         "axes; replaces the grid's axis of that key), e.g. --sweep train.lr=1e-3,2e-3,4e-3 "
@@ -174,8 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # the child process of one grid run; no help=, so argparse leaves it out of the command list
     wk = sub.add_parser("_worker")
-    wk.add_argument("config")
-    wk.add_argument("record")
+    wk.add_argument("config", nargs="?")
+    wk.add_argument("record", nargs="?")
+    wk.add_argument("--serve", action="store_true", help="a warm worker: jobs as JSON lines on stdin")
 
     ls = sub.add_parser("list", help="list registered variants, tasks, architectures, ...",
                         description="List what is registered, with a one-line description each.")
