@@ -22,6 +22,12 @@ from .format import fmt_pct
 from .groups import Group
 from .stats import ALPHA, ok
 
+# Below these, a measurement says the tasks barely interact, and the sentences say so instead of reading a
+# sign: a mean cosine this close to 0 (a single step's sign flips around it), and an affinity onto a task
+# under this share of its own step's effect on its loss.
+NEAR_ZERO_COSINE = 0.05
+WEAK_AFFINITY = 0.1
+
 
 @dataclass
 class Why:
@@ -133,10 +139,24 @@ def task_sentences(a: Analysis, w: Why) -> list[str]:
         verdict = ("every other task's step lowers its loss" if len(helped) == len(others) else
                    f"only {', '.join(helped)}'s step lowers its loss" if helped else
                    "no other task's step lowers its loss")
-        out.append(f"{head}; its gradients conflict with {w.tasks[worst]}'s on {w.conflict[worst, j]:.0%} of "
-                   f"measured steps (mean cosine {w.cosine[worst, j]:+.2f}); the affinity onto it is {onto}: "
-                   f"{verdict}.")
+        if all(abs(w.cosine[i, j]) < NEAR_ZERO_COSINE for i in others):
+            grads = (f"its gradients are nearly orthogonal to the others' (mean cosine "
+                     f"{', '.join(f'{w.cosine[i, j]:+.2f} with {w.tasks[i]}' for i in others)}: a sign that flips "
+                     f"around zero)")
+        else:
+            grads = (f"its gradients conflict with {w.tasks[worst]}'s on {w.conflict[worst, j]:.0%} of measured steps "
+                     f"(mean cosine {w.cosine[worst, j]:+.2f})")
+        if weak_onto(w, j):
+            verdict += (f", each under a tenth of its own step's effect ({w.affinity[j, j]:+.2g}): the tasks barely "
+                        "interact")
+        out.append(f"{head}; {grads}; the affinity onto it is {onto}: {verdict}.")
     return out
+
+
+def weak_onto(w: Why, j: int) -> bool:
+    """Whether every other task's affinity onto task ``j`` is under ``WEAK_AFFINITY`` of j's own."""
+    own = w.affinity[j, j]
+    return bool(own > 0 and all(abs(w.affinity[i, j]) < WEAK_AFFINITY * own for i in range(len(w.tasks)) if i != j))
 
 
 def tag_sentence(a: Analysis, w: Why) -> str:
@@ -158,6 +178,9 @@ def tag_sentence(a: Analysis, w: Why) -> str:
             verdicts.append(f"agrees on {t} ({'set apart' if t in alone else 'grouped'}; Δ {fmt_pct(d)}"
                             f"{', significant' if sig else ', not significant'})")
     tail = f" The grid {'; '.join(verdicts)}." if verdicts else ""
+    if all(weak_onto(w, j) for j in range(len(w.tasks))):
+        tail += (" Every affinity here is under a tenth of the tasks' own steps' effects: too close to zero to "
+                 "support a grouping.")
     return (f"From {w.group.name}'s affinities TAG would train {_fmt_groups(groups)} "
             f"(score {tag_score(w.tasks, w.affinity, groups):+.3g}; all together "
             f"{tag_score(w.tasks, w.affinity, [list(w.tasks)]):+.3g}).{tail}")
