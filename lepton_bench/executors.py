@@ -318,6 +318,9 @@ class LocalExecutor(Executor):
                 if o.process_per_run:
                     return run_job(job, o.plugins, threads, slot_env[k])
                 return warm[k].run(job)
+            except Exception as e:   # a failure to even start the child: that run fails, with its packing
+                ensure_record(job, f"could not start the run: {type(e).__name__}: {e}", packed=packing(slot_env[k]))
+                raise
             finally:
                 free.put(k)
 

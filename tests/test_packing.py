@@ -275,3 +275,19 @@ def test_a_packed_run_out_of_memory_is_recorded_failed_and_the_others_finish(dat
     assert all(r["env"]["packed"]["runs_per_device"] == 2 for r in recs.values())
     err = capsys.readouterr().err
     assert "failed: oom-test" in err and "failed: killed-test" in err
+
+
+@pytest.mark.parametrize("warm", [True, False], ids=["warm-workers", "process-per-run"])
+def test_a_run_that_cannot_start_is_recorded_failed_with_its_packing(tmp_path, monkeypatch, warm):
+    def cannot_start(job, threads, extra_env):
+        raise OSError("no such interpreter")
+
+    patch_runner(monkeypatch, warm, cannot_start)
+    done = []
+    LocalExecutor(ExecutorOptions(runs_per_device=2, process_per_run=not warm), tmp_path).run(
+        fake_jobs(tmp_path, 2, "cpu"), done.append)
+    assert len(done) == 2
+    for job in done:
+        rec = json.loads(open(job.record_path).read())
+        assert rec["status"] == "failed" and rec["error"] == "could not start the run: OSError: no such interpreter"
+        assert rec["env"]["packed"]["runs_per_device"] == 2 and rec["env"]["packed"]["device"] == "cpu"
