@@ -191,7 +191,7 @@ class WarmWorker:
             returncode = int(json.loads(answer)["returncode"])
             if returncode:
                 self.close()   # the next run gets a fresh process
-            ensure_record(job, "the worker answered without writing a record")
+            ensure_record(job, "the worker answered without writing a record", packed=packing(self.env))
             return {"run_id": job.run_id, "returncode": returncode}
         returncode = proc.wait()
         self.proc = None
