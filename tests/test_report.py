@@ -781,3 +781,30 @@ def test_an_unfinished_tuning_is_flagged_in_the_summary_and_the_table():
     recs.append(swept(make_record("hard-ew", 1, {"imdb": 0.8}, tag="b"), 2e-3, 0.85, tune_seeds=2))
     text = report.readme(report.analyse("mini", recs), "mini/runs.jsonl", [])
     assert "Tuning unfinished" not in text and "✓ so far" not in text
+
+
+def test_verdict_is_a_headline_then_one_bullet_per_variant_and_ahead_is_not_beat():
+    """The verdict reads as a list (one bullet per MTL variant, the losers sharing the last), and an
+    adaptive weighting whose Δm mean is above the best static point's, without a significant test, is
+    'ahead of' it, 'not significant' — never said to beat it."""
+    recs = [make_record("stl-cifar10", s, {"cifar10": v}) for s, v in enumerate([0.80, 0.82])]
+    recs += [make_record("stl-imdb", s, {"imdb": v}) for s, v in enumerate([0.85, 0.87])]
+    recs += [make_record("hard-ew", s, {"cifar10": c, "imdb": i})
+             for s, (c, i) in enumerate([(0.90, 0.86), (0.91, 0.85)])]
+    recs += [make_record("hard-uw", s, {"cifar10": c, "imdb": i}, weighting="uw")
+             for s, (c, i) in enumerate([(0.92, 0.84), (0.89, 0.88)])]
+    recs += [make_record("hard-rlw", s, {"cifar10": c, "imdb": i}, weighting="rlw")
+             for s, (c, i) in enumerate([(0.70, 0.80), (0.71, 0.81)])]
+    a = report.analyse("mini", recs)
+    paragraphs = report.summary(a).split("\n\n")
+    assert paragraphs[0].startswith("2 of 3 multi-task variants beat their matched STL baseline significantly")
+    bullets = paragraphs[1].splitlines()
+    assert [b.split(" ")[1] for b in bullets] == ["hard-uw", "hard-ew", "hard-rlw"]   # best Δm first
+    assert all(b.startswith("- ") for b in bullets)
+    assert bullets[-1].endswith("is ahead of STL on no task and has no positive Δm.")
+    p = report.welch_p(a.dm_seeds["hard-uw"], a.dm_seeds["hard-ew"])
+    assert p > 0.05
+    assert paragraphs[2].startswith("1 of 2 adaptive weightings is ahead of the best static-sweep point, hard-ew")
+    assert f"hard-uw (Δm {a.overall.set_index('name').loc['hard-uw', 'dm']:+.2f}%, Welch p = {p:.3f}, " \
+           "not significant)" in paragraphs[2]
+    assert "beat the best static" not in report.summary(a)
