@@ -656,6 +656,17 @@ def test_standing_baselines_place_each_method_against_the_static_front_by_hand()
         holm(raw), nan_ok=True)
     text = standing_section(a)
     assert "hard-uw goes beyond the static front" in text and "hard-pcgrad lies below the static front" in text
+    verdicts = [line for line in text.splitlines() if line.startswith("- ")]
+    assert [v.split(" ")[1] for v in verdicts] == list(rows)                  # one bullet per method
+    # each comparison named as the table's signs and Holm-corrected p say
+    for line, r in zip(verdicts, rows.values(), strict=True):
+        for key, what in (("ew", "EW"), ("rlw", "RLW"), ("static", "the best static point")):
+            if not r[f"{key}_name"]:
+                assert f" {what}" not in line.split(" static front")[1]
+                continue
+            side = "ahead of" if r[f"{key}_diff"] > 0 else "behind"
+            clause = next(c for c in line.replace(" but ", ";").split(";") if what in c)
+            assert side in clause and (f"{what} (significant)" in clause) == (r[f"{key}_holm"] < 0.05)
     assert "(0.6900, 0.6900)" in text
 
 
