@@ -819,3 +819,24 @@ def test_verdict_is_a_headline_then_one_bullet_per_variant_and_ahead_is_not_beat
     assert f"hard-uw (Δm {a.overall.set_index('name').loc['hard-uw', 'dm']:+.2f}%, Welch p = {p:.3f}, " \
            "not significant)" in paragraphs[2]
     assert "beat the best static" not in report.summary(a)
+
+
+def test_a_chosen_point_at_an_end_of_a_numeric_axis_is_flagged():
+    """Three learning rates: stl-imdb's best on validation is the middle one (no flag), hard-ew's the
+    largest (flagged, in the Tuning section and the verdict's notes); with two values no end is flagged."""
+    recs = []
+    for s in range(2):
+        for lr, stl_val, ew_val in ((1e-3, 0.70, 0.60), (2e-3, 0.90, 0.70), (4e-3, 0.80, 0.95)):
+            recs.append(swept(make_record("stl-imdb", s, {"imdb": 0.8}, tag=f"{lr}"), lr, stl_val))
+            recs.append(swept(make_record("hard-ew", s, {"imdb": 0.8}, tag=f"{lr}"), lr, ew_val))
+    a = report.analyse("mini", recs)
+    assert report.tuning.at_edge(a.tuning) == {("train.lr", 4e-3, "largest"): ["hard-ew"]}
+    text = report.readme(a, "mini/runs.jsonl", [])
+    tuning = section(text, "Tuning: every sweep point")
+    assert ("**At the edge of the range**: for 1 of 2 tuned configurations the chosen point has the largest "
+            "`train.lr` tried (0.004): hard-ew.") in tuning
+    assert "sit at the edge of the range swept (`train.lr` = 0.004, the largest tried, for 1 of 2 tuned" \
+           in report.summary(a)
+    two = [r for r in recs if r["config"]["train"]["lr"] != 2e-3]
+    assert report.tuning.at_edge(report.analyse("mini", two).tuning) == {}
+    assert "At the edge" not in report.readme(report.analyse("mini", two), "mini/runs.jsonl", [])

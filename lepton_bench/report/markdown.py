@@ -8,14 +8,14 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from ..selection import point_of
 from .analysis import FLAT, STL_ENTRY, Analysis, last_gain, mean_ranks, stl_cost
 from .baselines import standing_section
 from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
+from .groups import fmt_value
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
-from .tuning import incomplete, sensitivity_rows
+from .tuning import at_edge, axis_values, incomplete, sensitivity_rows
 from .why import why_section
 
 
@@ -43,6 +43,12 @@ def summary(a: Analysis) -> str:
         notes.append(f"**Tuning unfinished**: {len(unfinished)} of {len(a.tuning)} tuned configurations lack "
                      "runs at some sweep point (see Tuning: every sweep point); their chosen points, and every "
                      "figure read from them, may change as the grid finishes.")
+    edge = at_edge(a.tuning)
+    if edge:
+        ends = "; ".join(f"`{axis}` = {fmt_value(value)}, the {side} tried, for {len(labels)}"
+                         for (axis, value, side), labels in sorted(edge.items(), key=lambda kv: -len(kv[1])))
+        notes.append(f"Some chosen points sit at the edge of the range swept ({ends} of {len(a.tuning)} tuned "
+                     "configurations): a wider axis could still move them (see Tuning: every sweep point).")
     if a.failed:
         notes.append(f"{plural(len(a.failed), 'run')} failed and "
                      f"{'are' if len(a.failed) > 1 else 'is'} left out of every statistic (see Failed runs).")
@@ -195,11 +201,7 @@ def tuning_section(a: Analysis) -> str:
                 + " seeds (the tuning seeds), the remaining seeds at the chosen point only")
     # a family's budget: the product, over its axes, of the values any family was tried at (not the points
     # it has so far: an unfinished tuning would read as a smaller budget)
-    values: dict[str, set] = {}
-    for f in a.tuning:
-        for g in f.groups:
-            for k, v in point_of(g.runs[0].get("config") or {}, list(f.axes)):
-                values.setdefault(k, set()).add(v)
+    values = axis_values(a.tuning)
     budgets: dict[tuple, list[str]] = {}   # (axes, points) -> variants
     for f in a.tuning:
         budgets.setdefault((f.axes, prod(len(values[k]) for k in f.axes)), []).append(f.label or f.variant)
@@ -220,7 +222,18 @@ def tuning_section(a: Analysis) -> str:
             "same mean on validation, and on test for scale — test never chooses. n: tuning seeds (+ seeds run "
             "later at the chosen point).")
     headers = ["variant", "sweep point", "n", "validation ↑", "test ↑", "chosen"]
-    return head + "\n\n" + md_table(headers, sensitivity_rows(a.tuning), left=2)
+    return "\n\n".join([head, *edge_sentences(a), md_table(headers, sensitivity_rows(a.tuning), left=2)])
+
+
+def edge_sentences(a: Analysis) -> list[str]:
+    """A warning per end of a numeric axis where chosen points sit: the sweep may not have found their best."""
+    out = []
+    for (axis, value, side), labels in sorted(at_edge(a.tuning).items(), key=lambda kv: -len(kv[1])):
+        out.append(f"**At the edge of the range**: for {len(labels)} of {len(a.tuning)} tuned configurations the "
+                   f"chosen point has the {side} `{axis}` tried ({fmt_value(value)}): {', '.join(sorted(labels))}. "
+                   f"Their best may lie beyond the range swept: the comparison stays fair (every variant had the "
+                   f"same points), but a wider `{axis}` axis could still move them.")
+    return out
 
 
 def _label_lines(a: Analysis) -> list[str]:
