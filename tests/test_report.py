@@ -656,6 +656,17 @@ def test_standing_baselines_place_each_method_against_the_static_front_by_hand()
         holm(raw), nan_ok=True)
     text = standing_section(a)
     assert "hard-uw goes beyond the static front" in text and "hard-pcgrad lies below the static front" in text
+    verdicts = [line for line in text.splitlines() if line.startswith("- ")]
+    assert [v.split(" ")[1] for v in verdicts] == list(rows)                  # one bullet per method
+    # each comparison named as the table's signs and Holm-corrected p say
+    for line, r in zip(verdicts, rows.values(), strict=True):
+        for key, what in (("ew", "EW"), ("rlw", "RLW"), ("static", "the best static point")):
+            if not r[f"{key}_name"]:
+                assert f" {what}" not in line.split(" static front")[1]
+                continue
+            side = "ahead of" if r[f"{key}_diff"] > 0 else "behind"
+            clause = next(c for c in line.replace(" but ", ";").split(";") if what in c)
+            assert side in clause and (f"{what} (significant)" in clause) == (r[f"{key}_holm"] < 0.05)
     assert "(0.6900, 0.6900)" in text
 
 
@@ -781,3 +792,51 @@ def test_an_unfinished_tuning_is_flagged_in_the_summary_and_the_table():
     recs.append(swept(make_record("hard-ew", 1, {"imdb": 0.8}, tag="b"), 2e-3, 0.85, tune_seeds=2))
     text = report.readme(report.analyse("mini", recs), "mini/runs.jsonl", [])
     assert "Tuning unfinished" not in text and "✓ so far" not in text
+
+
+def test_verdict_is_a_headline_then_one_bullet_per_variant_and_ahead_is_not_beat():
+    """The verdict reads as a list (one bullet per MTL variant, the losers sharing the last), and an
+    adaptive weighting whose Δm mean is above the best static point's, without a significant test, is
+    'ahead of' it, 'not significant' — never said to beat it."""
+    recs = [make_record("stl-cifar10", s, {"cifar10": v}) for s, v in enumerate([0.80, 0.82])]
+    recs += [make_record("stl-imdb", s, {"imdb": v}) for s, v in enumerate([0.85, 0.87])]
+    recs += [make_record("hard-ew", s, {"cifar10": c, "imdb": i})
+             for s, (c, i) in enumerate([(0.90, 0.86), (0.91, 0.85)])]
+    recs += [make_record("hard-uw", s, {"cifar10": c, "imdb": i}, weighting="uw")
+             for s, (c, i) in enumerate([(0.92, 0.84), (0.89, 0.88)])]
+    recs += [make_record("hard-rlw", s, {"cifar10": c, "imdb": i}, weighting="rlw")
+             for s, (c, i) in enumerate([(0.70, 0.80), (0.71, 0.81)])]
+    a = report.analyse("mini", recs)
+    paragraphs = report.summary(a).split("\n\n")
+    assert paragraphs[0].startswith("2 of 3 multi-task variants beat their matched STL baseline significantly")
+    bullets = paragraphs[1].splitlines()
+    assert [b.split(" ")[1] for b in bullets] == ["hard-uw", "hard-ew", "hard-rlw"]   # best Δm first
+    assert all(b.startswith("- ") for b in bullets)
+    assert bullets[-1].endswith("is ahead of STL on no task and has no positive Δm.")
+    p = report.welch_p(a.dm_seeds["hard-uw"], a.dm_seeds["hard-ew"])
+    assert p > 0.05
+    assert paragraphs[2].startswith("1 of 2 adaptive weightings is ahead of the best static-sweep point, hard-ew")
+    assert f"hard-uw (Δm {a.overall.set_index('name').loc['hard-uw', 'dm']:+.2f}%, Welch p = {p:.3f}, " \
+           "not significant)" in paragraphs[2]
+    assert "beat the best static" not in report.summary(a)
+
+
+def test_a_chosen_point_at_an_end_of_a_numeric_axis_is_flagged():
+    """Three learning rates: stl-imdb's best on validation is the middle one (no flag), hard-ew's the
+    largest (flagged, in the Tuning section and the verdict's notes); with two values no end is flagged."""
+    recs = []
+    for s in range(2):
+        for lr, stl_val, ew_val in ((1e-3, 0.70, 0.60), (2e-3, 0.90, 0.70), (4e-3, 0.80, 0.95)):
+            recs.append(swept(make_record("stl-imdb", s, {"imdb": 0.8}, tag=f"{lr}"), lr, stl_val))
+            recs.append(swept(make_record("hard-ew", s, {"imdb": 0.8}, tag=f"{lr}"), lr, ew_val))
+    a = report.analyse("mini", recs)
+    assert report.tuning.at_edge(a.tuning) == {("train.lr", 4e-3, "largest"): ["hard-ew"]}
+    text = report.readme(a, "mini/runs.jsonl", [])
+    tuning = section(text, "Tuning: every sweep point")
+    assert ("**At the edge of the range**: for 1 of 2 tuned configurations the chosen point has the largest "
+            "`train.lr` tried (0.004): hard-ew.") in tuning
+    assert "sit at the edge of the range swept (`train.lr` = 0.004, the largest tried, for 1 of 2 tuned" \
+           in report.summary(a)
+    two = [r for r in recs if r["config"]["train"]["lr"] != 2e-3]
+    assert report.tuning.at_edge(report.analyse("mini", two).tuning) == {}
+    assert "At the edge" not in report.readme(report.analyse("mini", two), "mini/runs.jsonl", [])

@@ -102,21 +102,23 @@ def _versus(row: dict[str, Any], label: str) -> str:
 
 
 def _verdict(row: dict[str, Any]) -> str:
-    """One sentence: which standing baselines the method beats, and whether significantly."""
-    beats, loses = [], []
+    """One sentence: where the method lies against the static front, and which standing baselines it is
+    ahead of or behind in Δm, each marked where the Holm-corrected test says so."""
+    ahead, behind = [], []
     for label, what in (("ew", "EW"), ("rlw", "RLW"), ("static", "the best static point")):
         if not row[f"{label}_name"] or not ok(row[f"{label}_diff"]):
             continue
         sig = ok(row[f"{label}_holm"]) and row[f"{label}_holm"] < ALPHA
-        (beats if row[f"{label}_diff"] > 0 else loses).append(what + (" significantly" if sig else ""))
+        (ahead if row[f"{label}_diff"] > 0 else behind).append(what + (" (significant)" if sig else ""))
     place = {"beyond": "goes beyond the static front", "below": "lies below the static front",
              "on": "lies on the static front", "—": "cannot be placed against the static front"}[row["place"]]
-    parts = [f"{row['name']} {place}"]
-    if beats:
-        parts.append(f"is ahead of {', '.join(beats)} in Δm")
-    if loses:
-        parts.append(f"behind {', '.join(loses)}")
-    return "; ".join(parts) + "."
+    sides = ([f"ahead of {_and(ahead)}"] if ahead else []) + ([f"behind {_and(behind)}"] if behind else [])
+    return f"{row['name']} {place}" + (f"; in Δm it is {' but '.join(sides)}" if sides else "") + "."
+
+
+def _and(items: list[str]) -> str:
+    """``A``, ``A and B``, ``A, B and C``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
 
 
 def standing_section(a: Analysis) -> str:
@@ -140,4 +142,5 @@ def standing_section(a: Analysis) -> str:
               _versus(r, "ew"), _versus(r, "rlw"), _versus(r, "static")] for r in rows]
     origins = sorted({(r["set"], ", ".join(f"{x:.4f}" for x in r["origin"])) for r in rows if r["origin"]})
     refs = "Reference points: " + "; ".join(f"{s}: ({o})" for s, o in origins) + "."
-    return "\n\n".join([head, md_table(headers, table, left=3), refs, " ".join(_verdict(r) for r in rows)])
+    verdicts = "\n".join(f"- {_verdict(r)}" for r in rows)
+    return "\n\n".join([head, md_table(headers, table, left=3), refs, verdicts])

@@ -8,42 +8,52 @@ from math import prod
 from pathlib import Path
 from typing import Any
 
-from ..selection import point_of
 from .analysis import FLAT, STL_ENTRY, Analysis, last_gain, mean_ranks, stl_cost
 from .baselines import standing_section
 from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
+from .groups import fmt_value
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
-from .tuning import incomplete, sensitivity_rows
+from .tuning import at_edge, axis_values, incomplete, sensitivity_rows
 from .why import why_section
 
 
 def summary(a: Analysis) -> str:
-    """The opening paragraph: the findings in words, generated from the numbers."""
-    parts = []
+    """The verdict at the top: the findings in words, generated from the numbers — a headline, one bullet
+    per multi-task variant (best Δm first), then adaptive against static weights and auxiliary tasks."""
+    paragraphs = []
     no_stl = [t for t in a.tasks if not a.has_stl(t)]
     if not a.ok:
-        parts.append("No run finished successfully: there is nothing to compare yet.")
+        paragraphs.append("No run finished successfully: there is nothing to compare yet.")
     elif not a.mtl:
-        parts.append(f"Only single-task (STL) runs so far ({plural(len(a.groups), 'variant')} on "
-                     f"{', '.join(a.tasks)}): there is no multi-task variant to compare with them yet.")
+        paragraphs.append(f"Only single-task (STL) runs so far ({plural(len(a.groups), 'variant')} on "
+                          f"{', '.join(a.tasks)}): there is no multi-task variant to compare with them yet.")
     else:
-        parts += _wins_sentences(a)
-        parts += _adaptive_sentence(a)
-        parts += auxiliary_sentences(a)
+        head, bullets = _wins_sentences(a)
+        paragraphs += [head, "\n".join(f"- {b}" for b in bullets)]
+        paragraphs += [" ".join(_adaptive_sentence(a))]
+        paragraphs += [" ".join(auxiliary_sentences(a))]
+    notes = []
     if no_stl:
-        parts.append(f"There are no STL records for {', '.join(no_stl)}: Δ vs STL and Δm leave "
+        notes.append(f"There are no STL records for {', '.join(no_stl)}: Δ vs STL and Δm leave "
                      f"{'it' if len(no_stl) == 1 else 'them'} out.")
     unfinished = [f for f in a.tuning if incomplete(f)]
     if unfinished:
-        parts.append(f"**Tuning unfinished**: {len(unfinished)} of {len(a.tuning)} tuned configurations lack "
+        notes.append(f"**Tuning unfinished**: {len(unfinished)} of {len(a.tuning)} tuned configurations lack "
                      "runs at some sweep point (see Tuning: every sweep point); their chosen points, and every "
                      "figure read from them, may change as the grid finishes.")
+    edge = at_edge(a.tuning)
+    if edge:
+        ends = "; ".join(f"`{axis}` = {fmt_value(value)}, the {side} tried, for {len(labels)}"
+                         for (axis, value, side), labels in sorted(edge.items(), key=lambda kv: -len(kv[1])))
+        notes.append(f"Some chosen points sit at the edge of the range swept ({ends} of {len(a.tuning)} tuned "
+                     "configurations): a wider axis could still move them (see Tuning: every sweep point).")
     if a.failed:
-        parts.append(f"{plural(len(a.failed), 'run')} failed and "
+        notes.append(f"{plural(len(a.failed), 'run')} failed and "
                      f"{'are' if len(a.failed) > 1 else 'is'} left out of every statistic (see Failed runs).")
-    return " ".join(parts)
+    paragraphs.append(" ".join(notes))
+    return "\n\n".join(p for p in paragraphs if p)
 
 
 def _wins(a: Analysis, name: str) -> list[str]:
@@ -59,17 +69,19 @@ def _wins(a: Analysis, name: str) -> list[str]:
     return out
 
 
-def _wins_sentences(a: Analysis) -> list[str]:
-    """Per MTL variant (best Δm first): where it beats STL, its Δm and training-cost ratio."""
+def _wins_sentences(a: Analysis) -> tuple[str, list[str]]:
+    """The headline (how many MTL variants beat STL significantly somewhere) and, per MTL variant (best Δm
+    first), where it is ahead of STL, its Δm and training-cost ratio; the variants ahead nowhere with no
+    positive Δm share the last bullet."""
     mtl = a.overall[~a.overall["stl"]]
     n_sig = sum(any("significant" in w for w in _wins(a, n)) for n in mtl["name"])
     if any(ok(p) for df in a.per_task.values() for p in df.loc[~df["aux"], "p"]):
-        out = [f"{n_sig} of {plural(len(mtl), 'multi-task variant')} "
-               f"beat{'s' if len(mtl) == 1 else ''} their matched STL baseline significantly on at least one task "
-               f"(primary test metric, Welch's t-test, p < {ALPHA})."]
+        head = (f"{n_sig} of {plural(len(mtl), 'multi-task variant')} "
+                f"beat{'s' if len(mtl) == 1 else ''} their matched STL baseline significantly on at least one task "
+                f"(primary test metric, Welch's t-test, p < {ALPHA}).")
     else:
-        out = ["No difference to STL can be tested for significance yet: that needs at least 2 seeds on both sides."]
-    losers = []
+        head = "No difference to STL can be tested for significance yet: that needs at least 2 seeds on both sides."
+    bullets, losers = [], []
     for _, row in mtl.iterrows():
         wins = _wins(a, row["name"])
         if not wins and not (ok(row["dm"]) and row["dm"] > 0):
@@ -81,11 +93,11 @@ def _wins_sentences(a: Analysis) -> list[str]:
         where = f"is ahead of STL on {', '.join(wins)}" if wins else "is ahead of STL on no task's primary metric"
         cost = (f"at {fmt_ratio(row['train_ratio'])} the training time of the STL models together"
                 if ok(row["train_ratio"]) else "(its training time vs STL is unknown)")
-        out.append(f"{row['name']} {where}; Δm {_fmt_dm(row)} {cost}.")
+        bullets.append(f"{row['name']} {where}; Δm {_fmt_dm(row)} {cost}.")
     if losers:
-        out.append(f"{', '.join(losers)} {'is' if len(losers) == 1 else 'are'} ahead of STL on no task "
-                   f"and {'has' if len(losers) == 1 else 'have'} no positive Δm.")
-    return out
+        bullets.append(f"{', '.join(losers)} {'is' if len(losers) == 1 else 'are'} ahead of STL on no task "
+                       f"and {'has' if len(losers) == 1 else 'have'} no positive Δm.")
+    return head, bullets
 
 
 def _fmt_dm(row: Mapping[str, Any]) -> str:
@@ -117,8 +129,12 @@ def _adaptive_sentence(a: Analysis) -> list[str]:
         items = []
         for _, r in better.iterrows():
             p = welch_p(a.dm_seeds[r["name"]], a.dm_seeds[best["name"]])
-            items.append(f"{r['name']} (Δm {fmt_pct(r['dm'])}" + (f", Welch p = {p:.3f})" if ok(p) else ")"))
-        out.append(f"{len(better)} of {len(adaptive)} adaptive weightings beat {head}: {', '.join(items)}.")
+            sig = "" if not ok(p) else f", Welch p = {p:.3f}" + ("" if significant(p) else ", not significant")
+            items.append(f"{r['name']} (Δm {fmt_pct(r['dm'])}{sig})")
+        # "ahead of", not "beat": a higher mean Δm is a win only where the test says so
+        verb = "is" if len(better) == 1 else "are"
+        out.append(f"{len(better)} of {plural(len(adaptive), 'adaptive weighting')} {verb} ahead of {head}: "
+                   f"{', '.join(items)}.")
     return out or ["No design has both a static-sweep point (equal or static weights) and an adaptive weighting of "
                    "the same architecture with a Δm, so adaptive and static weightings cannot be compared."]
 
@@ -185,11 +201,7 @@ def tuning_section(a: Analysis) -> str:
                 + " seeds (the tuning seeds), the remaining seeds at the chosen point only")
     # a family's budget: the product, over its axes, of the values any family was tried at (not the points
     # it has so far: an unfinished tuning would read as a smaller budget)
-    values: dict[str, set] = {}
-    for f in a.tuning:
-        for g in f.groups:
-            for k, v in point_of(g.runs[0].get("config") or {}, list(f.axes)):
-                values.setdefault(k, set()).add(v)
+    values = axis_values(a.tuning)
     budgets: dict[tuple, list[str]] = {}   # (axes, points) -> variants
     for f in a.tuning:
         budgets.setdefault((f.axes, prod(len(values[k]) for k in f.axes)), []).append(f.label or f.variant)
@@ -210,7 +222,18 @@ def tuning_section(a: Analysis) -> str:
             "same mean on validation, and on test for scale — test never chooses. n: tuning seeds (+ seeds run "
             "later at the chosen point).")
     headers = ["variant", "sweep point", "n", "validation ↑", "test ↑", "chosen"]
-    return head + "\n\n" + md_table(headers, sensitivity_rows(a.tuning), left=2)
+    return "\n\n".join([head, *edge_sentences(a), md_table(headers, sensitivity_rows(a.tuning), left=2)])
+
+
+def edge_sentences(a: Analysis) -> list[str]:
+    """A warning per end of a numeric axis where chosen points sit: the sweep may not have found their best."""
+    out = []
+    for (axis, value, side), labels in sorted(at_edge(a.tuning).items(), key=lambda kv: -len(kv[1])):
+        out.append(f"**At the edge of the range**: for {len(labels)} of {len(a.tuning)} tuned configurations the "
+                   f"chosen point has the {side} `{axis}` tried ({fmt_value(value)}): {', '.join(sorted(labels))}. "
+                   f"Their best may lie beyond the range swept: the comparison stays fair (every variant had the "
+                   f"same points), but a wider `{axis}` axis could still move them.")
+    return out
 
 
 def _label_lines(a: Analysis) -> list[str]:

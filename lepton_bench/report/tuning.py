@@ -94,6 +94,35 @@ def incomplete(f: Family) -> bool:
     return len(f.groups) < product or any(s["n"] < need for s in f.scores.values())
 
 
+def axis_values(fams: list[Family]) -> dict[str, set]:
+    """Every value each axis was tried at, over all families (not only the points a family has so far)."""
+    values: dict[str, set] = {}
+    for f in fams:
+        for g in f.groups:
+            for k, v in _point(g, f.axes):
+                values.setdefault(k, set()).add(v)
+    return values
+
+
+def at_edge(fams: list[Family]) -> dict[tuple[str, Any, str], list[str]]:
+    """The chosen points at an end of a numeric axis of at least 3 values: (axis, value, 'largest' or
+    'smallest') -> the families' labels. Their best may lie beyond the range swept (with 2 values every
+    choice is an end, which says nothing)."""
+    values = axis_values(fams)
+    out: dict[tuple[str, Any, str], list[str]] = {}
+    for f in fams:
+        if f.chosen is None:
+            continue
+        for k, v in _point(f.chosen, f.axes):
+            vals = values[k]
+            if len(vals) < 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+                continue
+            side = "largest" if v == max(vals) else "smallest" if v == min(vals) else ""
+            if side:
+                out.setdefault((k, v, side), []).append(f.label or f.variant)
+    return out
+
+
 def _family_label(g: Group, axes: tuple[str, ...]) -> str:
     """The variant's name, with its static weights when a static front set them (its sweep points apart)."""
     from .groups import STATIC_KEY, _label, _parts
