@@ -840,3 +840,31 @@ def test_a_chosen_point_at_an_end_of_a_numeric_axis_is_flagged():
     two = [r for r in recs if r["config"]["train"]["lr"] != 2e-3]
     assert report.tuning.at_edge(report.analyse("mini", two).tuning) == {}
     assert "At the edge" not in report.readme(report.analyse("mini", two), "mini/runs.jsonl", [])
+
+
+def test_sensitivity_plot_has_a_panel_per_variant_with_a_line_per_other_axis_value():
+    """hard-ew at 3 learning rates × 2 dropouts, stl-imdb at 3 learning rates: two panels, log-scaled lr
+    (8× span), hard-ew's with two validation lines (one per dropout) and its chosen point ringed."""
+    from lepton_bench.report.plots import sensitivity_figure
+
+    recs = []
+    for s in range(2):
+        for lr in (1e-3, 2e-3, 8e-3):
+            recs.append(swept(make_record("stl-imdb", s, {"imdb": 0.8}, tag=f"{lr}"), lr, 0.8 + lr))
+            for d in (0.1, 0.3):
+                r = swept(make_record("hard-ew", s, {"imdb": 0.8}, tag=f"{lr}-{d}"), lr, 0.9 - d + lr)
+                r["config"].setdefault("model", {})["dropout"] = d
+                r["config"]["sweep"]["axes"] = ["train.lr", "model.dropout"]
+                recs.append(r)
+    a = report.analyse("mini", recs)
+    fig = sensitivity_figure(a)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in panels] == ["hard-ew", "stl-imdb"]
+    assert all(ax.get_xscale() == "log" for ax in panels)
+    solid = [line for line in panels[0].lines if line.get_linestyle() == "-"]
+    assert [line.get_label() for line in solid] == ["dropout=0.1", "dropout=0.3"]
+    assert list(solid[0].get_xdata()) == [1e-3, 2e-3, 8e-3]
+    ring = [line for line in panels[0].lines if line.get_markersize() == 9]
+    assert len(ring) == 1 and list(ring[0].get_xdata()) == [8e-3]   # chosen: lr 8e-3, dropout 0.1
+    only_lr = [r for r in recs if r["variant"] == "stl-imdb"]
+    assert sensitivity_figure(report.analyse("mini", only_lr[::3])) is None   # one point, 2 seeds: nothing

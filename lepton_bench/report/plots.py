@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .analysis import STATIC_WEIGHTINGS, Analysis, curve
+from .groups import fmt_value
 from .stats import ok, pareto_front
 from .why import plot_why, plot_why_curves
 
@@ -194,36 +195,63 @@ def plot_cost(a: Analysis, path: Path) -> bool:
 
 
 def plot_sensitivity(a: Analysis, path: Path) -> bool:
-    """Per variant with sweep points: the validation score (solid, what chooses) and the test score
-    (dashed) at every point, the chosen one ringed."""
-    from matplotlib import colormaps
+    """The sensitivity plot (``sensitivity_figure``); False when no variant has two sweep points."""
+    fig = sensitivity_figure(a)
+    if fig is None:
+        return False
+    _save(fig, path)
+    return True
 
-    from .tuning import point_label
+
+def sensitivity_figure(a: Analysis) -> Figure | None:
+    """One panel per tuned variant: its score at every sweep point along its first axis (log scale for a
+    numeric axis spanning 4× or more), one line per value of its other axes; solid the validation score
+    (what chooses), dashed the test score, the chosen point ringed."""
+    from .tuning import _point
 
     fams = [f for f in a.tuning if len(f.groups) > 1]
     if not fams:
-        return False
-    labels = sorted({point_label(g, f.axes) for f in fams for g in f.groups})
-    x = {lab: i for i, lab in enumerate(labels)}
-    fig = _figure(max(7.0, 1.2 * len(labels) + 4), 4.5)
-    ax = fig.subplots()
-    cmap = colormaps["tab20"]
-    for i, f in enumerate(fams):
-        gs = sorted(f.groups, key=lambda g: x[point_label(g, f.axes)])
-        xs = [x[point_label(g, f.axes)] for g in gs]
-        color = cmap(i % 20)
-        ax.plot(xs, [f.scores[g.name]["val"] for g in gs], "-o", color=color, ms=4, label=f.label or f.variant)
-        ax.plot(xs, [f.scores[g.name]["test"] for g in gs], "--", color=color, lw=1)
-        if f.chosen is not None:
-            ax.plot([x[point_label(f.chosen, f.axes)]], [f.scores[f.chosen.name]["val"]], "o", ms=10, mfc="none",
-                    color=color)
-    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
-    ax.set(ylabel="mean primary metric of the main tasks (higher is better)", xlabel="sweep point",
-           title=f"{a.grid}: every sweep point (solid: validation, chooses; dashed: test; ring: chosen)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    _save(fig, path)
-    return True
+        return None
+    cols = min(6, len(fams))
+    rows = -(-len(fams) // cols)
+    fig = _figure(2.9 * cols, 2.5 * rows + 0.6)
+    axs = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, f in zip(axs, fams, strict=False):
+        points = {g.name: _point(g, f.axes) for g in f.groups}
+        first = sorted({pt[0][1] for pt in points.values()}, key=_sort_key)
+        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in first)
+        xpos = {v: (v if numeric else i) for i, v in enumerate(first)}
+        rest = sorted({pt[1:] for pt in points.values()}, key=lambda r: [_sort_key(v) for _, v in r])
+        for k, r in enumerate(rest):
+            gs = sorted((g for g in f.groups if points[g.name][1:] == r), key=lambda g: _sort_key(points[g.name][0][1]))
+            xs = [xpos[points[g.name][0][1]] for g in gs]
+            color = f"C{k % 10}"
+            label = ", ".join(f"{key.split('.')[-1]}={fmt_value(v)}" for key, v in r) or "validation"
+            ax.plot(xs, [f.scores[g.name]["val"] for g in gs], "-o", color=color, ms=3, label=label)
+            ax.plot(xs, [f.scores[g.name]["test"] for g in gs], "--", color=color, lw=1)
+            if f.chosen is not None and points[f.chosen.name][1:] == r:
+                ax.plot([xpos[points[f.chosen.name][0][1]]], [f.scores[f.chosen.name]["val"]], "o", ms=9,
+                        mfc="none", color="black")
+        if numeric and min(first) > 0 and max(first) / min(first) >= 4:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks([xpos[v] for v in first], [fmt_value(v) for v in first], fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.set_xlabel(f.axes[0], fontsize=7)
+        ax.set_title(f.label or f.variant, fontsize=8)
+        ax.grid(alpha=0.3)
+        if len(rest) > 1:
+            ax.legend(fontsize=6, loc="best")
+    for ax in axs[len(fams):]:
+        ax.set_visible(False)
+    fig.suptitle(f"{a.grid}: every sweep point, per variant (mean primary metric of the main tasks; solid: "
+                 "validation, which chooses; dashed: test; ring: chosen)", fontsize=10)
+    return fig
+
+
+def _sort_key(v: Any) -> tuple:
+    """Numbers in order, then anything else by its text (a sweep axis may hold strings or lists)."""
+    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
 
 
 def plot_static_front(a: Analysis, path: Path) -> bool:
