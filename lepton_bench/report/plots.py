@@ -18,7 +18,9 @@ from matplotlib.figure import Figure
 
 from .analysis import STATIC_WEIGHTINGS, Analysis, curve
 from .groups import fmt_value
+from .records import is_number
 from .stats import ok, pareto_front
+from .tuning import sweep_point
 from .why import plot_why, plot_why_curves
 
 DPI = 110
@@ -207,8 +209,6 @@ def sensitivity_figure(a: Analysis) -> Figure | None:
     """One panel per tuned variant: its score at every sweep point along its first axis (log scale for a
     numeric axis spanning 4× or more), one line per value of its other axes; solid the validation score
     (what chooses), dashed the test score, the chosen point ringed."""
-    from .tuning import _point
-
     fams = [f for f in a.tuning if len(f.groups) > 1]
     if not fams:
         return None
@@ -217,9 +217,9 @@ def sensitivity_figure(a: Analysis) -> Figure | None:
     fig = _figure(2.9 * cols, 2.5 * rows + 0.6)
     axs = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, f in zip(axs, fams, strict=False):
-        points = {g.name: _point(g, f.axes) for g in f.groups}
+        points = {g.name: sweep_point(g, f.axes) for g in f.groups}
         first = sorted({pt[0][1] for pt in points.values()}, key=_sort_key)
-        numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in first)
+        numeric = all(map(is_number, first))
         xpos = {v: (v if numeric else i) for i, v in enumerate(first)}
         rest = sorted({pt[1:] for pt in points.values()}, key=lambda r: [_sort_key(v) for _, v in r])
         for k, r in enumerate(rest):
@@ -251,7 +251,7 @@ def sensitivity_figure(a: Analysis) -> Figure | None:
 
 def _sort_key(v: Any) -> tuple:
     """Numbers in order, then anything else by its text (a sweep axis may hold strings or lists)."""
-    return (0, v, "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0, str(v))
+    return (0, v, "") if is_number(v) else (1, 0, str(v))
 
 
 def plot_static_front(a: Analysis, path: Path) -> bool:

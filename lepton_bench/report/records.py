@@ -40,8 +40,13 @@ def get(d: Any, *keys: str) -> Any:
     return d
 
 
+def is_number(x: Any) -> bool:
+    """An int or a float, not a bool (JSON's true/false load as bools, which are ints to Python)."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def num(x: Any) -> float:
-    return float(x) if isinstance(x, (int, float)) and not isinstance(x, bool) else NAN
+    return float(x) if is_number(x) else NAN
 
 
 def run_cost(rec: dict) -> dict[str, float]:

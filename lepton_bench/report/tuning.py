@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..selection import choose, point_scores, validation_score
-from .groups import Group
-from .records import get
+from ..selection import choose, point_of, point_scores, validation_score
+from .groups import STATIC_KEY, Group, _label, _parts, fmt_value
+from .records import get, is_number
 from .stats import NAN, finite, ok
 
 
@@ -70,9 +70,9 @@ def families(groups: list[Group]) -> list[Family]:
     for fam in out.values():
         runs = [r for g in fam.groups for r in g.runs]
         scores = point_scores(runs, list(fam.axes), fam.tune_seeds)
-        order = [_point(g, fam.axes) for g in sorted(fam.groups, key=lambda g: g.name)]
+        order = [sweep_point(g, fam.axes) for g in sorted(fam.groups, key=lambda g: g.name)]
         best = choose(scores, order)
-        fam.chosen = next((g for g in fam.groups if _point(g, fam.axes) == best), None)
+        fam.chosen = next((g for g in fam.groups if sweep_point(g, fam.axes) == best), None)
         for g in fam.groups:
             tuning = [r for r in g.runs if fam.tune_seeds is None or r["seed"] < fam.tune_seeds]
             val, test = finite(validation_score(r) for r in tuning), finite(test_score(r) for r in tuning)
@@ -87,7 +87,7 @@ def incomplete(f: Family) -> bool:
     budget-saving protocol: as many as its best-covered point), or fewer points than the product of the
     values its runs show on each axis. Its chosen point may still change."""
     need = f.tune_seeds or max(s["n"] for s in f.scores.values())
-    values = [{_point(g, f.axes)[i][1] for g in f.groups} for i in range(len(f.axes))]
+    values = [{sweep_point(g, f.axes)[i][1] for g in f.groups} for i in range(len(f.axes))]
     product = 1
     for v in values:
         product *= len(v)
@@ -99,7 +99,7 @@ def axis_values(fams: list[Family]) -> dict[str, set]:
     values: dict[str, set] = {}
     for f in fams:
         for g in f.groups:
-            for k, v in _point(g, f.axes):
+            for k, v in sweep_point(g, f.axes):
                 values.setdefault(k, set()).add(v)
     return values
 
@@ -113,9 +113,9 @@ def at_edge(fams: list[Family]) -> dict[tuple[str, Any, str], list[str]]:
     for f in fams:
         if f.chosen is None:
             continue
-        for k, v in _point(f.chosen, f.axes):
+        for k, v in sweep_point(f.chosen, f.axes):
             vals = values[k]
-            if len(vals) < 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+            if len(vals) < 3 or not all(map(is_number, vals)):
                 continue
             side = "largest" if v == max(vals) else "smallest" if v == min(vals) else ""
             if side:
@@ -125,15 +125,12 @@ def at_edge(fams: list[Family]) -> dict[tuple[str, Any, str], list[str]]:
 
 def _family_label(g: Group, axes: tuple[str, ...]) -> str:
     """The variant's name, with its static weights when a static front set them (its sweep points apart)."""
-    from .groups import STATIC_KEY, _label, _parts
-
     keys = [k for k in g.config if k.startswith(STATIC_KEY) and k not in axes and g.config[k] != g.defaults.get(k)]
     return _label(g.variant, _parts(g, keys, False))
 
 
-def _point(g: Group, axes: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
-    from ..selection import point_of
-
+def sweep_point(g: Group, axes: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
+    """The group's values of the sweep axes: ((key, value), ...) in axis order."""
     return point_of(g.runs[0].get("config") or {}, list(axes))
 
 
@@ -144,9 +141,7 @@ def kept(groups: list[Group], fams: list[Family]) -> list[Group]:
 
 
 def point_label(g: Group, axes: tuple[str, ...]) -> str:
-    from .groups import fmt_value
-
-    return ", ".join(f"{k}={fmt_value(v)}" for k, v in _point(g, axes))
+    return ", ".join(f"{k}={fmt_value(v)}" for k, v in sweep_point(g, axes))
 
 
 def sensitivity_rows(fams: list[Family]) -> list[list[str]]:
