@@ -71,8 +71,10 @@ def paths_with(obj: Any, role: str) -> list[str]:
 
 
 def data_settings(obj: Any) -> dict[str, Any]:
-    """The ``data`` fields of a config section and their values (what a tensor cache key holds)."""
-    return {p: v for p, f, v in walk(obj) if "data" in roles_of(f)}
+    """The ``data`` fields of a config section and their values (what a tensor cache key holds); an
+    ``added`` one only when set off its default, so the tensors cached before it came keep their key."""
+    return {p: v for p, f, v in walk(obj)
+            if "data" in roles_of(f) and not ("added" in roles_of(f) and v == field_default(f))}
 
 
 def _drop(d: dict[str, Any], path: str) -> None:
@@ -94,6 +96,14 @@ class TaskConfig:
     holdout_frac: float = setting(0.1, data=True)  # share of train held out for validation (no val split)
     holdout_max: int = setting(5000, data=True)   # cap on that hold-out, in examples
     label_smoothing: float = 0.0  # cross-entropy label smoothing
+    # The label budget: the task trains on the labels of a subset of its train split (after the hold-out and
+    # limit_train), the other tasks of its input group on theirs. The subset is the first k rows of one
+    # permutation drawn by label_seed (not the run's seed): budgets of one seed are nested (the 5% subset lies
+    # inside the 10% one), and the inputs (vocabulary included) stay the whole split's. data.label_budget.
+    train_fraction: float = setting(1.0, data=True, added=True)  # share of the train split that is labelled,
+                                  # in (0, 1]; k = round(fraction x rows)
+    train_count: int = setting(0, data=True, added=True)   # or exactly this many labelled rows (0: by fraction)
+    label_seed: int = setting(0, data=True, added=True)    # draws the labelled rows' permutation
 
 
 DEFAULT_STEMS = {"image": "conv", "text": "embedding"}   # input type -> a task's stem unless model.stems names one

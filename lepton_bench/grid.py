@@ -49,7 +49,12 @@ class Grid:
     protocol — every point on seeds 0..k-1, then the remaining seeds at each variant's point chosen on
     validation only. ``static_front`` n: every static variant of the grid that declares no weights runs
     at each interior point of the simplex lattice of its tasks' weights at density n (each point its own
-    configuration, tuned on the same axes): the static-weight front (Xin et al. 2022)."""
+    configuration, tuned on the same axes): the static-weight front (Xin et al. 2022). ``conditions`` maps
+    dotted keys to the values of a factor the study varies, not tunes (a task's label budget, say): each
+    value is a setting of its own, every variant tuned in it apart; a ``tasks.<task>.*`` key applies to the
+    variants that train that task, and the others run once. ``borrows`` names grids whose records this one
+    takes over where a planned run has the same run id (the same config: the same run), instead of
+    training it again."""
 
     name: str
     variants: tuple[str, ...]                 # fnmatch patterns over the variant registry
@@ -62,15 +67,23 @@ class Grid:
     tune_seeds: int | None = None
     extra_sweep: dict[str, dict[str, tuple]] = field(default_factory=dict)   # variant pattern -> more axes
     static_front: int = 0   # density of the static-weight simplex (0: none); see simplex_weights
+    conditions: dict[str, tuple] = field(default_factory=dict)   # dotted key -> the settings studied
+    borrows: tuple[str, ...] = ()   # grids whose records of identical runs this one takes over
 
     def __post_init__(self):
-        for key, values in [*self.sweep.items(), *(kv for ax in self.extra_sweep.values() for kv in ax.items())]:
+        for key, values in [*self.sweep.items(), *(kv for ax in self.extra_sweep.values() for kv in ax.items()),
+                            *self.conditions.items()]:
             if not isinstance(values, (tuple, list)) or len(values) < 1:
-                raise ConfigError(f"grid {self.name}: sweep axis {key} needs a tuple of values, not {values!r}")
+                raise ConfigError(f"grid {self.name}: sweep axis or condition {key} needs a tuple of values, "
+                                  f"not {values!r}")
         both = sorted({k for ax in self.extra_sweep.values() for k in ax} & set(self.sweep))
         if both:
             raise ConfigError(f"grid {self.name}: {', '.join(both)} is an axis of every variant and of some: "
                               "declare it once")
+        both = sorted(set(self.conditions) & ({k for ax in self.extra_sweep.values() for k in ax} | set(self.sweep)))
+        if both:
+            raise ConfigError(f"grid {self.name}: {', '.join(both)} is both a condition (studied) and a sweep "
+                              "axis (tuned): give it one role")
         if self.tune_seeds is not None and not 0 < self.tune_seeds <= self.seeds:
             raise ConfigError(f"grid {self.name}: tune_seeds must be in 1..seeds ({self.seeds}), "
                               f"not {self.tune_seeds}")
@@ -105,6 +118,18 @@ register_grid(Grid(
     help="CoNLL-2003 NER + POS + chunking through one BiLSTM encoder: STL, hard sharing with 7 weightings, the "
          "static front (simplex, density 5), NER with auxiliary tasks; lr (and dropout for EW and STL) tuned on 2 "
          "seeds, then 5 seeds at the chosen point, full data, 2,000 steps (CPU, background)"))
+SCARCITY_FRACTIONS = (0.02, 0.05, 0.1, 1.0)   # NER's label budgets; 0.25 is next (adding it runs only its runs)
+register_grid(Grid(
+    # NER (the main task) on a share of its labels, POS and chunking on all of theirs: where auxiliary tasks
+    # are expected to pay (Caruana 1997; Bingel & Sogaard 2017). One auxiliary weight per family and four
+    # budgets fit about 3 hours of this 2-core CPU; at 100% the tagging grid's identical runs are taken over
+    "scarcity", ("tagging-stl-conll2003", "tagging-stl-conll2003_pos", "tagging-stl-conll2003_chunk",
+                 "tagging-ner-aux-pos-w0.5", "tagging-ner-aux-both-w0.5", "tagging-hard-ew", "tagging-hard-uw"),
+    seeds=5, sweep={"train.lr": (2e-3, 4e-3, 8e-3)}, tune_seeds=2,
+    conditions={"tasks.conll2003.train_fraction": SCARCITY_FRACTIONS}, borrows=("tagging",),
+    help="CoNLL-2003 NER on 2%, 5%, 10% and 100% of its training labels, POS and chunking on all: STL NER, NER with "
+         "POS and with POS + chunking as auxiliary tasks (w 0.5), three-task hard EW and UW; lr tuned on 2 seeds "
+         "at every budget, then 5 seeds at the chosen point, 2,000 steps (CPU, background)"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))
@@ -192,8 +217,10 @@ def plan(grid: str, *, seeds: int | None = None, variants: str | None = None,
         cfg.sweep = {"axes": list(axes_of[name]), "tune_seeds": tune} if axes_of[name] else {}
         return cfg
 
-    # a member: a variant, or one static-front point of it (its weights fixed, its own tuning)
-    members = [(name, fixed) for name in names for fixed in _front_points(g, name, overrides)]
+    # a member: a variant, or one static-front point of it (its weights fixed, its own tuning), in each of the
+    # grid's conditions that apply to it
+    members = [(name, (*fixed, *cond)) for name in names for cond in _conditions(g, name, overrides)
+               for fixed in _front_points(g, name, overrides)]
     points = {name: _points(axes_of[name]) for name in names}
     runs: list[PlannedRun] = []
     tuning_of: dict[tuple, list[PlannedRun]] = {m: [] for m in members}
@@ -260,9 +287,42 @@ def _front_points(g: Grid, name: str, overrides: Sequence[str]) -> list[tuple[st
     return [(f"weighting_args.static={json.dumps(w)}",) for w in simplex_weights(list(cfg.tasks), g.static_front)]
 
 
+def _conditions(g: Grid, name: str, overrides: Sequence[str]) -> list[tuple[str, ...]]:
+    """The condition overrides of a variant's members: one per combination of the grid's conditions that
+    apply to it (a ``tasks.<task>.*`` key to the variants that train the task), else ``()``. A condition
+    the command line sets (``--set``) is that one setting."""
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    tasks = make_config(name).tasks if g.conditions else {}
+    axes = {k: tuple(json.dumps(v) for v in vs) for k, vs in g.conditions.items()
+            if k not in given and (not k.startswith("tasks.") or k.split(".")[1] in tasks)}
+    return [tuple(f"{k}={v}" for k, v in point) for point in _points(axes)]
+
+
 def _label(cfg: RunConfig, member: tuple[str, tuple[str, ...]]) -> str:
-    """``w=1.8/0.6/0.6``: a static-front member's weights in task order (as the report labels it)."""
-    return "w=" + "/".join(f"{cfg.weighting_args.static.get(t, 1.0):g}" for t in cfg.tasks) if member[1] else ""
+    """What tells a member apart from its variant's others: ``w=1.8/0.6/0.6``, a static-front member's
+    weights in task order (as the report labels it), and the conditions it runs in, ``key=value``."""
+    static = any(o.startswith("weighting_args.static=") for o in member[1])
+    parts = ["w=" + "/".join(f"{cfg.weighting_args.static.get(t, 1.0):g}" for t in cfg.tasks)] if static else []
+    parts += [o for o in member[1] if not o.startswith("weighting_args.static=")]
+    return ", ".join(parts)
+
+
+def borrow(runs: Sequence[PlannedRun], results_dir: Path, grids: Sequence[str]) -> int:
+    """Take over into ``results_dir`` the ok records of the grids ``grids`` (folders beside it) whose run id
+    a planned run has and this grid lacks: the same run id is the same config, so the same run. Returns how
+    many were taken."""
+    have = read_record_files(results_dir)
+    wanted = {r.run_id for r in runs if not r.pending} - set(have)
+    taken = 0
+    for other in grids:
+        if not wanted:
+            break
+        for rid, rec in _known_records(Path(results_dir).parent / other).items():
+            if rid in wanted and rec.get("status") == "ok":
+                write_json_atomic(record_path(results_dir, rid), rec)
+                wanted.discard(rid)
+                taken += 1
+    return taken
 
 
 def _known_records(results_dir: Path) -> dict[str, dict]:

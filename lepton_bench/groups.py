@@ -12,17 +12,25 @@ in its group keeps the order it always had.
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass, field
 
 import torch
 
 from .config import RunConfig
-from .data import Split, TaskData
+from .data import Split, TaskData, TrainStream
 from .errors import ConfigError
 from .models.stems import stem_of
-from .tasks import TaskSpec, input_group
+from .tasks import IGNORE, TaskSpec, input_group
 
 LABEL = "y:"   # group batches carry each task's labels under "y:<task>"
+OWN = "own:"   # under a label budget, each task's rows of a group batch: a host mask under "own:<task>"
+
+
+def stream_seed(seed: int, group: str) -> int:
+    """A task's data order depends on (seed, its input group) only: STL and MTL see the same batches
+    (a task alone in its group: the group is named after it, so its order is what it always was)."""
+    return seed * 1_000_003 + zlib.crc32(group.encode())
 
 
 def run_groups(cfg: RunConfig, specs: dict[str, TaskSpec]) -> dict[str, list[str]]:
@@ -54,6 +62,8 @@ class GroupData:
     tasks: list[str]
     splits: dict[str, Split]
     golds: dict[str, dict[str, list[list[int]] | None]] = field(default_factory=dict)
+    labelled: dict[str, torch.Tensor | None] = field(default_factory=dict)   # task -> its train rows under a
+                                        # label budget (None: every row)
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}
@@ -77,10 +87,74 @@ def merge_group(name: str, tasks: list[str], data: dict[str, TaskData]) -> Group
             labels[LABEL + t] = other.tensors["y"]
             golds[t][split] = other.gold
         splits[split] = Split({**shared, **labels})
-    return GroupData(name, list(tasks), splits, golds)
+    labelled = {t: data[t].splits["train"].labelled for t in tasks}
+    return GroupData(name, list(tasks), splits, golds, labelled)
 
 
 def task_views(batch: dict[str, torch.Tensor], tasks: list[str]) -> dict[str, dict[str, torch.Tensor]]:
-    """A group batch as one batch per task: the same input tensors, that task's labels as ``y``."""
-    inputs = {k: v for k, v in batch.items() if not k.startswith(LABEL)}
-    return {t: {**inputs, "y": batch[LABEL + t]} for t in tasks}
+    """A group batch as one batch per task: the same input tensors, that task's labels as ``y`` (and,
+    under a label budget, the host mask of its own rows as ``own``)."""
+    inputs = {k: v for k, v in batch.items() if not k.startswith((LABEL, OWN))}
+    return {t: {**inputs, "y": batch[LABEL + t], **({"own": batch[OWN + t]} if OWN + t in batch else {})}
+            for t in tasks}
+
+
+class GroupStream:
+    """Endless, seeded train batches of one input group, on the device.
+
+    The tasks that train on the same rows (every row, or one label budget) share one ``TrainStream``.
+    Without a budget that is the whole group: each step is that stream's batch, as it always was. Under
+    one (say NER on 5% of the sentences, POS and chunking on all), each set of tasks draws a full batch
+    of its own labelled rows every step; the step's batch is their union, each row once, so the encoder
+    runs once over the rows the step uses; and each task's labels are IGNORE outside its own rows, so its
+    loss covers exactly them. A set's order depends on (seed, group, its row count) only: the STL run of
+    a task at a budget draws the very rows the group run gives that task."""
+
+    def __init__(self, data: GroupData, train: Split, batch_size: int, seed: int, device: torch.device,
+                 augment: bool = False, suffix: str = "", raw_seed: bool = False):
+        """``suffix`` names another order of the same data (a look-ahead's second batches); ``raw_seed``
+        seeds every stream with ``seed`` itself (the FLOP count's probe batch)."""
+        sets: dict[object, list[str]] = {}
+        rows: dict[object, torch.Tensor | None] = {}
+        for t in data.tasks:
+            r = data.labelled.get(t)
+            key = None if r is None else (len(r), r.numpy().tobytes())
+            sets.setdefault(key, []).append(t)
+            rows[key] = r
+        name = data.name + suffix
+        def seed_of(key) -> int:
+            return seed if raw_seed else stream_seed(seed, name if key is None else f"{name}#labelled{key[0]}")
+
+        self.sets = [(TrainStream(train, batch_size, seed_of(key), device, augment, rows=rows[key]), tasks)
+                     for key, tasks in sets.items()]
+        self.device = device
+        self.drawn: dict[str, torch.Tensor] = {}   # task -> its rows of the last batch (host), for checks
+
+    @property
+    def examples(self) -> int:
+        """Examples drawn so far by the stream of the group's first task."""
+        return self.sets[0][0].examples
+
+    def examples_of(self, task: str) -> int:
+        """Labelled examples of ``task`` drawn so far."""
+        return next(s.examples for s, tasks in self.sets if task in tasks)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, torch.Tensor]:
+        drawn = [s.next_rows() for s, _ in self.sets]
+        self.drawn = {t: d for d, (_, tasks) in zip(drawn, self.sets, strict=True) for t in tasks}
+        if len(self.sets) == 1:
+            return self.sets[0][0].batch_of(drawn[0])
+        union = torch.unique(torch.cat(drawn))   # sorted, each row once
+        batch = self.sets[0][0].batch_of(union)
+        for d, (_, tasks) in zip(drawn, self.sets, strict=True):
+            own = torch.zeros(len(union), dtype=torch.bool)
+            own[torch.searchsorted(union, d)] = True
+            own_dev = own.to(self.device, non_blocking=True)
+            for t in tasks:
+                y = batch[LABEL + t]
+                batch[LABEL + t] = y.masked_fill(~own_dev.view(-1, *[1] * (y.dim() - 1)), IGNORE)
+                batch[OWN + t] = own
+        return batch

@@ -8,7 +8,6 @@ from __future__ import annotations
 import math
 import time
 import warnings
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .data import TaskData, TrainStream, load_task
+from .data import TaskData, budget_fields, labelled_count, load_task, train_rows
 from .distributed import (
     World,
     broadcast_parameters,
@@ -27,7 +26,7 @@ from .distributed import (
 from .distributed import init as init_distributed
 from .errors import ConfigError, TrainingError
 from .evaluation import autocast
-from .groups import LABEL, GroupData, merge_group, run_groups, task_views
+from .groups import LABEL, GroupData, GroupStream, merge_group, run_groups, task_views
 from .measure import (
     count_flops,
     resolve_device,
@@ -43,12 +42,6 @@ from .weighting import WEIGHTINGS, Weighting
 Progress = Callable[[str, dict], None]   # (event, info): "data", "start", "step", "eval", "test"
 # "step" (every train.log_every steps): step, losses {task}, lr, weights {task}, diagnostics [points read at this
 # log]; "eval": step, score, val {task: {metric}}; "test": task, test {metric}
-
-
-def stream_seed(seed: int, group: str) -> int:
-    """A task's data order depends on (seed, its input group) only: STL and MTL see the same batches
-    (a task alone in its group: the group is named after it, so its order is what it always was)."""
-    return seed * 1_000_003 + zlib.crc32(group.encode())
 
 
 def task_reads(cfg: RunConfig, spec: TaskSpec) -> dict[str, object]:
@@ -133,7 +126,7 @@ class Setup:
     device: torch.device
     specs: dict[str, TaskSpec]
     data: dict[str, TaskData]
-    streams: dict[str, TrainStream]     # one per input group, by group name
+    streams: dict[str, GroupStream]     # one per input group, by group name
     eval_data: dict[str, GroupData]     # validation and test splits of each group, on the device
     sampler: Sampler
     weighting: Weighting
@@ -147,7 +140,7 @@ class Setup:
     world: World                # torchrun processes (a world of one without torchrun)
     params: list[torch.Tensor]  # everything the optimizer trains (gradients averaged over the world)
     groups: dict[str, list[str]] = field(default_factory=dict)   # input group -> its tasks (the sampler's units)
-    meta_streams: dict[str, TrainStream] = field(default_factory=dict)   # a second, independent order of each
+    meta_streams: dict[str, GroupStream] = field(default_factory=dict)   # a second, independent order of each
                                         # group's training data, for a look-ahead weighting (Auto-Lambda)
     watch: NonFiniteWatch = field(init=False, repr=False)   # non-finite losses, seen by train_step
 
@@ -198,6 +191,14 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     # one-group-per-step samplers take G x the steps, so as many batches are trained as with 'all'
     total_steps = t.steps if sampler_cls.every_task_every_step else t.steps * len(groups)
 
+    # a label budget no split could meet is refused before any data loads (and one over its split's size,
+    # where the split's size is known from a local file's metadata)
+    for n in names:
+        budget_fields(n, cfg.tasks[n])
+        rows = train_rows(specs[n], cfg.tasks[n], cfg.data_dir, cfg.limit_train)
+        if rows is not None:
+            labelled_count(n, cfg.tasks[n], rows)
+
     # data: cached tensors, moved to the device once
     t0 = time.perf_counter()
     data = {}
@@ -209,9 +210,10 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     data_seconds = time.perf_counter() - t0
     train = {g: gd.splits["train"].to(device) for g, gd in merged.items()}
 
-    def make_streams(suffix: str = "") -> dict[str, TrainStream]:
-        return {g: TrainStream(train[g], cfg.tasks[gd.tasks[0]].batch_size, stream_seed(cfg.seed, g + suffix),
-                               device, augment=specs[gd.tasks[0]].input == "image") for g, gd in merged.items()}
+    def make_streams(suffix: str = "") -> dict[str, GroupStream]:
+        return {g: GroupStream(gd, train[g], cfg.tasks[gd.tasks[0]].batch_size, cfg.seed, device,
+                               augment=specs[gd.tasks[0]].input == "image", suffix=suffix)
+                for g, gd in merged.items()}
 
     streams = make_streams()
     meta_streams = make_streams("#meta") if weighting.meta_batches else {}
@@ -238,7 +240,7 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     # FLOPs of one batch per group, all its tasks (counted eagerly: a compiled graph hides its ops)
     flops = {}
     for g, gd in merged.items():
-        probe = next(TrainStream(train[g], cfg.tasks[gd.tasks[0]].batch_size, 0, device))
+        probe = next(GroupStream(gd, train[g], cfg.tasks[gd.tasks[0]].batch_size, 0, device, raw_seed=True))
         flops[g] = count_flops(lambda ts=gd.tasks, b=probe: sum(
             specs[n].loss(z, b[LABEL + n]) for n, z in model.forward_group(ts, b).items()).backward())
     opt.zero_grad(set_to_none=True)
@@ -253,7 +255,7 @@ def next_batches(s: Setup, step: int) -> dict[str, dict[str, torch.Tensor]]:
     return draw_batches(s, s.sampler.tasks_at(step))
 
 
-def draw_batches(s: Setup, groups: Iterable[str], streams: dict[str, TrainStream] | None = None
+def draw_batches(s: Setup, groups: Iterable[str], streams: dict[str, GroupStream] | None = None
                  ) -> dict[str, dict[str, torch.Tensor]]:
     """The next batch of each of ``groups`` (this process's shard of it), seen by each task of the
     group with its own labels as ``y``; from ``streams`` (default: the training streams;

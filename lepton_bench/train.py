@@ -17,6 +17,7 @@ from .diagnostics import diagnose, to_host
 from .distributed import average, average_gradients, finish
 from .errors import TrainingError
 from .evaluation import evaluate_group
+from .groups import stream_seed
 from .lookahead import Lookahead, optimizer_decay
 from .measure import (
     TrainingClock,
@@ -36,7 +37,6 @@ from .setup import (
     make_optimizer,
     next_batches,
     prepare,
-    stream_seed,
     task_losses,
     task_reads,
 )
@@ -120,9 +120,11 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
             if step > t.timing_warmup:   # flops are of a global batch; examples: this shard x world
                 timed_flops += sum(flops[g] for g in dict.fromkeys(s.group_of[n] for n in batches))
                 for n, batch in batches.items():
-                    seen[n] += len(batch["y"]) * world.size
+                    own = batch.get("own")   # under a label budget: the task's rows of the group's batch
+                    seen[n] += (len(batch["y"]) if own is None else int(own.sum())) * world.size
                     if "host_lengths" in batch:
-                        token_count[n] += int(batch["host_lengths"].sum()) * world.size
+                        lengths = batch["host_lengths"] if own is None else batch["host_lengths"][own]
+                        token_count[n] += int(lengths.sum()) * world.size
             for n, v in losses.items():
                 loss_sum[n] += v
                 loss_count[n] += 1
@@ -198,9 +200,9 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
         per_task[n] = {
             "samples_per_s": seen[n] / timed_seconds if timed_seconds > 0 else None,
             "tokens_per_s": token_count[n] / timed_seconds if timed_seconds > 0 and token_count[n] else None,
-            "train_examples": data[n].sizes()["train"],
-            "examples_seen": streams[s.group_of[n]].examples,
-            "epochs": streams[s.group_of[n]].examples / max(1, data[n].sizes()["train"]),
+            "train_examples": data[n].splits["train"].labelled_count(),   # the labelled ones, under a budget
+            "examples_seen": streams[s.group_of[n]].examples_of(n),
+            "epochs": streams[s.group_of[n]].examples_of(n) / max(1, data[n].splits["train"].labelled_count()),
             "group": s.group_of[n],                  # its input group: the flops are the group's, all its tasks
             "flops_per_step": flops[s.group_of[n]],
             "flops_per_sample": flops[s.group_of[n]] / cfg.tasks[n].batch_size,
@@ -224,6 +226,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
               "params": model.parameter_counts(), "tasks": per_task,
               "memory": {**memory, **({"rss_at_start_mb": rss_at_start} if rss_at_start is not None else {})}},
         data={n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
-                  "truncated": data[n].truncated} for n in names})
+                  "truncated": data[n].truncated,
+                  **({"labelled_train": data[n].splits["train"].labelled_count()}
+                     if data[n].splits["train"].labelled is not None else {})} for n in names})
     finish(world)
     return record

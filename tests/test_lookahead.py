@@ -111,7 +111,7 @@ def test_trains_a_real_model_with_a_second_stream(data_dir):
     for g, first in s.streams.items():   # one second batch per training batch, in another order
         second = s.meta_streams[g]
         assert second.examples == first.examples > 0
-        assert second.cpu_gen.initial_seed() != first.cpu_gen.initial_seed()
+        assert second.sets[0][0].cpu_gen.initial_seed() != first.sets[0][0].cpu_gen.initial_seed()
     for group, params in {"shared": shared, **own}.items():
         assert any(not torch.equal(before[id(p)], p.detach()) for p in params), f"{group} did not move"
     w = s.weighting.weights()

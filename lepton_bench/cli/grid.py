@@ -44,7 +44,7 @@ def _executor_options(args):
 def cmd_grid(args) -> int:
     from tqdm import tqdm
 
-    from ..grid import plan, run_grid
+    from ..grid import GRIDS, borrow, plan, run_grid
     from ..results import adopt, read_record_files
 
     if args.workers < 1:
@@ -67,6 +67,9 @@ def cmd_grid(args) -> int:
 
     runs = planned()
     _check_data_dir(args.data_dir, [t for r in runs for t in r.config.tasks])
+    lenders = GRIDS.get(args.grid).borrows
+    while lenders and borrow(runs, results_dir, lenders):   # identical runs another grid has: taken, not trained;
+        runs = planned()                                    # a tuning finished so: plan its later seeds, again
     if args.dry_run:
         adopt(results_dir)
         return _print_plan(runs, read_record_files(results_dir), results_dir, args.retry_failed)

@@ -21,17 +21,21 @@ import torch
 
 from ..cache import cache_cap, default_cache_dir, evict, touch
 from ..config import TaskConfig, data_settings
-from ..tasks import TaskSpec
+from ..tasks import IGNORE, TaskSpec
 from .batches import TrainStream, augment_images, eval_batches, select
 from .sources import (
+    budget_fields,
     check_split,
     derive_labels,
     fingerprint,
+    labelled_count,
+    labelled_rows,
     local_files,
     make_splits,
     read_parquet,
     read_source,
     take,
+    train_rows,
 )
 from .tensorize import (
     build_char_vocab,
@@ -48,7 +52,8 @@ from .tensorize import (
 from .types import MAX_WORD_CHARS, NUM_SHAPES, PAD, SPLITS, UNK, RawSplit, Split, TaskData
 
 __all__ = ["MAX_WORD_CHARS", "NUM_SHAPES", "PAD", "SPLITS", "UNK", "RawSplit", "Split", "TaskData", "TrainStream",
-           "augment_images", "build_char_vocab", "build_tokenizer", "cache_cap", "cache_key", "check_split", "clip",
+           "apply_budget", "augment_images", "budget_fields", "build_char_vocab", "build_tokenizer", "cache_cap",
+           "cache_key", "check_split", "clip", "labelled_count", "labelled_rows", "train_rows",
            "decode_images", "default_cache_dir", "derive_labels", "eval_batches", "fingerprint",
            "first_subtoken_labels", "load_task", "local_files", "make_splits", "read_parquet", "read_source",
            "select", "special_frame", "take", "tensorize", "tensorize_subwords", "tensorize_text", "word_shape"]
@@ -57,6 +62,21 @@ CACHE_FORMAT = 1          # bump when the tensorized layout changes
 
 
 # ---------------------------------------------------------------- cache
+
+def apply_budget(train: Split, task: str, cfg: TaskConfig) -> None:
+    """The task's label budget on its tensorized train split: the labelled rows kept in ``labelled``, every
+    other row's labels set to IGNORE (so nothing downstream can train on them). Inputs stay as they are:
+    the group's tasks share them."""
+    rows = labelled_rows(task, cfg, len(train))
+    if rows is None:
+        return
+    keep = torch.from_numpy(rows)
+    hidden = torch.ones(len(train), dtype=torch.bool)
+    hidden[keep] = False
+    train.tensors["y"] = train.tensors["y"].clone()
+    train.tensors["y"][hidden] = IGNORE
+    train.labelled = keep
+
 
 def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_seed: int,
               limit_train: int | None, limit_eval: int | None, subwords: tuple[str, object] | None = None,
@@ -106,11 +126,13 @@ def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, hold
     raws = {split: derive_labels(spec, raw) for split, raw in raws.items()}
     data = tensorize(spec, cfg, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval),
                      subwords and subwords[1], chars)
+    apply_budget(data.splits["train"], spec.name, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"name": data.name, "source": data.source, "vocab_size": data.vocab_size,
                 "num_shapes": data.num_shapes, "truncated": data.truncated, "num_chars": data.num_chars,
-                "splits": {k: {"tensors": v.tensors, "gold": v.gold} for k, v in data.splits.items()}}, tmp)
+                "splits": {k: {"tensors": v.tensors, "gold": v.gold, "labelled": v.labelled}
+                           for k, v in data.splits.items()}}, tmp)
     os.replace(tmp, path)  # atomic: a reader never sees half a file
     evict(path.parent, cap, keep=[path])   # least recently used first, down to the cap; never this one
     return data

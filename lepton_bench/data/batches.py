@@ -34,9 +34,10 @@ class TrainStream:
     """
 
     def __init__(self, split: Split, batch_size: int, seed: int, device: torch.device,
-                 augment: bool = False, bucket: int = 50):
+                 augment: bool = False, bucket: int = 50, rows: torch.Tensor | None = None):
         self.split, self.device, self.augment = split, device, augment
-        self.batch_size = min(batch_size, len(split))
+        self.rows = rows   # draw from these rows of the split only (a label budget's); None: all of them
+        self.batch_size = min(batch_size, len(split) if rows is None else len(rows))
         self.lengths = split.tensors["lengths"].cpu() if "lengths" in split.tensors else None
         self.cpu_gen = torch.Generator().manual_seed(seed)
         self.dev_gen = torch.Generator(device=device).manual_seed(seed)
@@ -45,8 +46,10 @@ class TrainStream:
         self._queue: list[torch.Tensor] = []
 
     def _refill(self) -> None:
-        n, bs = len(self.split), self.batch_size
+        n, bs = len(self.split) if self.rows is None else len(self.rows), self.batch_size
         perm = torch.randperm(n, generator=self.cpu_gen)[: n - n % bs]   # drop the ragged tail
+        if self.rows is not None:
+            perm = self.rows[perm]
         batches = list(perm.view(-1, bs))
         if self.lengths is not None:
             chunk = bs * self.bucket
@@ -64,12 +67,19 @@ class TrainStream:
         return self
 
     def __next__(self) -> dict[str, torch.Tensor]:
+        return self.batch_of(self.next_rows())
+
+    def next_rows(self) -> torch.Tensor:
+        """The row numbers of the next batch (host), counted as seen."""
         if not self._queue:
             self._refill()
         idx = self._queue.pop()
         self.examples += len(idx)
-        return select(self.split, idx, self.lengths, self.device,
-                      self.dev_gen if self.augment else None)
+        return idx
+
+    def batch_of(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The batch of these rows on the device (augmented images when the stream augments)."""
+        return select(self.split, idx, self.lengths, self.device, self.dev_gen if self.augment else None)
 
 
 def select(split: Split, idx: torch.Tensor, lengths: torch.Tensor | None, device: torch.device,

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ..config import TaskConfig
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..tasks import TaskSpec
 from .types import SPLITS, RawSplit
 
@@ -178,7 +178,7 @@ def make_splits(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], hold
     if not spec.has_validation or "validation" not in raws:
         train = raws["train"]
         n = train.table.num_rows
-        n_val = min(cfg.holdout_max, max(1, round(cfg.holdout_frac * n)))
+        n_val = holdout_size(cfg, n)
         if n_val >= n:
             raise DataError(f"{train.origin}: {n} train rows cannot spare a hold-out of {n_val} "
                             f"for validation")
@@ -190,3 +190,64 @@ def make_splits(spec: TaskSpec, cfg: TaskConfig, raws: dict[str, RawSplit], hold
             # a seeded subset, not the head: IMDB's files list all negatives first
             out[split] = take(out[split], np.sort(rng.permutation(n)[:limit]))
     return out
+
+
+def holdout_size(cfg: TaskConfig, n: int) -> int:
+    """Validation rows held out of ``n`` train rows (a task without a validation split of its own)."""
+    return min(cfg.holdout_max, max(1, round(cfg.holdout_frac * n)))
+
+
+# ---------------------------------------------------------------- the label budget
+
+def budget_fields(task: str, cfg: TaskConfig) -> None:
+    """Refuse a budget that no split could meet (a fraction outside (0, 1], a negative count), before
+    anything is read."""
+    if not 0 < cfg.train_fraction <= 1:
+        raise ConfigError(f"tasks.{task}.train_fraction must be in (0, 1], not {cfg.train_fraction:g}")
+    if cfg.train_count < 0:
+        raise ConfigError(f"tasks.{task}.train_count must be a number of rows (0: by fraction), "
+                          f"not {cfg.train_count}")
+    if cfg.train_count and cfg.train_fraction != 1:
+        raise ConfigError(f"tasks.{task}: set train_fraction or train_count, not both "
+                          f"({cfg.train_fraction:g} and {cfg.train_count})")
+
+
+def labelled_count(task: str, cfg: TaskConfig, n: int) -> int:
+    """How many of ``n`` train rows the task's budget labels; refuses a count above ``n`` and a budget
+    under one batch (every step gives the task a full batch of its own labelled rows)."""
+    budget_fields(task, cfg)
+    if cfg.train_count > n:
+        raise ConfigError(f"tasks.{task}.train_count={cfg.train_count} is more than the {n} rows of its "
+                          f"train split")
+    k = cfg.train_count or round(cfg.train_fraction * n)
+    if k < cfg.batch_size:
+        field_ = f"train_count={cfg.train_count}" if cfg.train_count else f"train_fraction={cfg.train_fraction:g}"
+        raise ConfigError(f"tasks.{task}.{field_} leaves {k} labelled train rows of {n}, fewer than one batch "
+                          f"of {cfg.batch_size}: raise it or lower tasks.{task}.batch_size")
+    return k
+
+
+def labelled_rows(task: str, cfg: TaskConfig, n: int) -> np.ndarray | None:
+    """The train rows (sorted) whose labels the task trains on, or None for all of them: the first k of one
+    permutation of the n rows drawn by ``label_seed``, so the subsets of one seed are nested."""
+    k = labelled_count(task, cfg, n)
+    if k == n:
+        return None
+    return np.sort(np.random.default_rng(cfg.label_seed).permutation(n)[:k])
+
+
+def train_rows(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, limit_train: int | None) -> int | None:
+    """The task's train rows after the hold-out and ``limit_train``, from a local file's parquet metadata
+    (nothing is read); None for a Hub source (its budget is checked once its rows are in)."""
+    if not data_dir:
+        return None
+    import pyarrow.parquet as pq
+
+    files = local_files(Path(data_dir), spec)
+    try:
+        n = pq.ParquetFile(files["train"]).metadata.num_rows
+    except (OSError, pa.ArrowException):
+        return None   # unreadable: read_parquet says why, with the file, when the data loads
+    if not spec.has_validation or "validation" not in files:
+        n -= holdout_size(cfg, n)
+    return min(n, limit_train) if limit_train is not None else n

@@ -20,12 +20,17 @@ class Split:
 
     tensors: dict[str, torch.Tensor]
     gold: list[list[int]] | None = None   # tagging: full gold tags per sentence (no truncation)
+    labelled: torch.Tensor | None = None  # train under a label budget: the rows (sorted) whose labels the
+                                          # task trains on; the others' labels are IGNORE. None: every row
 
     def __len__(self) -> int:
         return len(next(iter(self.tensors.values())))
 
     def to(self, device: torch.device) -> Split:
-        return Split({k: v.to(device) for k, v in self.tensors.items()}, self.gold)
+        return Split({k: v.to(device) for k, v in self.tensors.items()}, self.gold, self.labelled)
+
+    def labelled_count(self) -> int:
+        return len(self) if self.labelled is None else len(self.labelled)
 
 
 @dataclass
