@@ -378,6 +378,11 @@ def sharing_fields() -> frozenset[str]:
     return frozenset(f.name for f in fields(ModelConfig) if "sharing" in roles_of(f))
 
 
+def task_data_fields() -> tuple[str, ...]:
+    """The ``TaskConfig`` fields that change a task's data (its label budget among them)."""
+    return tuple(f.name for f in fields(TaskConfig) if "data" in roles_of(f))
+
+
 def model_defaults() -> dict[str, Any]:
     """Every model field's default, as a record's config holds it."""
     return asdict(ModelConfig())

@@ -302,9 +302,20 @@ TASK_COST_COLUMNS = ("samples_per_s", "tokens_per_s", "infer_samples_per_s", "in
                      "examples_seen", "train_examples")
 
 
+def label_fraction(record: dict, config: dict[str, Any], task: str) -> float | None:
+    """The share of its train split whose labels ``task`` trained on (its label budget; 1.0: every label):
+    ``train_fraction``, or ``train_count`` over the split's rows as the record gives them."""
+    count = config.get(f"tasks.{task}.train_count") or 0
+    if not count:
+        return config.get(f"tasks.{task}.train_fraction", 1.0)
+    rows = (((record.get("data") or {}).get(task) or {}).get("sizes") or {}).get("train")
+    return count / rows if rows else None
+
+
 def load(path: str | os.PathLike) -> pd.DataFrame:
     """The records of a results folder (or of its ``runs.jsonl[.gz]``) as a pandas DataFrame: one row
-    per run x task, flat columns. Identity: ``run_id, variant, seed, status, task, auxiliary`` (and
+    per run x task, flat columns. Identity: ``run_id, variant, seed, status, task, auxiliary``,
+    ``label_fraction`` (the task's label budget, 1.0 for every label; ``label_fraction``) (and
     ``error`` for failed runs); the config keys whose values differ between the runs (dotted, e.g.
     ``train.lr``; the same everywhere: left out); ``primary`` (the task's primary metric's name),
     ``test.<metric>`` and ``val.<metric>`` for every metric of the task, ``test_primary`` and
@@ -333,7 +344,8 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
         for task in r.get("tasks") or []:
             m = (r.get("metrics") or {}).get(task) or {}
             row: dict[str, Any] = {"run_id": r["run_id"], "variant": r.get("variant"), "seed": r.get("seed"),
-                                   "status": r.get("status"), "task": task, "auxiliary": task in aux}
+                                   "status": r.get("status"), "task": task, "auxiliary": task in aux,
+                                   "label_fraction": label_fraction(r, c, task)}
             if r.get("status") != "ok":
                 row["error"] = r.get("error")
             row.update({k: c.get(k) for k in varying})
@@ -351,6 +363,7 @@ def load(path: str | os.PathLike) -> pd.DataFrame:
             rows.append(row)
     df = pd.DataFrame(rows)
     metrics = sorted(c for c in df.columns if c.startswith(("test.", "val.")))
-    first = [c for c in ("run_id", "variant", "seed", "status", "error", "task", "auxiliary") if c in df.columns]
+    first = [c for c in ("run_id", "variant", "seed", "status", "error", "task", "auxiliary", "label_fraction")
+             if c in df.columns]
     order = [*first, *varying, "primary", "test_primary", "val_primary", *metrics]
     return df[[*order, *(c for c in df.columns if c not in order)]] if rows else df

@@ -119,7 +119,8 @@ def test_field_roles_are_declared_on_the_fields():
     cfg = make_config("hard-ew")
     assert set(paths_with(cfg, "data")) == {"limit_train", "limit_eval", "holdout_seed"} | {
         f"tasks.{t}.{k}" for t in cfg.tasks
-        for k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max")}
+        for k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max", "train_fraction",
+                  "train_count", "label_seed")}
     assert set(paths_with(ModelConfig(), "added")) == {"trunk", "char_dim", "stems", "pretrained", "image_size",
                                                         "task_experts", "dselect_k", "dselect_gamma", "dselect_entropy"}
 

@@ -173,9 +173,10 @@ def test_summary_compares_adaptive_with_static_sweep(rendered):
 
 def test_plots_exist_and_report_is_byte_identical(rendered):
     folder, path, text = rendered
-    # no sweep and no diagnostics in these records
-    drawn = [n for n in report.PLOT_FILES if n != "sensitivity.png" and not n.startswith("why_")]
-    assert not (path.parent / "sensitivity.png").exists()
+    # no sweep, no diagnostics and no label budget in these records
+    drawn = [n for n in report.PLOT_FILES
+             if n not in ("sensitivity.png", "budget_curve.png") and not n.startswith("why_")]
+    assert not (path.parent / "sensitivity.png").exists() and not (path.parent / "budget_curve.png").exists()
     for name in drawn:
         assert (path.parent / name).stat().st_size > 1000
         assert f"]({name})" in text

@@ -193,16 +193,17 @@ def test_the_tagging_grid_keeps_its_committed_runs():
     committed = {r["run_id"]: r for r in read_records(runs_path(results))}
     runs = plan("tagging", results_dir=results)
     tuning = [r for r in runs if not r.pending and r.config.seed < 2]
-    assert {dict(r.point)["train.lr"] for r in tuning} == {1e-3, 2e-3, 4e-3}
+    assert {dict(r.point)["train.lr"] for r in tuning} == {1e-3, 2e-3, 4e-3, 8e-3}   # 8e-3 added later
     later = {"tagging-ner-aux-auto_lambda"}   # added to the grid after its first run
     first = {r.run_id for r in tuning if r.config.train.lr == 2e-3 and r.config.model.dropout == 0.1
              and not r.member and r.config.variant not in later}   # the static front's points came later
     assert len(first) == 2 * 22
     assert first <= set(committed)
     planned = {r.run_id for r in runs if not r.pending}
+    waiting = {r.config.variant for r in runs if r.pending}   # its tuning is not finished on the widened axis
     for rid, rec in committed.items():
-        assert rid in planned or (rec["seed"] >= 2 and rec["config"]["train"]["lr"] == 2e-3
-                                  and rec["config"]["model"]["dropout"] == 0.1), rid
+        assert rid in planned or (rec["seed"] >= 2 and (rec["variant"] in waiting or (
+            rec["config"]["train"]["lr"] == 2e-3 and rec["config"]["model"]["dropout"] == 0.1))), rid
 
 
 def test_simplex_weights_by_hand():
@@ -235,3 +236,44 @@ def test_a_static_front_grid_runs_a_weightless_static_variant_at_every_simplex_p
     assert len(fixed) == 2 and {r.member for r in fixed} == {""}
     assert main(["run", "--grid", name, "--out", str(tmp_path), "--dry-run"]) == 0
     assert "tagging-hard-static (w=0.75/0.75/1.5)" in capsys.readouterr().out
+
+
+def test_a_condition_is_a_setting_of_its_own_tuned_apart_for_the_variants_of_its_task(tmp_path):
+    """Each budget of NER is its own member (tuned apart, its own chosen point); a variant without NER runs once;
+    the default budget keeps the run id it had without the condition."""
+    name = "condition-test"
+    if name not in GRIDS:
+        register_grid(Grid(name, ("stl-conll2003", "stl-imdb"), seeds=2, sweep={"train.lr": (1e-3, 2e-3)},
+                           tune_seeds=1, conditions={"tasks.conll2003.train_fraction": (0.5, 1.0)},
+                           overrides={"train.steps": 2}))
+    runs = plan(name, results_dir=tmp_path)
+    ner = [r for r in runs if r.config.variant == "stl-conll2003"]
+    assert sorted({r.config.tasks["conll2003"].train_fraction for r in ner}) == [0.5, 1.0]
+    assert len([r for r in ner if not r.pending]) == 4 and sum(r.pending for r in ner) == 2   # 2 members x 2 lr
+    assert len([r for r in runs if r.config.variant == "stl-imdb"]) == 3          # 2 lr, then 1 seed after tuning
+    plain = {r.run_id for r in plan(name, results_dir=tmp_path, variants="stl-conll2003",
+                                    overrides=["tasks.conll2003.train_fraction=1.0"])}
+    assert {r.run_id for r in ner if r.config.tasks["conll2003"].train_fraction == 1.0 and not r.pending} <= plain
+    assert any("labels" not in r.member and "train_fraction=0.5" in r.member for r in ner)
+    with pytest.raises(ConfigError, match="both a condition"):
+        Grid("bad", ("stl-*",), sweep={"train.lr": (1e-3,)}, conditions={"train.lr": (1e-3,)})
+
+
+def test_a_grid_takes_over_the_identical_runs_of_the_grids_it_borrows_from(tmp_path):
+    from lepton_bench.grid import borrow
+    from lepton_bench.results import read_record_files, record_path, write_json_atomic
+
+    name = "borrow-test"
+    if name not in GRIDS:
+        register_grid(Grid(name, ("stl-conll2003",), seeds=2, sweep={"train.lr": (1e-3, 2e-3)}, tune_seeds=1,
+                           overrides={"train.steps": 2}, borrows=("lender",)))
+    mine, lender = tmp_path / name, tmp_path / "lender"
+    runs = plan(name, results_dir=mine)
+    tuning = [r for r in runs if not r.pending]
+    write_json_atomic(record_path(lender, tuning[0].run_id), fake_record(tuning[0], 0.8, 0.7))
+    failed = {**fake_record(tuning[1], 0.9, 0.9), "status": "failed"}
+    write_json_atomic(record_path(lender, tuning[1].run_id), failed)
+    write_json_atomic(record_path(lender, "other-run"), {**fake_record(tuning[0], 0.1, 0.1), "run_id": "other-run"})
+    assert borrow(runs, mine, ["lender"]) == 1                    # the ok record of a planned run only
+    assert set(read_record_files(mine)) == {tuning[0].run_id}
+    assert borrow(runs, mine, ["lender"]) == 0                    # nothing twice

@@ -9,8 +9,9 @@ its name, the dotted keys that vary between its groups and are off the variant's
 
 A group's *design* on a task (``design_of``: stem → trunk×depth + other model settings off default) is
 what it is matched with its single-task (STL) baseline by: an STL group (architecture ``single``) of the
-same task and design, the one that agrees with it on the most ``train.*``, ``tasks.<task>.*`` and
-``limit_*`` settings (then the one with most runs, then by name).
+same task and design that reads the task's data alike (its ``data`` fields equal: at a label budget, the STL
+of that budget), the one that agrees with it on the most ``train.*``, ``tasks.<task>.*`` and ``limit_*``
+settings (then the one with most runs, then by name).
 
 A group's ``auxiliary`` tasks (its config's ``auxiliary``; none in older records) are trained and
 reported like any, and matched with their STL baselines too, but only its ``main`` tasks enter Δm,
@@ -26,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RUNTIME_FIELDS, complete, flatten, model_defaults, sharing_fields
+from ..config import RUNTIME_FIELDS, complete, flatten, model_defaults, sharing_fields, task_data_fields
 from ..errors import LeptonError
 from .records import get, run_cost
 from .stats import finite
@@ -137,10 +138,20 @@ STATIC_KEY = "weighting_args.static."
 def _parts(g: Group, keys: Sequence[str], task_set: bool) -> list[str]:
     """What a label shows after the variant's name: the task set (when that varies), then ``key=value``;
     static task weights as one ``w=a/b/c`` in the group's task order (missing: 1), a point of the front."""
-    parts = [f"{k}={fmt_value(g.config.get(k, _UNSET))}" for k in keys if not k.startswith(STATIC_KEY)]
+    parts = [_part(g, k) for k in keys if not k.startswith(STATIC_KEY)]
     if any(k.startswith(STATIC_KEY) for k in keys):
         parts.insert(0, "w=" + "/".join(fmt_value(g.config.get(STATIC_KEY + t, 1.0)) for t in g.tasks))
     return (["+".join(g.tasks)] if task_set else []) + parts
+
+
+def _part(g: Group, key: str) -> str:
+    """``key=value``; a task's label budget as ``conll2003 labels 5%`` (or ``... labels 700``)."""
+    value = g.config.get(key, _UNSET)
+    section, _, name = key.rpartition(".")
+    if section.startswith("tasks.") and name in ("train_fraction", "train_count") and isinstance(value, (int, float)):
+        shown = f"{value * 100:.3g}%" if name == "train_fraction" else f"{value:g}"
+        return f"{section.split('.', 1)[1]} labels {shown}"
+    return f"{key}={fmt_value(value)}"
 
 
 def name_groups(groups: Sequence[Group]) -> None:
@@ -217,10 +228,19 @@ def agreement(g: Group, stl: Group, task: str) -> int:
     return sum(g.config.get(k, _UNSET) == stl.config.get(k, _UNSET) for k in keys)
 
 
+def same_data(g: Group, stl: Group, task: str) -> bool:
+    """Whether two groups read the task's data alike: every ``data`` field of its section (the label budget,
+    max_len, vocabulary, hold-out...) equal. An STL model trained on other data, or on other labels, is no
+    baseline: at a label budget, the STL of that budget."""
+    keys = [f"tasks.{task}.{k}" for k in task_data_fields()]
+    return all(g.config.get(k, _UNSET) == stl.config.get(k, _UNSET) for k in keys)
+
+
 def stl_references(groups: Sequence[Group]) -> dict[tuple[str, str], Group]:
     """(group name, task) -> the STL group it is compared with on that task: an STL group is its own;
     an MTL group gets the single-task group of that task and design that agrees with it on the most
-    matched settings (``agreement``), then the one with most runs, then the first by name."""
+    matched settings (``agreement``), then the one with most runs, then the first by name — among those that
+    read the task's data alike (``same_data``: at a label budget, the STL of that budget)."""
     stl = [g for g in groups if g.stl and len(g.tasks) == 1]
     refs: dict[tuple[str, str], Group] = {}
     for g in groups:
@@ -229,7 +249,7 @@ def stl_references(groups: Sequence[Group]) -> dict[tuple[str, str], Group]:
                 if len(g.tasks) == 1:
                     refs[(g.name, t)] = g
                 continue
-            cands = [s for s in stl if s.tasks[0] == t and s.designs[t] == g.designs[t]]
+            cands = [s for s in stl if s.tasks[0] == t and s.designs[t] == g.designs[t] and same_data(g, s, t)]
             if cands:
                 refs[(g.name, t)] = min(cands, key=lambda s, g=g, t=t: (-agreement(g, s, t), -len(s.runs), s.name))
     return refs

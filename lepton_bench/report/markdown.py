@@ -10,6 +10,7 @@ from typing import Any
 
 from .analysis import FLAT, STL_ENTRY, Analysis, last_gain, mean_ranks, stl_cost
 from .baselines import standing_section
+from .budget import budget_section, headline
 from .claims import claims_section, literature_section
 from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
 from .groups import fmt_value
@@ -31,6 +32,8 @@ def summary(a: Analysis) -> str:
                           f"{', '.join(a.tasks)}): there is no multi-task variant to compare with them yet.")
     else:
         head, bullets = _wins_sentences(a)
+        curve = headline(a)   # under a varied label budget, the crossover comes first
+        paragraphs += [f"**Label budget**: {curve}"] if curve else []
         paragraphs += [head, "\n".join(f"- {b}" for b in bullets)]
         paragraphs += [" ".join(_adaptive_sentence(a))]
         paragraphs += [" ".join(auxiliary_sentences(a))]
@@ -432,7 +435,13 @@ OVERALL_AUX_NOTE = (
 
 def readme(a: Analysis, source: str, plots: Sequence[str]) -> str:
     """The whole README text."""
-    out = [f"# lepton_bench report: {a.grid}", summary(a), "## Setting", setting(a, source)]
+    out = [f"# lepton_bench report: {a.grid}", summary(a)]
+    budget = budget_section(a)
+    if budget:   # the verdict as a curve, on the first screen: where a label budget varies
+        out += ["## Δ against the label budget", budget]
+        out += ["![budget curve](budget_curve.png)"] if "budget_curve.png" in plots else []
+    plots = [p for p in plots if p != "budget_curve.png"]   # shown with its section
+    out += ["## Setting", setting(a, source)]
     aux = bool(a.auxiliary)
     if a.tasks:
         out += ["## Per task", TASK_NOTE + (TASK_AUX_NOTE if aux else "")] + [task_section(a, t) for t in a.tasks]

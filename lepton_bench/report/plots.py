@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .analysis import STATIC_WEIGHTINGS, Analysis, curve
+from .budget import budget_tasks, curves, pct
 from .groups import fmt_value
 from .records import is_number
 from .stats import ok, pareto_front
@@ -26,7 +27,7 @@ from .why import plot_why, plot_why_curves
 DPI = 110
 STL_COLOR, MTL_COLOR = "tab:orange", "tab:blue"
 PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png", "sensitivity.png",
-              "static_front.png", "why_heatmaps.png", "why_curves.png")
+              "static_front.png", "why_heatmaps.png", "why_curves.png", "budget_curve.png")
 
 
 def _figure(width: float, height: float) -> Figure:
@@ -318,11 +319,48 @@ def plot_static_front(a: Analysis, path: Path) -> bool:
     return True
 
 
+def plot_budget(a: Analysis, path: Path) -> bool:
+    """Per budgeted task: each variant's Δ vs STL at the same budget against the label share (log x), with
+    its 95% CI band; a filled marker where the difference is significant. False without a budget."""
+    panels = [(t, curves(a, t)) for t in budget_tasks(a)]
+    panels = [(t, lines) for t, lines in panels if lines]
+    if not panels:
+        return False
+    fig = _figure(6.2 * len(panels) + 2.8, 4.6)
+    axs = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (task, lines) in zip(axs, panels, strict=True):
+        shares = sorted({p.share for pts in lines.values() for p in pts})
+        colors = [f"C{i}" for i in range(10)]
+        for k, (label, pts) in enumerate(sorted(lines.items())):
+            x = [p.share for p in pts]
+            y = np.array([p.delta for p in pts], dtype=float)
+            lo = np.array([p.low for p in pts], dtype=float)
+            hi = np.array([p.high for p in pts], dtype=float)
+            c = colors[k % len(colors)]
+            ax.plot(x, y, "-", color=c, lw=1.5, label=label)
+            ax.fill_between(x, np.where(np.isfinite(lo), lo, y), np.where(np.isfinite(hi), hi, y), color=c,
+                            alpha=0.15, lw=0)
+            for p in pts:
+                ax.plot([p.share], [p.delta], "o", color=c, ms=6, mfc=c if p.significant else "white", mew=1.3)
+        ax.axhline(0, color="0.3", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xticks(shares, [pct(s) for s in shares])
+        ax.minorticks_off()
+        ax.set(xlabel=f"share of {task}'s training labels (log scale; other tasks: every label)",
+               ylabel=f"Δ {a.primary[task]} vs STL at the same budget (%)", title=f"{task}: Δ vs label budget")
+        ax.grid(alpha=0.3)
+    handles, labels = axs[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right center", fontsize=8,
+               title="95% CI bands; filled: p < 0.05", title_fontsize=8)
+    _save(fig, path)
+    return True
+
+
 def write_plots(a: Analysis, out: Path) -> list[str]:
     """Draw every plot that has data; remove a stale file of one that no longer has."""
     drawn = []
     draws = (plot_delta_m, plot_per_task, plot_learning_curves, plot_cost, plot_sensitivity, plot_static_front,
-             plot_why, plot_why_curves)
+             plot_why, plot_why_curves, plot_budget)
     for name, draw in zip(PLOT_FILES, draws, strict=True):
         if a.groups and draw(a, out / name):
             drawn.append(name)

@@ -50,6 +50,23 @@ def welch_p(a: Iterable[float], b: Iterable[float]) -> float:
         return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+def diff_ci(a: Iterable[float], b: Iterable[float], confidence: float = 1 - ALPHA) -> tuple[float, float]:
+    """(mean(a) − mean(b), half-width of its CI) by Welch: the standard error sqrt(s²a/na + s²b/nb) and
+    the Welch–Satterthwaite degrees of freedom; the half-width is nan when a side has fewer than 2 values."""
+    a, b = finite(a), finite(b)
+    if not len(a) or not len(b):
+        return NAN, NAN
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, NAN
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return diff, 0.0
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return diff, float(stats.t.ppf(0.5 + confidence / 2, dof) * se)
+
+
 def significant(p: float) -> bool:
     return math.isfinite(p) and p < ALPHA
 
