@@ -14,19 +14,35 @@ from __future__ import annotations
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import from_dict
 from .errors import ConfigError
+from .outputs import DiskFullError, held_lock_fds
 from .registry import Registry
 from .results import failed_record, write_json_atomic, written_since
+
+
+class Stop(threading.Event):
+    """Set when the grid must stop (a signal, a full disk): no new run starts, the runs in flight are ended
+    and recorded as interrupted (a resume runs them again). ``why`` says what stopped it."""
+
+    why = ""
+    signum = 0   # the signal that asked for it (0: none)
+
+    def request(self, why: str) -> None:
+        if not self.is_set():
+            self.why = why
+        self.set()
 
 
 @dataclass(frozen=True)
@@ -134,22 +150,103 @@ def worker_env(plugins: Sequence[str] = (), threads: int | None = None,
     return env
 
 
-def death(returncode: int) -> str:
-    """Why a worker process ended without answering, in words."""
-    return "killed by the system (out of memory?)" if returncode in (-9, 137) else f"exit code {returncode}"
+def oom_kills() -> int | None:
+    """How many processes the kernel's out-of-memory killer has killed in this process's memory cgroup
+    (cgroup v2 ``memory.events``, v1 ``memory.oom_control``: ``oom_kill N``), or None where unreadable. A
+    worker runs in its grid's cgroup, so the count rising over a run that died of SIGKILL says it was the
+    OOM killer."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":
+            candidates = [Path("/sys/fs/cgroup") / path.lstrip("/") / "memory.events"]
+        elif "memory" in controllers.split(","):
+            candidates = [Path("/sys/fs/cgroup/memory") / path.lstrip("/") / "memory.oom_control"]
+        else:
+            continue
+        for f in candidates:
+            try:
+                for entry in f.read_text().splitlines():
+                    key, _, value = entry.partition(" ")
+                    if key == "oom_kill":
+                        return int(value)
+            except (OSError, ValueError):
+                continue
+    return None
+
+
+def kernel_oom_record(pid: int | None) -> str:
+    """The kernel log's line on an OOM kill of ``pid`` (``dmesg``, where this user may read it), or ''."""
+    if pid is None:
+        return ""
+    try:
+        log = subprocess.run(["dmesg"], capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    hits = [ln.strip() for ln in log.splitlines()
+            if f"Killed process {pid} " in ln or f"Killed process {pid}(" in ln or f",pid={pid}," in ln]
+    return hits[-1] if hits else ""
+
+
+def death(returncode: int, pid: int | None = None, oom_before: int | None = None) -> str:
+    """Why a worker process ended without answering, in words: the signal that ended it (by number and
+    name), "the kernel's out-of-memory killer" only when the kernel says so (its OOM-kill count rose since
+    ``oom_before``, or its log names the process), else the exit code."""
+    if returncode >= 0:
+        return f"exit code {returncode}"
+    sig = -returncode
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    if sig == signal.SIGKILL:
+        after = oom_kills()
+        record = kernel_oom_record(pid)
+        if record or (oom_before is not None and after is not None and after > oom_before):
+            return ("killed by the kernel's out-of-memory killer (SIGKILL" + (f"; kernel: {record}" if record else
+                    f"; its OOM-kill count {oom_before} -> {after}") + ")")
+    return f"killed by signal {sig} ({name}) from outside"
+
+
+def died(returncode: int, detail: str, pid: int | None = None, oom_before: int | None = None) -> str:
+    """The failed record's error for a worker that died: its cause, then the log's last line if it left one."""
+    tail = last_line(detail)
+    return f"worker died: {death(returncode, pid, oom_before)}" + (f"; {tail}" if tail else "")
+
+
+def _spawn(args: list[str], env: Mapping[str, str], **kw) -> subprocess.Popen:
+    """A worker process in a session of its own (a terminal's Ctrl-C reaches the grid, which stops its
+    workers itself), holding the grid's folder lock with it (``outputs.held_lock_fds``)."""
+    return subprocess.Popen([sys.executable, "-m", "lepton_bench", "_worker", *args], env=dict(env),
+                            start_new_session=True, pass_fds=held_lock_fds(), **kw)
 
 
 def run_job(job: Job, plugins: Sequence[str] = (), threads: int | None = None,
-            extra_env: Mapping[str, str] | None = None) -> dict[str, Any]:
+            extra_env: Mapping[str, str] | None = None, stop: Stop | None = None,
+            started: Callable[[subprocess.Popen | None], None] | None = None) -> dict[str, Any]:
     """Train one run in a fresh child process; make sure a record exists afterwards. Runs wherever the
     engine placed it (this machine, a Slurm node, a Ray worker). ``extra_env``: variables of this run
-    only (a packed run's slot and device). Returns a short summary."""
+    only (a packed run's slot and device). ``started`` is told of the process (and of its end, with None),
+    so a stopping grid can end it; ended while ``stop`` is set, the run is recorded interrupted. Returns a
+    short summary."""
     env = worker_env(plugins, threads, extra_env)
-    proc = subprocess.run([sys.executable, "-m", "lepton_bench", "_worker", job.config_path, job.record_path],
-                          env=env, capture_output=True, text=True)
+    oom_before = oom_kills()
+    proc = _spawn([job.config_path, job.record_path], env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                  text=True)
+    if started:
+        started(proc)
+    try:
+        _, stderr = proc.communicate()
+    finally:
+        if started:
+            started(None)
     # the child may have died before writing (killed, out of memory, segfault): record that
-    ensure_record(job, f"worker died: {death(proc.returncode)}; {last_line(proc.stderr)}", proc.stderr or "",
-                  packing(env))
+    if stop is not None and stop.is_set():
+        ensure_record(job, f"interrupted: {stop.why}", stderr or "", packing(env), status="interrupted")
+    ensure_record(job, died(proc.returncode, stderr, proc.pid, oom_before), stderr or "", packing(env))
     return {"run_id": job.run_id, "returncode": proc.returncode}
 
 
@@ -164,15 +261,24 @@ class WarmWorker:
     the next job starts a new one. Its stderr goes to ``log`` (appended), the last line of which names the
     cause of a death."""
 
-    def __init__(self, env: Mapping[str, str], log: Path):
-        self.env, self.log = dict(env), log
+    def __init__(self, env: Mapping[str, str], log: Path, stop: Stop | None = None):
+        self.env, self.log, self.stop = dict(env), log, stop
         self.proc: subprocess.Popen | None = None
 
     def _start(self) -> subprocess.Popen:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log, "ab") as err:   # the child keeps its own descriptor
-            return subprocess.Popen([sys.executable, "-m", "lepton_bench", "_worker", "--serve"], env=self.env,
-                                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True)
+            return _spawn(["--serve"], self.env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                          text=True)
+
+    def terminate(self) -> None:
+        """Ask the process to end now (SIGTERM), the run in hand with it."""
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            try:
+                proc.terminate()
+            except OSError:
+                pass
 
     def run(self, job: Job) -> dict[str, Any]:
         """Train ``job`` in this worker (starting a process if none is alive); make sure a record exists."""
@@ -181,6 +287,7 @@ class WarmWorker:
         proc = self.proc
         assert proc.stdin is not None and proc.stdout is not None
         log_from = self.log.stat().st_size if self.log.exists() else 0
+        oom_before = oom_kills()
         try:
             proc.stdin.write(json.dumps({"config": job.config_path, "record": job.record_path}) + "\n")
             proc.stdin.flush()
@@ -196,7 +303,9 @@ class WarmWorker:
         returncode = proc.wait()
         self.proc = None
         detail = _read_from(self.log, log_from)
-        ensure_record(job, f"worker died: {death(returncode)}; {last_line(detail)}", detail, packing(self.env))
+        if self.stop is not None and self.stop.is_set():   # ended by its stopping grid: run again on resume
+            ensure_record(job, f"interrupted: {self.stop.why}", detail, packing(self.env), status="interrupted")
+        ensure_record(job, died(returncode, detail, proc.pid, oom_before), detail, packing(self.env))
         return {"run_id": job.run_id, "returncode": returncode}
 
     def close(self) -> None:
@@ -241,12 +350,15 @@ def set_warm_run(info: dict[str, Any] | None) -> None:
     _WARM_RUN = info
 
 
-def ensure_record(job: Job, error: str, detail: str = "", packed: dict[str, Any] | None = None) -> None:
+def ensure_record(job: Job, error: str, detail: str = "", packed: dict[str, Any] | None = None,
+                  status: str = "failed") -> None:
     """If no record of this job was written since it started (the worker died, or the engine
-    cancelled, timed out or lost the job), record the run as failed with ``error`` (and its packing)."""
+    cancelled, timed out or lost the job), record the run as failed with ``error`` (and its packing), or
+    as interrupted (its grid stopped it)."""
     if not written_since(Path(job.record_path), job.started):
         cfg = from_dict(json.loads(Path(job.config_path).read_text()))
-        write_json_atomic(Path(job.record_path), failed_record(cfg, error[:500], job.started, detail, packed))
+        write_json_atomic(Path(job.record_path), failed_record(cfg, error[:500], job.started, detail, packed,
+                                                               status=status))
 
 
 class Executor(ABC):
@@ -259,6 +371,7 @@ class Executor(ABC):
     def __init__(self, options: ExecutorOptions, results_dir: Path):
         self.check_options(options)
         self.options, self.results_dir = options, results_dir
+        self.stop = Stop()   # the grid sets it to stop (a signal); an engine starts no run once it is set
 
     @classmethod
     def check_options(cls, options: ExecutorOptions) -> None:
@@ -309,34 +422,80 @@ class LocalExecutor(Executor):
             free.put(k)
 
         slot_env = [packed_env(n, k, len(slots), slots[k]) if n > 1 else {} for k in range(len(slots))]
-        warm = [WarmWorker(worker_env(o.plugins, threads, slot_env[k]), self.results_dir / "jobs" / f"worker-{k}.log")
-                for k in range(len(slots))]
+        warm = [WarmWorker(worker_env(o.plugins, threads, slot_env[k]), self.results_dir / "jobs" / f"worker-{k}.log",
+                           self.stop) for k in range(len(slots))]
+        fresh: dict[int, subprocess.Popen] = {}   # slot -> its process-per-run process, while it runs
 
-        def one(job: Job) -> dict[str, Any]:
+        def one(job: Job) -> bool:
+            """Run ``job`` in a free slot; False when the grid stopped before it started."""
+            if self.stop.is_set():
+                return False
             k = free.get()   # never waits: as many threads as slots
             try:
                 if o.process_per_run:
-                    return run_job(job, o.plugins, threads, slot_env[k])
-                return warm[k].run(job)
+                    run_job(job, o.plugins, threads, slot_env[k], self.stop,
+                            lambda p, k=k: fresh.__setitem__(k, p) if p else fresh.pop(k, None))
+                else:
+                    warm[k].run(job)
+                return True
+            except DiskFullError:
+                raise
             except Exception as e:   # a failure to even start the child: that run fails, with its packing
                 ensure_record(job, f"could not start the run: {type(e).__name__}: {e}", packed=packing(slot_env[k]))
                 raise
             finally:
                 free.put(k)
 
+        pool = ThreadPoolExecutor(max_workers=len(slots))
+        futures = {pool.submit(one, job): job for job in jobs}
+        pending = set(futures)
+
+        def settle(finished) -> None:
+            for fut in finished:
+                job = futures[fut]
+                if fut.cancelled():
+                    continue
+                try:
+                    if not fut.result():
+                        continue   # never started: left for the resume
+                except DiskFullError:
+                    raise
+                except Exception as e:   # a failure to even start the child: that run fails
+                    ensure_record(job, f"could not start the run: {type(e).__name__}: {e}")
+                done(job)
+
         try:
-            with ThreadPoolExecutor(max_workers=len(slots)) as pool:
-                futures = {pool.submit(one, job): job for job in jobs}
-                for fut in as_completed(futures):
-                    job = futures[fut]
-                    try:
-                        fut.result()
-                    except Exception as e:   # a failure to even start the child: that run fails
-                        ensure_record(job, f"could not start the run: {type(e).__name__}: {e}")
-                    done(job)
+            while pending and not self.stop.is_set():
+                finished, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                settle(finished)
+        except BaseException as e:   # a full disk, a second Ctrl-C: stop the workers before it goes up
+            self.stop.request(str(e).splitlines()[0] if str(e) else type(e).__name__)
+            raise
         finally:
+            if self.stop.is_set():   # end the runs in flight; each is recorded interrupted by its thread
+                for f in pending:
+                    f.cancel()
+                for w in warm:
+                    w.terminate()
+                for p in list(fresh.values()):
+                    p.terminate()
+                finished, pending = wait(pending, timeout=STOP_GRACE_S)
+                for w in warm:   # what did not end in time is killed
+                    if w.proc is not None and w.proc.poll() is None:
+                        w.proc.kill()
+                for p in list(fresh.values()):
+                    p.kill()
+                finished2, _ = wait(pending, timeout=STOP_GRACE_S)
+                try:
+                    settle(finished | finished2)
+                except DiskFullError:
+                    pass   # already on its way up, or the disk is full: the records folder is the truth
+            pool.shutdown(wait=True, cancel_futures=True)
             for w in warm:
                 w.close()
+
+
+STOP_GRACE_S = 20   # seconds a stopping grid waits for its runs to end before it kills them
 
 
 def _config_device(job: Job) -> str:
@@ -379,6 +538,11 @@ class SubmititExecutor(Executor):
             except Exception as e:   # cancelled, timed out, node failure: the run failed
                 ensure_record(job, f"submitit job {h.job_id} failed: {last_line(e)}")
             done(job)
+            if self.stop.is_set():   # the grid stops: the jobs still queued or running are cancelled
+                for other in handles:
+                    if not other.done():
+                        other.cancel(check=False)
+                break
 
 
 @EXECUTORS.register("ray")
@@ -408,6 +572,10 @@ class RayExecutor(Executor):
                 except Exception as e:   # worker lost, task cancelled: the run failed
                     ensure_record(job, f"ray task failed: {type(e).__name__}: {last_line(e)}")
                 done(job)
+                if self.stop.is_set():   # the grid stops: the tasks still pending are cancelled
+                    for ref in pending:
+                        ray.cancel(ref, force=True)
+                    break
         finally:
             if started_here:
                 ray.shutdown()

@@ -20,7 +20,7 @@ from typing import Any
 
 from .config import RUNTIME_FIELDS, RunConfig, from_dict
 from .errors import ConfigError
-from .executors import EXECUTORS, ExecutorOptions, Job
+from .executors import EXECUTORS, ExecutorOptions, Job, Stop
 from .registry import Registry
 from .results import (
     adopt,
@@ -409,20 +409,30 @@ class GridSummary:
     skipped: int
     finished: int = 0
     failed: int = 0
+    interrupted: int = 0     # stopped with the grid (a signal): run again on resume
+    left: int = 0            # not started when the grid stopped
     results: Path | None = None
+
+
+def to_run(record: dict | None, retry_failed: bool) -> bool:
+    """Whether a planned run is still to run: no record, an interrupted one, or (``retry_failed``) a failed one."""
+    return record is None or record["status"] == "interrupted" or (retry_failed and record["status"] != "ok")
 
 
 def run_grid(runs: list[PlannedRun], results_dir: Path, *, retry_failed: bool = False,
              progress: Callable[[str, dict], None] | None = None, executor: str = "local",
-             options: ExecutorOptions | None = None) -> GridSummary:
-    """Run what is not yet recorded (and failed runs with ``retry_failed``) on ``executor``."""
+             options: ExecutorOptions | None = None, stop: Stop | None = None) -> GridSummary:
+    """Run what is not yet recorded (interrupted runs again, and failed runs with ``retry_failed``) on
+    ``executor``. Setting ``stop`` (a signal handler does) ends the runs in flight, recorded interrupted, and
+    starts no other: the summary counts them and the runs left."""
     say = progress or (lambda event, info: None)
     options = options or ExecutorOptions()
     engine = EXECUTORS.get(executor)(options, results_dir)
+    if stop is not None:
+        engine.stop = stop
     adopt(results_dir)
     done = read_record_files(results_dir)
-    todo = [r for r in runs if not r.pending
-            and (r.run_id not in done or (retry_failed and done[r.run_id]["status"] != "ok"))]
+    todo = [r for r in runs if not r.pending and to_run(done.get(r.run_id), retry_failed)]
     summary = GridSummary(planned=len(runs), skipped=len(runs) - len(todo))
     results_dir.mkdir(parents=True, exist_ok=True)
     merge(results_dir)
@@ -443,12 +453,15 @@ def run_grid(runs: list[PlannedRun], results_dir: Path, *, retry_failed: bool = 
         rec = json.loads(Path(job.record_path).read_text())
         if rec["status"] == "ok":
             summary.finished += 1
+        elif rec["status"] == "interrupted":
+            summary.interrupted += 1
         else:
             summary.failed += 1
         Path(job.config_path).unlink(missing_ok=True)
         merge(results_dir)
         say("run", {"record": rec, "finished": summary.finished, "failed": summary.failed,
-                    "remaining": len(todo) - summary.finished - summary.failed})
+                    "remaining": len(todo) - summary.finished - summary.failed - summary.interrupted})
 
     engine.run(jobs, finished)
+    summary.left = len(todo) - summary.finished - summary.failed - summary.interrupted
     return summary

@@ -13,6 +13,7 @@ Nothing here imports torch at module level: the report reads records with it.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import gzip
 import json
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from .errors import LeptonError
+from .outputs import FULL, disk_full, written_or_removed
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,7 +60,7 @@ class Record(TypedDict, total=False):
 
     schema_version: int          # SCHEMA_VERSION: readers skip records of another schema
     run_id: str                  # ``run_id(cfg)``: <variant>-s<seed>-<config hash>
-    status: Literal["ok", "failed"]
+    status: Literal["ok", "failed", "interrupted"]   # interrupted: stopped with its grid, run again on resume
     variant: str
     tasks: list[str]             # in config order
     seed: int
@@ -111,7 +113,8 @@ def _compact_training(curves: Any) -> Any:
     return {k: compact_curves(v) if k in ("train_loss", "diagnostics") else v for k, v in curves.items()}
 
 
-def build_record(cfg: RunConfig, *, status: Literal["ok", "failed"], started_at: str, env: dict[str, Any],
+def build_record(cfg: RunConfig, *, status: Literal["ok", "failed", "interrupted"], started_at: str,
+                 env: dict[str, Any],
                  metrics: dict[str, TaskMetrics] | None = None, selection: Selection | None = None,
                  curves: Curves | None = None, cost: dict[str, Any] | None = None,
                  data: dict[str, Any] | None = None, error: str | None = None,
@@ -128,16 +131,17 @@ def build_record(cfg: RunConfig, *, status: Literal["ok", "failed"], started_at:
         rec["selection"] = selection
     if data is not None:
         rec["data"] = data
-    if status == "failed":
+    if status != "ok":
         rec["error"] = error or "unknown error"
         rec["error_detail"] = (error_detail or "")[-4000:]
     return rec
 
 
 def failed_record(cfg: RunConfig, error: str, started_at: str, detail: str = "",
-                  packed: dict[str, Any] | None = None) -> Record:
+                  packed: dict[str, Any] | None = None, status: Literal["failed", "interrupted"] = "failed") -> Record:
     """The record of a run that raised, diverged, or whose worker died (``packed``: the packing of a run
-    whose worker died, which the parent records for it; a worker's own record reads it by itself)."""
+    whose worker died, which the parent records for it; a worker's own record reads it by itself); with
+    ``status="interrupted"``, of a run stopped with its grid (a signal, a full disk), which a resume runs again."""
     from .measure import environment, resolve_device  # torch: only where a run was attempted
 
     try:
@@ -146,7 +150,7 @@ def failed_record(cfg: RunConfig, error: str, started_at: str, detail: str = "",
         env = {}
     if packed:
         env["packed"] = packed
-    return build_record(cfg, status="failed", started_at=started_at, env=env, error=error, error_detail=detail)
+    return build_record(cfg, status=status, started_at=started_at, env=env, error=error, error_detail=detail)
 
 
 # ---------------------------------------------------------------- runs.jsonl
@@ -180,8 +184,13 @@ def append_record(path: str | os.PathLike, record: dict) -> None:
                 f.seek(size - 1)
                 if f.read(1) != b"\n":
                     line = b"\n" + line
-        os.write(fd, line)
-        os.fsync(fd)
+        try:
+            if os.write(fd, line) != len(line):
+                raise OSError(errno.ENOSPC, "short write")
+            os.fsync(fd)
+        except OSError as e:   # no torn line left behind: the file as it was
+            os.ftruncate(fd, size)
+            raise (disk_full(path.parent) if e.errno in FULL else e) from None
     finally:
         os.close(fd)
 
@@ -230,14 +239,24 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write ``obj`` as JSON through a temporary file and a rename, so a reader never sees half of it; on any
+    failure the temporary file is removed, and a full disk raises ``DiskFullError`` naming the folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(json_safe(obj), f, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    text = json.dumps(json_safe(obj), allow_nan=False)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (disk_full(path.parent) if e.errno in FULL else e) from None
+
+    def write() -> None:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    written_or_removed(tmp, path.parent, write)
 
 
 def record_path(results_dir: Path, rid: str) -> Path:
@@ -284,12 +303,19 @@ def merge(results_dir: Path) -> Path:
     path, other = (gz, plain) if len(data) > COMPRESS_ABOVE else (plain, gz)
     if path is gz:
         data = gzip.compress(data, compresslevel=9, mtime=0)   # no timestamp: reproducible bytes
-    fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise (disk_full(results_dir) if e.errno in FULL else e) from None
+
+    def write() -> None:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    written_or_removed(tmp, results_dir, write)   # no half-written file left, a full disk one clear line
     other.unlink(missing_ok=True)
     return path
 

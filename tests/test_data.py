@@ -406,3 +406,37 @@ def test_an_unreadable_parquet_file_is_one_short_line_naming_the_file_once(copy_
     msg = str(e.value)
     assert msg.startswith(f"{path}: not a readable parquet file (ArrowInvalid: ")
     assert msg.count(str(path)) == 1 and len(msg) < 300 and "\n" not in msg, msg
+
+
+# ---------------------------------------------------------------- label columns of a wrong type
+
+@pytest.mark.parametrize("task, column, change, kind, shown", [
+    ("conll2003_pos", "pos_tags", lambda c: [[f"T{v}" for v in row] for row in c], "lists of strings", "'T"),
+    ("conll2003_chunk", "chunk_tags", lambda c: [[float(v) for v in row] for row in c], "lists of floats", ""),
+    ("conll2003", "ner_tags", lambda c: [[[v] for v in row] for row in c], "lists of lists of integers", "["),
+    ("conll2003_pos", "pos_tags", lambda c: [" ".join(map(str, row)) for row in c], "strings", "'"),
+])
+def test_a_tag_column_of_the_wrong_type_is_one_line_naming_file_row_and_column(copy_task, task, column, change,
+                                                                               kind, shown):
+    root = copy_task(task)
+    path = edit(root, "conll2003", "train",
+                lambda t: t.set_column(t.schema.get_field_index(column), column,
+                                       pa.array(change(t.column(column).to_pylist()))))
+    with pytest.raises(DataError) as e:
+        load(task, root)
+    msg = str(e.value)
+    assert msg.startswith(f"{path}: row 0: {column} value {shown}") and "\n" not in msg, msg
+    assert msg.endswith(f"is not a label id (an integer 0..{TASKS.get(task).num_labels - 1}, one per token): "
+                        f"the column holds {kind}"), msg
+
+
+@pytest.mark.parametrize("values, kind", [(lambda c: [f"c{v}" for v in c], "strings"),
+                                          (lambda c: [float(v) for v in c], "floats")])
+def test_a_class_label_column_of_the_wrong_type_is_refused_the_same_way(copy_task, values, kind):
+    root = copy_task("imdb")
+    path = edit(root, "imdb", "test", lambda t: t.set_column(t.schema.get_field_index("label"), "label",
+                                                             pa.array(values(t.column("label").to_pylist()))))
+    with pytest.raises(DataError) as e:
+        load("imdb", root)
+    assert str(e.value).startswith(f"{path}: row 0: label value ") and str(e.value).endswith(
+        f"is not a label id (an integer 0..1): the column holds {kind}")

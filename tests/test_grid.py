@@ -110,7 +110,8 @@ def test_sigkill_mid_grid_then_resume_records_every_run_once(data_dir, tmp_path)
     proc.wait()
     first = len(read_record_files(out / "smoke"))
     assert 1 <= first < 4
-    assert subprocess.run(cmd, cwd=ROOT, capture_output=True).returncode == 0
+    # its worker (a session of its own) finishes the run in hand and holds the folder's lock till then: --wait
+    assert subprocess.run([*cmd, "--wait"], cwd=ROOT, capture_output=True).returncode == 0
     recs = read_records(out / "smoke" / "runs.jsonl")
     assert sorted(r["variant"] for r in recs) == ["hard-ew", "stl-cifar10", "stl-conll2003", "stl-imdb"]
     assert len({r["run_id"] for r in recs}) == 4 and all(r["status"] == "ok" for r in recs)

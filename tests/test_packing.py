@@ -87,17 +87,20 @@ def patch_runner(monkeypatch, warm: bool, fake) -> None:
     slot (its process environment's threads and slot variables), or a fake ``run_job`` per run."""
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     if not warm:
-        monkeypatch.setattr(executors, "run_job", lambda job, plugins=(), threads=None, extra_env=None:
-                            fake(job, threads, extra_env))
+        monkeypatch.setattr(executors, "run_job", lambda job, plugins=(), threads=None, extra_env=None, stop=None,
+                            started=None: fake(job, threads, extra_env))
         return
 
     class FakeWarmWorker:
-        def __init__(self, env, log):
-            self.env = env
+        def __init__(self, env, log, stop=None):
+            self.env, self.proc = env, None
 
         def run(self, job):
             slot = {k: self.env[k] for k in (PACKED_ENV, "CUDA_VISIBLE_DEVICES") if k in self.env}
             return fake(job, int(self.env["OMP_NUM_THREADS"]), slot or None)
+
+        def terminate(self):
+            pass
 
         def close(self):
             pass
@@ -164,11 +167,11 @@ def test_unpacked_runs_are_not_told_they_are_packed(tmp_path, monkeypatch, warm)
     assert calls == [None, None]
     captured = {}
 
-    def fake_subprocess_run(cmd, env, **kw):
+    def fake_popen(cmd, env, **kw):
         captured.update(env)
         raise RuntimeError("not started")
 
-    monkeypatch.setattr(executors.subprocess, "run", fake_subprocess_run)
+    monkeypatch.setattr(executors.subprocess, "Popen", fake_popen)
     with pytest.raises(RuntimeError):
         run_job(fake_jobs(tmp_path, 1)[0])
     assert PACKED_ENV not in captured
@@ -270,7 +273,8 @@ def test_a_packed_run_out_of_memory_is_recorded_failed_and_the_others_finish(dat
     assert recs["oom-test"]["status"] == "failed"
     assert recs["oom-test"]["error"].startswith("TrainingError: out of memory on cpu in oom-test")
     assert recs["killed-test"]["status"] == "failed"
-    assert "worker died: killed by the system (out of memory?)" in recs["killed-test"]["error"]
+    assert "worker died: killed by signal 9 (SIGKILL) from outside" in recs["killed-test"]["error"]
+    assert "out of memory" not in recs["killed-test"]["error"]   # the kernel did not say so
     # every record says it was packed: the worker's own, and the one its parent wrote for a killed worker
     assert all(r["env"]["packed"]["runs_per_device"] == 2 for r in recs.values())
     err = capsys.readouterr().err

@@ -112,3 +112,55 @@ def test_process_per_run_is_a_grid_flag(data_dir, tmp_path):
     (rec,) = read_records(tmp_path / "smoke" / "runs.jsonl")
     assert rec["status"] == "ok" and "worker" not in rec["env"]
     assert not (tmp_path / "smoke" / "jobs" / "worker-0.log").exists()
+
+
+# ---------------------------------------------------------------- why a worker died
+
+def test_a_dead_worker_is_named_by_its_signal_and_oom_only_when_the_kernel_says_so(monkeypatch):
+    from lepton_bench import executors
+
+    monkeypatch.setattr(executors, "kernel_oom_record", lambda pid: "")
+    monkeypatch.setattr(executors, "oom_kills", lambda: 3)
+    assert executors.death(-15) == "killed by signal 15 (SIGTERM) from outside"
+    assert executors.death(-9, 123, oom_before=3) == "killed by signal 9 (SIGKILL) from outside"
+    assert executors.death(-9, 123, oom_before=2) == ("killed by the kernel's out-of-memory killer (SIGKILL; its "
+                                                      "OOM-kill count 2 -> 3)")
+    assert executors.death(1) == "exit code 1"
+    monkeypatch.setattr(executors, "kernel_oom_record",
+                        lambda pid: f"Out of memory: Killed process {pid} (python) total-vm:1kB")
+    assert executors.death(-9, 77, oom_before=None) == ("killed by the kernel's out-of-memory killer (SIGKILL; "
+                                                        "kernel: Out of memory: Killed process 77 (python) total-vm:1kB)")
+    # the log's last line after the semicolon, or nothing
+    monkeypatch.setattr(executors, "kernel_oom_record", lambda pid: "")
+    assert executors.died(-15, "") == "worker died: killed by signal 15 (SIGTERM) from outside"
+    assert executors.died(-15, "a\nlast words\n") == "worker died: killed by signal 15 (SIGTERM) from outside; last words"
+
+
+def test_a_worker_killed_from_outside_mid_run_is_recorded_so(data_dir, tmp_path):
+    import os
+    import signal
+    import threading
+    import time
+
+    job = list(jobs_of(data_dir, tmp_path, ["stl-conll2003"]).values())[0]
+    cfg = json.loads(open(job.config_path).read())
+    cfg["train"]["steps"] = 100_000   # long enough to be killed in the middle
+    open(job.config_path, "w").write(json.dumps(cfg))
+    worker = WarmWorker(worker_env(threads=1), tmp_path / "worker.log")
+
+    def kill_when_training():
+        deadline = time.time() + 120
+        while time.time() < deadline and not (worker.proc and (tmp_path / "worker.log").exists()):
+            time.sleep(0.2)
+        time.sleep(8)
+        os.kill(worker.proc.pid, signal.SIGTERM)
+
+    threading.Thread(target=kill_when_training, daemon=True).start()
+    try:
+        assert worker.run(job)["returncode"] == -signal.SIGTERM
+    finally:
+        worker.close()
+    rec = record(job)
+    assert rec["status"] == "failed" and rec["error"].startswith("worker died: killed by signal 15 (SIGTERM) from "
+                                                                 "outside")
+    assert "memory" not in rec["error"] and not rec["error"].endswith("; ")

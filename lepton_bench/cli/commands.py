@@ -134,6 +134,7 @@ def cmd_run(args) -> int:
     if given:
         raise LeptonError(f"{', '.join(given)}: grid option{'s' if len(given) > 1 else ''}; use with --grid")
 
+    from ..outputs import check_writable
     from ..results import append_record
     from ..train import run
     from ..variants import make_config
@@ -142,6 +143,7 @@ def cmd_run(args) -> int:
     if args.steps is not None:
         overrides.append(f"train.steps={args.steps}")
     out_dir = Path(args.out or "results/adhoc")
+    check_writable(out_dir)   # before the run, not after it: its record must have somewhere to go
     cfg = make_config(args.variant, args.tasks, seed=args.seed or 0, overrides=overrides,
                       limit_train=args.limit_train, limit_eval=args.limit_eval,
                       **_runtime(args, out_dir / "trackers"))

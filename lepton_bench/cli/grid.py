@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -42,9 +44,8 @@ def _executor_options(args):
 
 
 def cmd_grid(args) -> int:
-    from tqdm import tqdm
-
-    from ..grid import GRIDS, borrow, plan, run_grid
+    from ..grid import plan
+    from ..outputs import GridLock, check_writable
     from ..results import adopt, read_record_files
 
     if args.workers < 1:
@@ -67,12 +68,38 @@ def cmd_grid(args) -> int:
 
     runs = planned()
     _check_data_dir(args.data_dir, [t for r in runs for t in r.config.tasks])
-    lenders = GRIDS.get(args.grid).borrows
+    check_writable(results_dir)   # before any run: a read-only or unwritable --out is one line, exit 2
+    if args.dry_run:
+        _take_over(args.grid, runs, results_dir, planned)
+        adopt(results_dir)
+        return _print_plan(planned(), read_record_files(results_dir), results_dir, args.retry_failed)
+    lock = GridLock(results_dir)   # one grid per folder: a second start says who holds it (or --wait)
+    lock.acquire(wait=args.wait, say=lambda msg: print(f"lepton-bench: {msg}", file=sys.stderr, flush=True))
+    try:
+        return _run_locked(args, runs, results_dir, planned, options)
+    finally:
+        lock.release()
+
+
+def _take_over(grid: str, runs, results_dir: Path, planned):
+    """The identical runs of the grids this one borrows from, taken over (planned again as tunings finish)."""
+    from ..grid import GRIDS, borrow
+
+    lenders = GRIDS.get(grid).borrows
     while lenders and borrow(runs, results_dir, lenders):   # identical runs another grid has: taken, not trained;
         runs = planned()                                    # a tuning finished so: plan its later seeds, again
-    if args.dry_run:
-        adopt(results_dir)
-        return _print_plan(runs, read_record_files(results_dir), results_dir, args.retry_failed)
+    return runs
+
+
+def _run_locked(args, runs, results_dir: Path, planned, options) -> int:
+    """The grid's runs, with its folder locked: taken over where another grid has them, run, resumed as the
+    tuning finishes; SIGTERM or SIGINT stops it cleanly (see ``_stopping``)."""
+    from tqdm import tqdm
+
+    from ..executors import Stop
+    from ..grid import run_grid
+
+    runs = _take_over(args.grid, runs, results_dir, planned)
     bar = tqdm(total=len(runs), unit="run", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)
 
     def progress(event, info):
@@ -83,30 +110,58 @@ def cmd_grid(args) -> int:
             rec = info["record"]
             bar.update(1)
             bar.set_postfix(finished=info["finished"], failed=info["failed"], remaining=info["remaining"])
-            if rec["status"] != "ok":
+            if rec["status"] == "interrupted":
+                bar.write(f"interrupted: {rec['run_id']} (runs again on resume)", file=sys.stderr)
+            elif rec["status"] != "ok":
                 bar.write(f"failed: {rec['run_id']}: {rec.get('error')}", file=sys.stderr)
             elif args.no_progress:
                 c = rec["cost"]
                 print(f"done: {rec['run_id']} (train {c['train_seconds']:.0f}s + eval {c['eval_seconds']:.0f}s)",
                       file=sys.stderr, flush=True)
 
+    stop = Stop()
     try:
-        s = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
-                     executor=args.executor, options=options)
-        while any(r.pending for r in runs):   # budget-saving protocol: the tuning runs are in, plan the rest
-            pending = sum(r.pending for r in runs)
-            runs = planned()
-            if sum(r.pending for r in runs) == pending:   # no variant's tuning finished (all its points failed)
-                break
-            more = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
-                            executor=args.executor, options=options)
-            s.finished, s.failed = s.finished + more.finished, s.failed + more.failed
+        with _stopping(stop):
+            s = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
+                         executor=args.executor, options=options, stop=stop)
+            while any(r.pending for r in runs) and not stop.is_set():   # budget-saving protocol: the tuning
+                pending = sum(r.pending for r in runs)                  # runs are in, plan the rest
+                runs = planned()
+                if sum(r.pending for r in runs) == pending:   # no variant's tuning finished (all its points failed)
+                    break
+                more = run_grid(runs, results_dir, retry_failed=args.retry_failed, progress=progress,
+                                executor=args.executor, options=options, stop=stop)
+                s.finished, s.failed = s.finished + more.finished, s.failed + more.failed
+                s.interrupted, s.left = s.interrupted + more.interrupted, more.left
     finally:
         bar.close()
+    if stop.is_set():
+        left = s.left + sum(r.pending for r in runs)
+        print(f"grid {args.grid}: {stop.why}: {s.finished} finished, {s.failed} failed, {s.interrupted} "
+              f"interrupted, {left} left; run the same command to resume", file=sys.stderr)
+        return 128 + stop.signum if stop.signum else 1
     print(f"grid {args.grid}: {s.planned} runs planned, {s.skipped} already recorded, {s.finished} finished, "
           f"{s.failed} failed; records in {s.results}")
     print(f"report: python -m lepton_bench report {results_dir}")
     return 0 if s.failed == 0 else 1
+
+
+@contextlib.contextmanager
+def _stopping(stop):
+    """SIGTERM and SIGINT stop the grid cleanly: ``stop`` is set (the executor ends its runs in flight, each
+    recorded interrupted, and starts no other); a second signal stops it at once (KeyboardInterrupt)."""
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.signum = signum
+        stop.request(f"stopped by {signal.Signals(signum).name}")
+
+    before = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in before.items():
+            signal.signal(sig, old)
 
 
 def _print_plan(runs, done, results_dir, retry_failed) -> int:
@@ -122,7 +177,8 @@ def _print_plan(runs, done, results_dir, retry_failed) -> int:
     estimate = 0.0
     for r in runs:
         rec = done.get(r.run_id)
-        state = "done" if rec and rec["status"] == "ok" else ("failed" if rec else "to run")
+        state = ("done" if rec["status"] == "ok" else "failed" if rec["status"] != "interrupted" else "to run"
+                 ) if rec else "to run"
         if state == "to run" or (state == "failed" and retry_failed):
             todo += 1
             if r.config.variant in secs:

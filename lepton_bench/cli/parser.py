@@ -111,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "axes; replaces the grid's axis of that key), e.g. --sweep train.lr=1e-3,2e-3,4e-3 "
                         "(repeatable); the report selects each variant's point on validation")
     g.add_argument("--retry-failed", action="store_true", help="run again the runs recorded as failed")
+    g.add_argument("--wait", action="store_true",
+                   help="when another grid is running in the same --out folder, wait for it to end instead of "
+                        "exiting (one grid per folder at a time)")
     g.add_argument("--executor", default="local", metavar="NAME",
                    help="where the runs execute: local (child processes, default), submitit (Slurm; "
                         "pip install 'lepton-bench[slurm]'), ray (a Ray cluster; 'lepton-bench[ray]')")

@@ -108,6 +108,7 @@ def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
     labels = t.column(label_col)
     if labels.null_count:
         raise DataError(f"{where}: row {_first(pc.is_null(labels))}: {label_col!r} is missing")
+    check_label_type(spec, raw)
     if spec.output == "tag":
         n_tok = pc.list_value_length(t.column(spec.columns["input"])).fill_null(-1)
         n_tag = pc.list_value_length(labels)
@@ -134,6 +135,36 @@ def check_split(spec: TaskSpec, split: str, raw: RawSplit) -> None:
         whose = f"{owner.name} has {n} labels" + (f", which {spec.name} maps" if owner is not spec else "")
         raise DataError(f"{where}: row {row_of[pos]}: {label_col} value {flat[pos].as_py()} out of range "
                         f"0..{n - 1} ({whose})")
+
+
+def _kind(typ: pa.DataType) -> str:
+    """A column type in words: 'strings', 'floats', 'lists of strings', ..."""
+    if pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ):
+        return f"lists of {_kind(typ.value_type)}"
+    for test, word in ((pa.types.is_integer, "integers"), (pa.types.is_floating, "floats"),
+                       (pa.types.is_boolean, "booleans"), (pa.types.is_string, "strings"),
+                       (pa.types.is_large_string, "strings"), (pa.types.is_dictionary, "categories")):
+        if test(typ):
+            return word
+    return f"values of type {typ}"
+
+
+def check_label_type(spec: TaskSpec, raw: RawSplit) -> None:
+    """A label column holds label ids: integers (classification), or one list of integers per sentence
+    (tagging). Anything else — tag names as strings, floats, lists of the wrong depth — is refused in one
+    line naming the file, the first row and the column, as a value out of range is."""
+    t, col = raw.table, spec.columns["label"]
+    typ = t.schema.field(col).type
+    tagging = spec.output == "tag"
+    is_list = pa.types.is_list(typ) or pa.types.is_large_list(typ)
+    if (is_list and tagging and pa.types.is_integer(typ.value_type)) or (not tagging and pa.types.is_integer(typ)):
+        return
+    value = t.column(col)[0].as_py()
+    if is_list and tagging:   # the first element tells what is wrong
+        value = next(iter(value), value)
+    n = spec.source.num_labels
+    raise DataError(f"{raw.origin}: row 0: {col} value {value!r} is not a label id (an integer 0..{n - 1}"
+                    f"{', one per token' if tagging else ''}): the column holds {_kind(typ)}")
 
 
 def derive_labels(spec: TaskSpec, raw: RawSplit) -> RawSplit:

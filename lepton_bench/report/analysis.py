@@ -79,7 +79,8 @@ class Analysis:
 def analyse(grid: str, records: Sequence[dict]) -> Analysis:
     """Group the records and compute the per-task and overall statistics."""
     ok = [r for r in records if r.get("status") == "ok"]
-    failed = [r for r in records if r.get("status") != "ok"]
+    # an interrupted run (stopped with its grid) did not fail: it is run again on resume, and until then absent
+    failed = [r for r in records if r.get("status") not in ("ok", "interrupted")]
     groups = make_groups(ok)
     fams = families(groups)
     groups = kept(groups, fams)   # of a sweep, each variant's point chosen on validation (tuned tables)
