@@ -111,7 +111,8 @@ def test_a_write_that_fails_for_lack_of_space_leaves_no_temp_file_and_names_the_
     monkeypatch.setattr(results.os, "fsync", full)
     with pytest.raises(DiskFullError) as e:
         write_json_atomic(tmp_path / "records" / "b.json", {"x": 2})
-    assert str(e.value).startswith(f"no space left on the device of {tmp_path / 'records'} (") and "free of" in str(e.value)
+    msg = str(e.value)
+    assert msg.startswith(f"no space left on the device of {tmp_path / 'records'} (") and "free of" in msg
     with pytest.raises(DiskFullError):
         results.merge(tmp_path)
     with pytest.raises(DiskFullError):

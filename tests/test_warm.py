@@ -128,12 +128,14 @@ def test_a_dead_worker_is_named_by_its_signal_and_oom_only_when_the_kernel_says_
     assert executors.death(1) == "exit code 1"
     monkeypatch.setattr(executors, "kernel_oom_record",
                         lambda pid: f"Out of memory: Killed process {pid} (python) total-vm:1kB")
-    assert executors.death(-9, 77, oom_before=None) == ("killed by the kernel's out-of-memory killer (SIGKILL; "
-                                                        "kernel: Out of memory: Killed process 77 (python) total-vm:1kB)")
+    assert executors.death(-9, 77, oom_before=None) == (
+        "killed by the kernel's out-of-memory killer (SIGKILL; kernel: Out of memory: Killed process 77 (python) "
+        "total-vm:1kB)")
     # the log's last line after the semicolon, or nothing
     monkeypatch.setattr(executors, "kernel_oom_record", lambda pid: "")
     assert executors.died(-15, "") == "worker died: killed by signal 15 (SIGTERM) from outside"
-    assert executors.died(-15, "a\nlast words\n") == "worker died: killed by signal 15 (SIGTERM) from outside; last words"
+    assert executors.died(-15, "a\nlast words\n") == ("worker died: killed by signal 15 (SIGTERM) from outside; "
+                                                      "last words")
 
 
 def test_a_worker_killed_from_outside_mid_run_is_recorded_so(data_dir, tmp_path):
