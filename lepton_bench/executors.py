@@ -30,6 +30,7 @@ from .errors import ConfigError
 from .outputs import DiskFullError, held_lock_fds
 from .registry import Registry
 from .results import failed_record, write_json_atomic, written_since
+from .runenv import PACKED_ENV, packing
 
 
 class Stop(threading.Event):
@@ -80,11 +81,6 @@ class ExecutorOptions:
 
 # ---------------------------------------------------------------- packed runs (--runs-per-device)
 
-# The one variable through which the local executor tells a packed run so: JSON, see ``packing``. A run's
-# record reads it into ``env["packed"]`` (``measure.environment``); a run alone has no such key.
-PACKED_ENV = "LEPTON_BENCH_PACKED"
-
-
 def visible_devices(environ: Mapping[str, str] | None = None, count: int | None = None) -> list[str]:
     """The CUDA devices this process can hand to its runs, as ``CUDA_VISIBLE_DEVICES`` names them: its
     entries when it is set (up to the first empty or negative one, where CUDA stops reading), else
@@ -119,17 +115,6 @@ def packed_env(runs_per_device: int, slot: int, slots: int, device: str | None) 
     """The environment variables of a run in ``slot`` of ``slots``: its packing and, on a GPU, its device."""
     info = {"runs_per_device": runs_per_device, "slot": slot, "slots": slots, "device": device or "cpu"}
     return {PACKED_ENV: json.dumps(info), **({"CUDA_VISIBLE_DEVICES": device} if device is not None else {})}
-
-
-def packing(environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
-    """How this run was packed, as the executor set it (``{"runs_per_device", "slot", "slots", "device"}``;
-    device: the run's ``CUDA_VISIBLE_DEVICES`` or "cpu"), or None for a run alone."""
-    raw = (os.environ if environ is None else environ).get(PACKED_ENV)
-    try:
-        info = json.loads(raw) if raw else None
-    except json.JSONDecodeError:
-        return None
-    return info if isinstance(info, dict) else None
 
 
 def last_line(text: object) -> str:
@@ -333,21 +318,6 @@ def _read_from(path: Path, offset: int, limit: int = 20_000) -> str:
             return f.read().decode(errors="replace")[-limit:]
     except OSError:
         return ""
-
-
-# A warm worker's run: which of its runs this is, set by ``grid.serve`` before each run and read into the
-# record's ``env["worker"]`` (``measure.environment``); None elsewhere.
-_WARM_RUN: dict[str, Any] | None = None
-
-
-def warm_run() -> dict[str, Any] | None:
-    """``{"run": k}`` in a warm worker's k-th run (1: its first), else None."""
-    return dict(_WARM_RUN) if _WARM_RUN else None
-
-
-def set_warm_run(info: dict[str, Any] | None) -> None:
-    global _WARM_RUN
-    _WARM_RUN = info
 
 
 def ensure_record(job: Job, error: str, detail: str = "", packed: dict[str, Any] | None = None,

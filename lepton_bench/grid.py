@@ -373,8 +373,8 @@ def serve() -> int:
     added: about 1.0 GB here against 0.5-0.9 GB in a fresh process), which the record keeps beside it
     (``cost.memory.rss_at_start_mb``); ``env.worker.run`` says which of the worker's runs it was. Anything a
     run prints goes to stderr: stdout carries the answers only."""
-    from .executors import set_warm_run
     from .measure import release_memory, reset_peak_rss
+    from .runenv import set_warm_run
 
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", buffering=1)
     sys.stdout.flush()

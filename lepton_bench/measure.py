@@ -230,7 +230,7 @@ def environment(device: torch.device) -> dict[str, object]:
         env["timm"] = timm.__version__
     except ImportError:
         pass
-    from .executors import packing, warm_run
+    from .runenv import packing, warm_run
 
     packed = packing()   # a run the executor packed with others on its device (--runs-per-device)
     if packed:

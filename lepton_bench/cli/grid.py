@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..errors import LeptonError
-from .commands import _check_data_dir, _overrides, _runtime
+from .common import _check_data_dir, _overrides, _runtime
 
 
 def _executor_options(args):

@@ -242,7 +242,3 @@ def needs_one_input(architecture: str) -> bool:
     """Whether an architecture mixes its tasks' activations on one input (cross_stitch, mtan): it
     then trains only tasks of one input group (its factory's ``one_input_group``)."""
     return bool(getattr(ARCHITECTURES.get(architecture), "one_input_group", False))
-
-
-# The architectures of these modules register themselves in the same registry.
-from . import experts, same_input  # noqa: E402, F401

@@ -12,41 +12,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from matplotlib import rc_context
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .analysis import STATIC_WEIGHTINGS, Analysis, curve
 from .budget import budget_tasks, curves, pct
+from .canvas import figure as _figure
+from .canvas import save as _save
 from .groups import fmt_value
 from .records import is_number
 from .stats import ok, pareto_front
 from .tuning import sweep_point
 from .why import plot_why, plot_why_curves
 
-DPI = 110
 STL_COLOR, MTL_COLOR = "tab:orange", "tab:blue"
 PLOT_FILES = ("delta_m_vs_cost.png", "per_task.png", "learning_curves.png", "cost.png", "sensitivity.png",
               "static_front.png", "why_heatmaps.png", "why_curves.png", "budget_curve.png")
-
-
-def _figure(width: float, height: float) -> Figure:
-    """A figure on the Agg canvas, without pyplot (no global state, no GUI backend)."""
-    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
 
 
 def _label_room(names: Sequence[str]) -> float:
     """Extra figure width (inches) for bar labels longer than the usual variant name, so a long group
     label (``hard-ew (train.lr=0.001)``) does not squeeze its panel's bars."""
     return 0.05 * max(0, max((len(n) for n in names), default=0) - 24)
-
-
-def _save(fig: Figure, path: Path) -> None:
-    # No version string or hash salt varies between runs, so the same records give the same bytes.
-    with rc_context({"svg.hashsalt": "lepton_bench"}):
-        fig.savefig(path, dpi=DPI, metadata={"Software": None})
 
 
 def plot_delta_m(a: Analysis, path: Path) -> bool:

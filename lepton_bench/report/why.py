@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import Analysis
+from .canvas import figure as _figure
+from .canvas import save as _save
 from .format import fmt_pct
 from .groups import Group
 from .stats import ALPHA, ok
@@ -218,7 +220,6 @@ def why_section(a: Analysis) -> str:
 
 def plot_why(a: Analysis, path: Path) -> bool:
     """Per measured group, two T x T heatmaps: mean cosine and mean affinity."""
-    from .plots import _figure, _save
 
     whys = measured(a)
     if not whys:
@@ -254,7 +255,6 @@ def plot_why(a: Analysis, path: Path) -> bool:
 def plot_why_curves(a: Analysis, path: Path) -> bool:
     """Over training, for each equal-weights group measured (else the first): each pair's cosine and the
     affinity onto each task from each other task."""
-    from .plots import _figure, _save
 
     whys = measured(a)
     chosen = [w for w in whys if w.group.weighting == "ew"] or whys[:1]
