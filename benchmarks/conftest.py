@@ -1,6 +1,6 @@
 """Shared setup of the benchmarks: real data, the real model, results named by machine.
 
-``pytest benchmarks/ --benchmark-only`` measures and writes
+``pytest benchmarks/ --benchmark-only`` measures; with ``--save-results`` it writes
 ``benchmarks/results/<device>-<device name>-torch<version>.json`` (pytest-benchmark's JSON with
 every timing and each benchmark's ``extra_info``); ``python benchmarks/table.py`` turns it into
 the README's tables. A plain ``pytest`` (CI) runs every benchmark once, untimed, as a test.
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,16 +38,25 @@ def machine_tag(device: torch.device) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "-", f"{device.type}-{name}-torch{torch.__version__}").strip("-")
 
 
+def pytest_addoption(parser):
+    parser.addoption("--save-results", action="store_true",
+                     help="write the timings to benchmarks/results/<machine>.json (replacing it: run every "
+                          "benchmark when saving)")
+
+
 def pytest_configure(config):
     if not DATA.is_dir():
         raise pytest.UsageError(f"benchmarks need the offline data mirrors at {DATA} "
                                 f"(set LEPTON_BENCH_DATA to their folder)")
+    if config.getoption("benchmark_storage") == "file://./.benchmarks":   # not an empty .benchmarks/ in the checkout
+        config.option.benchmark_storage = f"file://{Path(tempfile.gettempdir()) / 'lepton_bench-benchmarks'}"
     named = config.args_source != pytest.Config.ArgsSource.TESTPATHS
     asked = config.getoption("benchmark_only") or config.getoption("benchmark_enable")
     if not (named or asked):
         # a bare `pytest` (the README's test command, CI): run each benchmark once, untimed
         config.option.benchmark_disable = True
-    if not config.getoption("benchmark_disable") and config.getoption("benchmark_json") is None:
+    # the committed figures are replaced only when asked: a run of one file would leave only its own entries
+    if config.getoption("save_results") and config.getoption("benchmark_json") is None:
         from lepton_bench.measure import resolve_device
 
         RESULTS.mkdir(exist_ok=True)

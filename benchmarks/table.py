@@ -1,4 +1,4 @@
-"""Markdown tables from a benchmark JSON (``pytest benchmarks/ --benchmark-only`` writes one).
+"""Markdown tables from a benchmark JSON (``pytest benchmarks/ --benchmark-only --save-results`` writes one).
 
     python benchmarks/table.py [benchmarks/results/<machine>.json]
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         found = sorted((Path(__file__).parent / "results").glob("*.json"), key=lambda p: p.stat().st_mtime)
         if not found:
-            print("no benchmark results: run  pytest benchmarks/ --benchmark-only", file=sys.stderr)
+            print("no benchmark results: run  pytest benchmarks/ --benchmark-only --save-results", file=sys.stderr)
             return 1
         path = found[-1]
     blob, by_name = load(path)

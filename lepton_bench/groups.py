@@ -17,13 +17,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import RunConfig
+from .config import RunConfig, task_data_fields
 from .data import Split, TaskData, TrainStream
 from .errors import ConfigError
 from .models.stems import stem_of
 from .tasks import IGNORE, TaskSpec, input_group
 
 LABEL = "y:"   # group batches carry each task's labels under "y:<task>"
+LABEL_BUDGET = ("train_fraction", "train_count", "label_seed")   # the task data fields its tasks may set apart
 OWN = "own:"   # under a label budget, each task's rows of a group batch: a host mask under "own:<task>"
 
 
@@ -39,15 +40,17 @@ def run_groups(cfg: RunConfig, specs: dict[str, TaskSpec]) -> dict[str, list[str
     groups: dict[str, list[str]] = {}
     for name in specs:
         groups.setdefault(input_group(name), []).append(name)
+    shared_data = [f for f in task_data_fields() if f not in LABEL_BUDGET]   # a budget may differ by design
     for g, tasks in groups.items():
         if len(tasks) < 2:
             continue
-        for what, value in (("stem", lambda t: stem_of(t, specs[t].input, cfg.model)),
-                            ("batch_size", lambda t: cfg.tasks[t].batch_size)):
+        checks = [("stem", "model.stems.<task>", lambda t: stem_of(t, specs[t].input, cfg.model)),
+                  ("batch_size", "tasks.<task>.batch_size", lambda t: cfg.tasks[t].batch_size),
+                  *((f, f"tasks.<task>.{f}", lambda t, f=f: getattr(cfg.tasks[t], f)) for f in shared_data)]
+        for what, key, value in checks:
             seen = {t: value(t) for t in tasks}
             if len(set(seen.values())) > 1:
                 got = ", ".join(f"{t}: {v}" for t, v in seen.items())
-                key = "model.stems.<task>" if what == "stem" else "tasks.<task>.batch_size"
                 raise ConfigError(f"tasks of input group {g} share each batch and their encoder, so they need "
                                   f"one {what} ({got}); set {key} alike for all of them")
     return groups

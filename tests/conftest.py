@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,10 @@ TINY = ["model.dim=32", "model.depth=1", "model.heads=2", "model.image_widths=[8
 
 
 def pytest_configure(config):
+    # pytest-benchmark's storage (unused: results go to benchmarks/results/) out of the checkout, not an
+    # empty .benchmarks/ left behind by every run; it reads the option after this (its configure runs last)
+    if config.getoption("benchmark_storage", None) == "file://./.benchmarks":
+        config.option.benchmark_storage = f"file://{Path(tempfile.gettempdir()) / 'lepton_bench-benchmarks'}"
     if not SHARED_DATA.is_dir():
         raise pytest.UsageError(f"tests need the offline data mirrors at {SHARED_DATA} "
                                 f"(set LEPTON_BENCH_DATA to their folder)")

@@ -123,8 +123,11 @@ def test_tasks_of_a_group_must_share_stem_batch_size_and_data_settings(data_dir)
         run(tiny("hard-ew", data_dir, GROUP, extra=["model.stems.conll2003=bilstm"]))
     with pytest.raises(ConfigError, match="one batch_size .* tasks.<task>.batch_size"):
         run(tiny("hard-ew", data_dir, GROUP, extra=["tasks.conll2003_pos.batch_size=8"]))
-    with pytest.raises(ConfigError, match="read different train rows or inputs"):
+    with pytest.raises(ConfigError, match=r"one max_len \(conll2003: 128, conll2003_pos: 16, conll2003_chunk: 128\); "
+                                          r"set tasks.<task>.max_len alike"):
         run(tiny("hard-ew", data_dir, GROUP, extra=["tasks.conll2003_pos.max_len=16"]))
+    with pytest.raises(ConfigError, match=r"one min_freq \(conll2003: 1, conll2003_pos: 1, conll2003_chunk: 3\)"):
+        run(tiny("hard-ew", data_dir, GROUP, extra=["tasks.conll2003_chunk.min_freq=3"]))
 
 
 def test_auxiliary_tasks_are_trained_but_out_of_checkpoint_selection(data_dir):

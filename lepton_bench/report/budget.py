@@ -116,8 +116,9 @@ def crossover(task: str, label: str, points: list[Point]) -> str:
                 f"({top.delta:+.2f}% at {pct(top.share)}), not at "
                 f"{_list([pct(p.share) for p in points if p not in helps])}")
     else:
+        test = f"p {best.p:.2g}" if ok(best.p) else "too few seeds for a test yet"
         text = (f"{label} does not help {task} significantly at any budget (best {best.delta:+.2f}% at "
-                f"{pct(best.share)}, p {best.p:.2g})" if ok(best.delta) else
+                f"{pct(best.share)}, {test})" if ok(best.delta) else
                 f"{label} has no comparable point on {task} yet")
     if hurts:
         worst = min(hurts, key=lambda p: p.delta)
