@@ -152,3 +152,8 @@ def test_every_task_of_a_group_at_one_budget_shares_one_stream(data_dir):
 def test_run_config_defaults_have_no_budget():
     cfg = RunConfig(tasks={NER: TaskConfig()})
     assert np.isclose(cfg.tasks[NER].train_fraction, 1.0) and cfg.tasks[NER].train_count == 0
+
+
+def test_without_a_budget_a_split_smaller_than_a_batch_is_still_one_batch():
+    assert labelled_rows(NER, TaskConfig(batch_size=64), 24) is None
+    assert labelled_rows(NER, TaskConfig(batch_size=64, train_count=24), 24) is None   # every row: no budget

@@ -251,7 +251,7 @@ def labelled_count(task: str, cfg: TaskConfig, n: int) -> int:
         raise ConfigError(f"tasks.{task}.train_count={cfg.train_count} is more than the {n} rows of its "
                           f"train split")
     k = cfg.train_count or round(cfg.train_fraction * n)
-    if k < cfg.batch_size:
+    if k < min(cfg.batch_size, n):   # a whole split smaller than a batch is one batch (without a budget)
         field_ = f"train_count={cfg.train_count}" if cfg.train_count else f"train_fraction={cfg.train_fraction:g}"
         raise ConfigError(f"tasks.{task}.{field_} leaves {k} labelled train rows of {n}, fewer than one batch "
                           f"of {cfg.batch_size}: raise it or lower tasks.{task}.batch_size")
