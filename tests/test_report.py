@@ -869,3 +869,13 @@ def test_sensitivity_plot_has_a_panel_per_variant_with_a_line_per_other_axis_val
     assert len(ring) == 1 and list(ring[0].get_xdata()) == [8e-3]   # chosen: lr 8e-3, dropout 0.1
     only_lr = [r for r in recs if r["variant"] == "stl-imdb"]
     assert sensitivity_figure(report.analyse("mini", only_lr[::3])) is None   # one point, 2 seeds: nothing
+
+
+def test_plot_labels_drop_the_prefix_and_the_setting_every_name_shares():
+    from lepton_bench.report.plots import short_names
+
+    names = ["tagging-hard-uw (train.lr=0.004)", "tagging-hard-static (w=1.8/0.6/0.6, train.lr=0.004)",
+             "tagging-ner-aux-pos-w0.1 (train.lr=0.004)"]
+    assert short_names(names) == (["hard-uw", "hard-static (w=1.8/0.6/0.6)", "ner-aux-pos-w0.1"], "tagging-")
+    assert short_names(["hard-ew", "hard-uw (train.lr=0.004)"]) == (["ew", "uw (train.lr=0.004)"], "hard-")
+    assert short_names(["stl-imdb"]) == (["stl-imdb"], "")

@@ -7,6 +7,8 @@ the same bytes.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -35,13 +37,36 @@ def _label_room(names: Sequence[str]) -> float:
     return 0.05 * max(0, max((len(n) for n in names), default=0) - 24)
 
 
+NAMED_POINTS = 8   # up to this many points are named beside them; more get numbers and a key
+
+
+def short_names(names: Sequence[str]) -> tuple[list[str], str]:
+    """The names without the prefix every one of them shares up to a '-' (the grid's, e.g. ``tagging-``), and
+    without a ``key=value`` that every one of them carries (say it once elsewhere); and that prefix."""
+    prefix = os.path.commonprefix(list(names)) if len(names) > 1 else ""
+    prefix = prefix[: prefix.rfind("-") + 1] if "-" in prefix else ""
+    parts = [[p.strip() for p in re.findall(r"[^(),]+=[^(),]+", n)] for n in names]
+    common = set.intersection(*(set(p) for p in parts)) if parts else set()
+    out = []
+    for n in names:
+        n = n[len(prefix):]
+        for c in common:
+            n = n.replace(f", {c.strip()}", "").replace(f"{c.strip()}, ", "").replace(f" ({c.strip()})", "")
+        out.append(n)
+    return out, prefix
+
+
 def plot_delta_m(a: Analysis, path: Path) -> bool:
     """Δm (95% CI bars) vs training-time ratio, with the Pareto front joined; False when nothing to draw."""
     df = a.overall[~a.overall["stl"] & a.overall["dm"].notna() & a.overall["train_ratio"].notna()]
     if df.empty:
         return False
-    fig = _figure(8, 5.5)
-    ax = fig.add_subplot()
+    df = df.sort_values(["dm", "name"], ascending=[False, True]).reset_index(drop=True)
+    few = len(df) <= NAMED_POINTS
+    key, prefix = short_names(list(df["name"]))
+    fig = _figure(8 if few else 12.5, max(5.5, 0.19 * len(df) + 1.2) if not few else 5.5)
+    grid = fig.add_gridspec(1, 1 if few else 2, width_ratios=None if few else [2.1, 1])
+    ax = fig.add_subplot(grid[0, 0])
     ax.errorbar(df["train_ratio"], df["dm"], yerr=df["dm_ci"].fillna(0), fmt="o", color=MTL_COLOR,
                 ecolor="0.6", capsize=3, label="MTL variant (95% CI)")
     pts = list(zip(df["train_ratio"], df["dm"], strict=True))
@@ -54,7 +79,15 @@ def plot_delta_m(a: Analysis, path: Path) -> bool:
     ax.axhline(0, color="0.3", lw=0.8)
     ax.axvline(1, color="0.5", lw=0.8, ls=":")
     ax.plot([1], [0], "s", color=STL_COLOR, label="STL models together")
-    _labels(ax, list(df["name"]), pts)
+    if few:   # a handful of points: their names fit beside them
+        _labels(ax, key, pts)
+    else:     # many: a number beside each point, the names in a key (best Δm first), so no label covers another
+        _labels(ax, [str(i + 1) for i in range(len(df))], pts)
+        side = fig.add_subplot(grid[0, 1])
+        side.axis("off")
+        lines = [f"{i + 1:>2}  {name}  ({dm:+.2f})" for i, (name, dm) in enumerate(zip(key, df["dm"], strict=True))]
+        side.text(0, 1, (f"{prefix}…  (Δm %)\n" if prefix else "(Δm %)\n") + "\n".join(lines), va="top",
+                  ha="left", fontsize=7.5, family="monospace", transform=side.transAxes)
     ax.set(xlabel="training time ÷ STL models' total (×, lower is cheaper)",
            ylabel="Δm vs STL (%, higher is better)", title=f"{a.grid}: quality gain vs training cost")
     ax.grid(alpha=0.3)
