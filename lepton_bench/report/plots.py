@@ -64,8 +64,10 @@ def plot_delta_m(a: Analysis, path: Path) -> bool:
     df = df.sort_values(["dm", "name"], ascending=[False, True]).reset_index(drop=True)
     few = len(df) <= NAMED_POINTS
     key, prefix = short_names(list(df["name"]))
-    fig = _figure(8 if few else 12.5, max(5.5, 0.19 * len(df) + 1.2) if not few else 5.5)
-    grid = fig.add_gridspec(1, 1 if few else 2, width_ratios=None if few else [2.1, 1])
+    lines = [f"{i + 1:>2}  {name}  ({dm:+.2f})" for i, (name, dm) in enumerate(zip(key, df["dm"], strict=True))]
+    side = 0.0 if few else 0.063 * max(len(ln) for ln in lines) + 0.3   # inches of the key (7.5 pt monospace)
+    fig = _figure(8 + side, 5.5 if few else max(5.5, 0.16 * len(df) + 1.2))
+    grid = fig.add_gridspec(1, 1 if few else 2, width_ratios=None if few else [8, side])
     ax = fig.add_subplot(grid[0, 0])
     ax.errorbar(df["train_ratio"], df["dm"], yerr=df["dm_ci"].fillna(0), fmt="o", color=MTL_COLOR,
                 ecolor="0.6", capsize=3, label="MTL variant (95% CI)")
@@ -83,11 +85,10 @@ def plot_delta_m(a: Analysis, path: Path) -> bool:
         _labels(ax, key, pts)
     else:     # many: a number beside each point, the names in a key (best Δm first), so no label covers another
         _labels(ax, [str(i + 1) for i in range(len(df))], pts)
-        side = fig.add_subplot(grid[0, 1])
-        side.axis("off")
-        lines = [f"{i + 1:>2}  {name}  ({dm:+.2f})" for i, (name, dm) in enumerate(zip(key, df["dm"], strict=True))]
-        side.text(0, 1, (f"{prefix}…  (Δm %)\n" if prefix else "(Δm %)\n") + "\n".join(lines), va="top",
-                  ha="left", fontsize=7.5, family="monospace", transform=side.transAxes)
+        names = fig.add_subplot(grid[0, 1])
+        names.axis("off")
+        names.text(0, 1, (f"{prefix}…  (Δm %)\n" if prefix else "(Δm %)\n") + "\n".join(lines), va="top",
+                   ha="left", fontsize=7.5, family="monospace", transform=names.transAxes)
     ax.set(xlabel="training time ÷ STL models' total (×, lower is cheaper)",
            ylabel="Δm vs STL (%, higher is better)", title=f"{a.grid}: quality gain vs training cost")
     ax.grid(alpha=0.3)
