@@ -49,11 +49,21 @@ def disk_full(folder: Path) -> DiskFullError:
                          "run the same command again; the grid resumes, rebuilding runs.jsonl from records/")
 
 
-def written_or_removed(tmp: str, folder: Path, write: Callable[[], None]) -> None:
-    """Run ``write`` (which fills ``tmp`` and renames it into place); on any failure remove ``tmp``, and turn a
-    failure for lack of space into a ``DiskFullError`` naming ``folder``."""
+def replace_atomically(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file beside it, fsynced, and a rename: a reader never sees
+    half of it. On any failure the temporary file is removed, and a failure for lack of space becomes a
+    ``DiskFullError`` naming the folder."""
+    folder = Path(path).parent
     try:
-        write()
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{Path(path).name}.", suffix=".tmp")
+    except OSError as e:
+        raise (disk_full(folder) if e.errno in FULL else e) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
     except BaseException as e:
         try:
             os.unlink(tmp)

@@ -19,14 +19,13 @@ import gzip
 import json
 import math
 import os
-import tempfile
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from .errors import LeptonError
-from .outputs import FULL, disk_full, written_or_removed
+from .outputs import FULL, disk_full, replace_atomically
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -242,21 +241,11 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     """Write ``obj`` as JSON through a temporary file and a rename, so a reader never sees half of it; on any
     failure the temporary file is removed, and a full disk raises ``DiskFullError`` naming the folder."""
     path = Path(path)
-    text = json.dumps(json_safe(obj), allow_nan=False)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise (disk_full(path.parent) if e.errno in FULL else e) from None
-
-    def write() -> None:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    written_or_removed(tmp, path.parent, write)
+    replace_atomically(path, json.dumps(json_safe(obj), allow_nan=False).encode())
 
 
 def record_path(results_dir: Path, rid: str) -> Path:
@@ -303,19 +292,7 @@ def merge(results_dir: Path) -> Path:
     path, other = (gz, plain) if len(data) > COMPRESS_ABOVE else (plain, gz)
     if path is gz:
         data = gzip.compress(data, compresslevel=9, mtime=0)   # no timestamp: reproducible bytes
-    try:
-        fd, tmp = tempfile.mkstemp(dir=results_dir, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise (disk_full(results_dir) if e.errno in FULL else e) from None
-
-    def write() -> None:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-
-    written_or_removed(tmp, results_dir, write)   # no half-written file left, a full disk one clear line
+    replace_atomically(path, data)   # no half-written file left, a full disk one clear line
     other.unlink(missing_ok=True)
     return path
 
