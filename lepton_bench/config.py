@@ -106,6 +106,10 @@ class TaskConfig:
     label_seed: int = setting(0, data=True, added=True)    # draws the labelled rows' permutation
 
 
+LABEL_BUDGET = ("train_fraction", "train_count", "label_seed")   # the TaskConfig fields of a task's label budget
+                                  # (the tasks of one input group may set them apart; every other data field is shared)
+LABEL_BUDGET_SIZE = LABEL_BUDGET[:2]   # of those, the ones that say how many rows are labelled (label_seed: which)
+
 DEFAULT_STEMS = {"image": "conv", "text": "embedding"}   # input type -> a task's stem unless model.stems names one
 
 
@@ -140,49 +144,65 @@ class ModelConfig:
                                   # CIFAR-10); ImageNet-trained timm: stems want their own, e.g. 224
 
 
-@dataclass
-class WeightingConfig:
-    static: dict[str, float] = field(default_factory=dict)  # 'static': task -> weight (missing: 1)
-    dwa_temperature: float = 2.0  # DWA softmax temperature T
-    dwa_window: int = 50          # DWA: steps per loss average (the paper's "epoch")
-    famo_lr: float = 0.025        # FAMO: Adam lr of the task logits
-    famo_decay: float = 1e-3      # FAMO: weight decay gamma of the task logits
-    gradnorm_alpha: float = 1.5   # GradNorm asymmetry alpha
-    gradnorm_lr: float = 0.025    # GradNorm: Adam lr of the task weights
-    cagrad_c: float = 0.5         # CAGrad: radius c of the conflict-averse ball
-    jacobian: str = setting("params", added=True)  # gradient aggregators: Jacobian rows w.r.t. the shared
-                                  # "params", or w.r.t. the shared "features" (one input group under hard
-                                  # sharing; with mgda: MGDA-UB, Sener & Koltun 2018)
-    temperature: float = 2.0      # 'temperature' sampler: p ~ n^(1/temperature)
-    gradvac_beta: float = setting(0.5, added=True)      # GradVac: EMA rate of the target cosines (torchjd's,
-                                                        # LibMTL's default)
-    fairgrad_alpha: float = setting(1.0, added=True)    # FairGrad: alpha of alpha-fairness (1: proportional)
-    excess_mtl_step: float = setting(1.0, added=True)   # ExcessMTL: step of the exponentiated weight update
-    crmogm_alpha: float = setting(0.9, added=True)      # CR-MOGM: EMA factor of the (MGDA) weights
-    task_grads: str = setting("auto", added=True)       # gradient methods: the task-specific parameters' gradient,
-                                  # "own" (their loss alone), "weighted" (x the method's task weight), "auto"
-                                  # (the method's paper / official code: weighted for nash_mtl, own elsewhere)
-    aligned_mtl_pref: str = setting("sum", added=True)  # Aligned-MTL: preference vector of ones ("sum", the
-                                  # paper) or 1/T ("mean", torchjd's default: a T times smaller update)
-    graddrop_on: str = setting("auto", added=True)      # GradDrop: on the shared "features" (the paper's
-                                  # activations), the shared "params", or "auto" (features where one tensor)
-    modo_gamma: float = setting(0.1, added=True)        # MoDo: step of the task weights lambda (torchjd's default)
-    modo_rho: float = setting(0.1, added=True)          # MoDo: l2 regularisation of lambda's step
-    sdmgrad_lambda: float = setting(0.3, added=True)    # SDMGrad: pull towards the mean gradient (the authors'
-                                                        # experiments, LibMTL)
-    stch_mu: float = setting(1.0, added=True)    # STCH: smoothing mu of the log-sum-exp (-> 0: Tchebycheff max)
-    stch_preference: dict[str, float] = setting(default_factory=dict, added=True)  # STCH: task -> preference
-                                  # (missing: 1), normalised onto the simplex; unset: equal
-    db_beta: float = setting(0.9, added=True)    # DB-MTL: EMA factor beta of the task gradients
-    db_beta_sigma: float = setting(0.0, added=True)  # DB-MTL: beta_k = beta / k^sigma (0: constant beta)
-    moco_beta: float = setting(0.5, added=True)  # MoCo: step beta of the gradient trackers y_t
-    moco_beta_sigma: float = setting(0.5, added=True)   # MoCo: beta_k = beta / k^sigma
-    moco_gamma: float = setting(0.1, added=True)  # MoCo: step gamma of the simplex weights lambda
-    moco_gamma_sigma: float = setting(0.5, added=True)  # MoCo: gamma_k = gamma / k^sigma
-    moco_rho: float = setting(0.0, added=True)    # MoCo: l2 regularisation rho of lambda's update
-    autol_init: float = setting(0.1, added=True)  # Auto-Lambda: initial task weights (the paper's 0.1)
-    autol_lr: float = setting(1e-4, added=True)   # Auto-Lambda: Adam lr of the task weights (the official
-                                  # code's 1e-4 for NYUv2; 3e-5 for CityScapes)
+# ---------------------------------------------------------------- the methods' settings
+#
+# Each method declares its own hyper-parameters (``Args`` in lepton_bench/methods/<method>.py); a run holds
+# the ones set (``weighting_args``), checked against the method's declaration when its config is made.
+# Before that, one flat section held every method's fields, and the committed run ids hash it: the
+# identity below rebuilds that shape, so an id stays what it was. Each old field, its type and default,
+# and whether it was hashed always (a plain field) or only off its default (added later).
+LEGACY_WEIGHTING_ARGS: dict[str, tuple[Any, Any, bool]] = {
+    "static": (dict[str, float], {}, True),
+    "dwa_temperature": (float, 2.0, True),
+    "dwa_window": (int, 50, True),
+    "famo_lr": (float, 0.025, True),
+    "famo_decay": (float, 1e-3, True),
+    "gradnorm_alpha": (float, 1.5, True),
+    "gradnorm_lr": (float, 0.025, True),
+    "cagrad_c": (float, 0.5, True),
+    "temperature": (float, 2.0, True),   # the 'temperature' sampler's, now ``sampler_temperature``
+    "jacobian": (str, "params", False),
+    "gradvac_beta": (float, 0.5, False),
+    "fairgrad_alpha": (float, 1.0, False),
+    "excess_mtl_step": (float, 1.0, False),
+    "crmogm_alpha": (float, 0.9, False),
+    "task_grads": (str, "auto", False),
+    "aligned_mtl_pref": (str, "sum", False),
+    "graddrop_on": (str, "auto", False),
+    "modo_gamma": (float, 0.1, False),
+    "modo_rho": (float, 0.1, False),
+    "sdmgrad_lambda": (float, 0.3, False),
+    "stch_mu": (float, 1.0, False),
+    "stch_preference": (dict[str, float], {}, False),
+    "db_beta": (float, 0.9, False),
+    "db_beta_sigma": (float, 0.0, False),
+    "moco_beta": (float, 0.5, False),
+    "moco_beta_sigma": (float, 0.5, False),
+    "moco_gamma": (float, 0.1, False),
+    "moco_gamma_sigma": (float, 0.5, False),
+    "moco_rho": (float, 0.0, False),
+    "autol_init": (float, 0.1, False),
+    "autol_lr": (float, 1e-4, False),
+}
+
+
+def set_weighting_args(args: dict[str, Any]) -> dict[str, Any]:
+    """The settings a run holds: those set, without an old field at its old default (old records hold
+    every method's fields at their defaults; a run of today holds what was set)."""
+    return {k: v for k, v in args.items()
+            if not (k in LEGACY_WEIGHTING_ARGS and _same(v, LEGACY_WEIGHTING_ARGS[k][1]))}
+
+
+def hashed_weighting_args(args: dict[str, Any]) -> dict[str, Any]:
+    """``weighting_args`` as the run id hashes it: the old flat section's shape (its plain fields, at
+    their values or old defaults), plus every other setting that is set. A setting a method declares
+    today is hashed when set, even at its default (the config layer does not know the default)."""
+    plain = {k: default for k, (_, default, always) in LEGACY_WEIGHTING_ARGS.items() if always}
+    return {**plain, **set_weighting_args(args)}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=list) == json.dumps(b, sort_keys=True, default=list)
 
 
 @dataclass
@@ -211,7 +231,9 @@ class RunConfig:
     tasks: dict[str, TaskConfig] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    weighting_args: WeightingConfig = field(default_factory=WeightingConfig)
+    weighting_args: dict[str, Any] = field(default_factory=dict)   # the method's settings that are set (each
+                                  # method declares its own: ``Args`` in methods/<method>.py; keys checked there)
+    sampler_temperature: float = setting(2.0, added=True)   # 'temperature' sampler: p ~ n^(1/temperature)
     seed: int = 0
     limit_train: int | None = setting(None, data=True)   # cap on train examples per task (seeded subset)
     limit_eval: int | None = setting(None, data=True)    # cap on validation and test examples per task
@@ -244,6 +266,7 @@ class RunConfig:
             roles = roles_of(f)
             if "runtime" in roles or ("added" in roles and value == field_default(f)):
                 _drop(d, path)
+        d["weighting_args"] = hashed_weighting_args(self.weighting_args)
         return d
 
     def config_hash(self) -> str:
@@ -255,13 +278,15 @@ class RunConfig:
 RUNTIME_FIELDS = tuple(paths_with(RunConfig(), "runtime"))   # device, data_dir, ..., sweep, log, log_dir
 
 
-def _coerce(value: Any, typ: Any, key: str) -> Any:
+def coerce(value: Any, typ: Any, key: str) -> Any:
     """Turn a CLI string (parsed as JSON when it is JSON) into the field's type."""
     if isinstance(value, str):
         try:
             value = json.loads(value)
         except json.JSONDecodeError:
             pass  # a bare string
+    if typ is Any:
+        return value   # a method's setting before the method's declaration is consulted (methods.resolve_args)
     origin, args = typing.get_origin(typ), typing.get_args(typ)
     if origin in (types.UnionType, typing.Union):  # X | None
         if value is None or value in ("none", "None"):
@@ -271,7 +296,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     try:
         if origin is tuple:
             seq = value if isinstance(value, (list, tuple)) else [value]
-            return tuple(_coerce(v, args[0], key) for v in seq)
+            return tuple(coerce(v, args[0], key) for v in seq)
         if typ is bool:
             if isinstance(value, bool):
                 return value
@@ -287,7 +312,7 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if typ is str:
             return str(value)
         if origin is dict and isinstance(value, dict):
-            return {str(k): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+            return {str(k): coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
     except (TypeError, ValueError):
         pass
     else:
@@ -307,15 +332,19 @@ def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
         last = i == len(parts) - 1
         if isinstance(obj, dict):
             value_type = typing.get_args(dict_type)[1] if dict_type else None
+            if path[0] == "weighting_args" and part in LEGACY_WEIGHTING_ARGS:
+                value_type = LEGACY_WEIGHTING_ARGS[part][0]   # an old field keeps its type (and its hash)
             if last and value_type is not None and not is_dataclass(value_type):
-                obj[part] = _coerce(value, value_type, key)   # one entry of a plain mapping
+                obj[part] = coerce(value, value_type, key)   # one entry of a plain mapping
                 return
+            if path[0] == "weighting_args" and not last and part not in obj:
+                obj[part] = {}   # one entry of a method's mapping setting (weighting_args.static.imdb=2)
             if part not in obj:
                 raise ConfigError(f"unknown config key {'.'.join(path)!r}: "
                                   f"known: {', '.join(sorted(obj)) or 'none'}")
             if last:
                 raise ConfigError(f"{key!r} names a whole section; set one of its fields")
-            obj, dict_type = obj[part], None
+            obj, dict_type = obj[part], value_type if typing.get_origin(value_type) is dict else None
             continue
         names = [f.name for f in fields(obj)]
         if part not in names:
@@ -325,7 +354,7 @@ def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
             raise ConfigError(f"unknown config key {'.'.join(path)!r}{hint}")
         typ = get_type_hints(type(obj))[part]
         if last:
-            setattr(obj, part, _coerce(value, typ, key))
+            setattr(obj, part, coerce(value, typ, key))
         else:
             obj, dict_type = getattr(obj, part), typ
             if not (is_dataclass(obj) or isinstance(obj, dict)):
@@ -361,7 +390,10 @@ def from_dict(d: dict[str, Any]) -> RunConfig:
     if "betas" in train:
         train["betas"] = tuple(train["betas"])
     d["train"] = TrainConfig(**train)
-    d["weighting_args"] = WeightingConfig(**d.get("weighting_args", {}))
+    args = set_weighting_args(d.get("weighting_args") or {})
+    if "temperature" in args:   # a record from before sampler_temperature
+        d["sampler_temperature"] = float(args.pop("temperature"))
+    d["weighting_args"] = args
     for key in ("auxiliary", "log"):
         if key in d:
             d[key] = tuple(d[key])
@@ -399,6 +431,10 @@ def complete(d: dict[str, Any] | None) -> dict[str, Any]:
 
     d = dict(d or {})
     out = merge({**asdict(RunConfig()), "model": model_defaults()}, d)
+    args = set_weighting_args(out.get("weighting_args") or {})   # old and new records: the settings set
+    if "temperature" in args and "sampler_temperature" not in d:
+        out["sampler_temperature"] = args.pop("temperature")
+    out["weighting_args"] = args
     task_default = asdict(TaskConfig())
     out["tasks"] = {t: merge(task_default, v) if isinstance(v, dict) else v
                     for t, v in (d.get("tasks") or {}).items()}

@@ -286,7 +286,7 @@ def _front_points(g: Grid, name: str, overrides: Sequence[str]) -> list[tuple[st
     if not g.static_front or any(o.split("=", 1)[0].strip() == "weighting_args.static" for o in overrides):
         return [()]
     cfg = make_config(name)
-    if cfg.weighting != "static" or cfg.weighting_args.static or cfg.auxiliary:
+    if cfg.weighting != "static" or cfg.weighting_args.get("static") or cfg.auxiliary:
         return [()]
     return [(f"weighting_args.static={json.dumps(w)}",) for w in simplex_weights(list(cfg.tasks), g.static_front)]
 
@@ -306,7 +306,8 @@ def _label(cfg: RunConfig, member: tuple[str, tuple[str, ...]]) -> str:
     """What tells a member apart from its variant's others: ``w=1.8/0.6/0.6``, a static-front member's
     weights in task order (as the report labels it), and the conditions it runs in, ``key=value``."""
     static = any(o.startswith("weighting_args.static=") for o in member[1])
-    parts = ["w=" + "/".join(f"{cfg.weighting_args.static.get(t, 1.0):g}" for t in cfg.tasks)] if static else []
+    weights = cfg.weighting_args.get("static", {})
+    parts = ["w=" + "/".join(f"{weights.get(t, 1.0):g}" for t in cfg.tasks)] if static else []
     parts += [o for o in member[1] if not o.startswith("weighting_args.static=")]
     return ", ".join(parts)
 

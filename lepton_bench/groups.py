@@ -17,14 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import RunConfig, task_data_fields
+from .config import LABEL_BUDGET, RunConfig, task_data_fields
 from .data import Split, TaskData, TrainStream
 from .errors import ConfigError
 from .models.stems import stem_of
 from .tasks import IGNORE, TaskSpec, input_group
 
 LABEL = "y:"   # group batches carry each task's labels under "y:<task>"
-LABEL_BUDGET = ("train_fraction", "train_count", "label_seed")   # the task data fields its tasks may set apart
 OWN = "own:"   # under a label budget, each task's rows of a group batch: a host mask under "own:<task>"
 
 

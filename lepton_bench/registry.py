@@ -43,11 +43,13 @@ class Registry(Generic[T]):
         """Entries in all registries together (a plugin that adds none is told so)."""
         return sum(len(r) for r in list(cls._all))
 
-    def register(self, name: str, obj: T | None = None, *, help: str | None = None, derived: bool = False):
+    def register(self, name: str, obj: T | None = None, *, help: str | None = None, derived: bool = False,
+                 credit: str | None = None):
         """Register ``obj`` under ``name``; without ``obj`` it works as a decorator. A ``derived`` entry
-        (made from another registry's, e.g. ``hard-<weighting>``) may be replaced once by the module it
-        is credited to (a plugin's own ``hard-<its weighting>``); by no other."""
-        module = _caller_module()
+        (made from another registry's, e.g. ``hard-<weighting>``, and ``credit``-ed to the module of that
+        entry) may be replaced once by the module it is credited to (a plugin's own ``hard-<its
+        weighting>``); by no other."""
+        module = credit or _caller_module()
 
         def add(o: T) -> T:
             if name in self._items and self._items[name] is not o:

@@ -84,7 +84,7 @@ class Proportional(Sampler):
 
 @SAMPLERS.register("temperature")
 class Temperature(Sampler):
-    """One task per step, p proportional to n^(1/tau) (tau = weighting_args.temperature; 1 is
+    """One task per step, p proportional to n^(1/tau) (tau = sampler_temperature; 1 is
     proportional, large tau is uniform)."""
 
     def probabilities(self, step):

@@ -33,11 +33,11 @@ from .measure import (
     resolve_precision,
     seed_everything,
 )
+from .methods import WEIGHTINGS, Weighting, check_needs, resolve_args
 from .models import MultiTaskModel, TaskIO, build_model
 from .models.stems import resolve_stem, stem_of
 from .sampling import SAMPLERS, Sampler
 from .tasks import TASKS, TaskSpec
-from .weighting import WEIGHTINGS, Weighting
 
 Progress = Callable[[str, dict], None]   # (event, info): "data", "start", "step", "eval", "test"
 # "step" (every train.log_every steps): step, losses {task}, lr, weights {task}, diagnostics [points read at this
@@ -172,18 +172,13 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
         raise ConfigError(f"auxiliary tasks {', '.join(unknown)} are not trained by this run" if unknown else
                           f"every task of {cfg.variant} is auxiliary: leave at least one main task")
     groups = run_groups(cfg, specs)
-    sampler_cls, weighting_cls = SAMPLERS.get(cfg.sampler), WEIGHTINGS.get(cfg.weighting)
-    if weighting_cls.needs_every_task and not sampler_cls.every_task_every_step:
-        raise ConfigError(f"weighting {cfg.weighting} needs every task's loss at every step; "
-                          f"sampler {cfg.sampler} gives one task per step (use sampler 'all')")
-    if world.active and weighting_cls.single_process:
-        raise ConfigError(f"weighting {cfg.weighting} keeps state from each process's own losses, which "
-                          f"{world.size} torchrun processes would not share; run it in one process")
-    weighting = weighting_cls(names, cfg.weighting_args, seed=cfg.seed).to(device)
+    sampler_cls = SAMPLERS.get(cfg.sampler)
+    weighting = WEIGHTINGS.get(cfg.weighting)(names, resolve_args(cfg.weighting, cfg.weighting_args),
+                                              seed=cfg.seed).to(device)
     weighting.world = world
-    if cfg.weighting_args.jacobian != "params" and not weighting.wants_features:
-        raise ConfigError(f"weighting_args.jacobian={cfg.weighting_args.jacobian} is read by the gradient "
-                          f"aggregators only, not by weighting {cfg.weighting}")
+    facts = dict(weighting=cfg.weighting, every_task_every_step=sampler_cls.every_task_every_step,
+                 sampler=cfg.sampler, world=world)
+    check_needs(needs=weighting.needs, **facts)   # before any data loads; the feature tensor once the model is built
     check_batch_sizes(world, {n: cfg.tasks[n].batch_size for n in names})
     t = cfg.train
     if t.steps < 1:
@@ -216,9 +211,9 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
                 for g, gd in merged.items()}
 
     streams = make_streams()
-    meta_streams = make_streams("#meta") if weighting.meta_batches else {}
+    meta_streams = make_streams("#meta") if weighting.needs.second_stream else {}
     sampler = sampler_cls(list(groups), {g: gd.sizes()["train"] for g, gd in merged.items()}, total_steps,
-                          cfg.seed, cfg.weighting_args.temperature)
+                          cfg.seed, cfg.sampler_temperature)
     eval_data = {g: GroupData(g, gd.tasks, {k: v.to(device) for k, v in gd.splits.items() if k != "train"},
                               gd.golds) for g, gd in merged.items()}
 
@@ -228,11 +223,10 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     ios = [task_io(specs[n], data[n], cfg.tasks[n].max_len, group_of[n]) for n in names]
     model = build_model(cfg.architecture, ios, cfg.model).to(device)
     weighting.check(model)
-    if weighting.wants_features and (len(groups) > 1 or len({model.body_key(n) for n in names}) > 1 or world.active):
-        raise ConfigError(f"weighting_args.jacobian=features needs one feature tensor that every task reads: "
-                          f"the tasks of one input group under hard sharing, in one process (this run: "
-                          f"{len(groups)} input group{'s' if len(groups) > 1 else ''}, architecture "
-                          f"{cfg.architecture}); use jacobian=params")
+    bodies = len({model.body_key(n) for n in names})
+    check_needs(needs=weighting.needs, **facts, one_tensor=len(groups) == 1 and bodies == 1 and not world.active,
+                why_not_one=f"{len(groups)} input group{'s' if len(groups) > 1 else ''}, architecture "
+                            f"{cfg.architecture}{', torchrun' if world.active else ''}")
     broadcast_parameters(world, [*model.parameters(), *model.buffers(), *weighting.parameters()])
     opt = make_optimizer(model, cfg, weighting.parameters())
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(total_steps, t.warmup_frac))

@@ -179,7 +179,10 @@ class TaskSpec:
     of an example, or token, whose source label is ``i``). Checked here: the source exists and is
     not derived itself, the map has one entry per source label, its entries are own label ids and
     each own label is some source label's image, and dataset, input, output, columns,
-    ``pretokenized`` and ``has_validation`` are the source's."""
+    ``pretokenized`` and ``has_validation`` are the source's.
+
+    ``derived_from``/``compute_label``: computed labels (the field comments below), e.g. "the review is
+    longer than the training median" for IMDB: a task of the source's input group with no data copy."""
 
     name: str
     help: str
@@ -196,6 +199,14 @@ class TaskSpec:
     derived_from: str | None = None  # a derived-label task: the registered task whose labels it maps
     label_map: tuple[int, ...] = ()  # source label id -> own label id, one entry per source label
     label_note: str = ""            # where the labels come from when not hand-annotated (the report says it)
+    # or computed labels: a function of each example (and of statistics of the training split), instead of a
+    # label_map; classification only. ``label_stats(train_table) -> dict`` runs once on the training rows (after
+    # the hold-out and limits), ``compute_label(table, stats) -> label ids`` on every split; both run when the
+    # data is tensorized, so the labels (and the stats, in the record) are cached with it. The functions'
+    # qualified names key the cache: rename one (or bump ``label_version``) when what it computes changes.
+    compute_label: Callable | None = None
+    label_stats: Callable | None = None
+    label_version: int = 1
 
     def __post_init__(self):
         object.__setattr__(self, "labels", tuple(self.labels))
@@ -225,12 +236,13 @@ class TaskSpec:
             why = m.check(self.labels) if m.check else None
             if why:
                 raise ConfigError(f"{where}: metric {name} does not apply: {why}")
-        if self.derived_from is not None or self.label_map:
+        if self.derived_from is not None or self.label_map or self.computed:
             self._check_derived(where)
 
     def _check_derived(self, where: str) -> None:
         if self.derived_from is None:
-            raise ConfigError(f"{where}: a label_map needs derived_from, the task whose labels it maps")
+            raise ConfigError(f"{where}: a label_map (or compute_label) needs derived_from, the task whose labels "
+                              f"it maps (whose examples it reads)")
         if not isinstance(self.derived_from, str):
             raise ConfigError(f"{where}: derived_from must name a task, not {self.derived_from!r}")
         if self.derived_from not in TASKS:
@@ -250,6 +262,9 @@ class TaskSpec:
             if own != theirs:
                 raise ConfigError(f"{where}: {what} is {own!r}, {src.name}'s is {theirs!r}: a task derived from "
                                   f"{src.name} reads its examples and label column, so they must agree")
+        if self.computed or self.label_stats is not None:
+            self._check_computed(where)
+            return
         n = src.num_labels
         if len(self.label_map) != n:
             raise ConfigError(f"{where}: label_map has {len(self.label_map)} entries, {src.name} has {n} "
@@ -264,6 +279,23 @@ class TaskSpec:
         if unused:
             raise ConfigError(f"{where}: no {src.name} label maps to {', '.join(unused)}: such a label "
                               f"could never be gold")
+
+    def _check_computed(self, where: str) -> None:
+        if self.label_map:
+            raise ConfigError(f"{where}: give a label_map or a compute_label, not both")
+        if not callable(self.compute_label):
+            raise ConfigError(f"{where}: label_stats needs compute_label, the function that labels each example")
+        if self.label_stats is not None and not callable(self.label_stats):
+            raise ConfigError(f"{where}: label_stats must be a function of the training table, not "
+                              f"{self.label_stats!r}")
+        if self.output != "class":
+            raise ConfigError(f"{where}: computed labels are for classification tasks (one label per example); "
+                              f"a tagging task maps its source's tags with a label_map")
+
+    @property
+    def computed(self) -> bool:
+        """Whether the labels are computed from the examples (``compute_label``)."""
+        return self.compute_label is not None
 
     @property
     def derived(self) -> bool:

@@ -18,7 +18,6 @@ from .distributed import average, average_gradients, finish
 from .errors import TrainingError
 from .evaluation import evaluate_group
 from .groups import stream_seed
-from .lookahead import Lookahead, optimizer_decay
 from .measure import (
     TrainingClock,
     environment,
@@ -28,6 +27,7 @@ from .measure import (
     reset_peak_memory,
     rss_mb,
 )
+from .methods import Lookahead, optimizer_decay
 from .results import build_record, now_iso
 from .setup import (
     Progress,
@@ -41,42 +41,69 @@ from .setup import (
     task_reads,
 )
 
-__all__ = ["Progress", "Setup", "lr_lambda", "make_optimizer", "next_batches", "prepare", "run", "stream_seed",
-           "task_losses", "task_reads", "train_step"]
+__all__ = ["Progress", "Setup", "TrainStep", "lr_lambda", "make_optimizer", "next_batches", "prepare", "run",
+           "stream_seed", "task_losses", "task_reads", "train_step"]
+
+
+class TrainStep:
+    """The ``Step`` a method is handed (methods/base.py): this step's batches, whose losses, shared
+    features, half-batch losses, look-ahead and after-update losses are computed when first asked for."""
+
+    def __init__(self, s: Setup, batches: dict[str, dict[str, torch.Tensor]]):
+        self.s, self.batches, self.model = s, batches, s.model
+        self._losses: dict[str, torch.Tensor] | None = None
+        self._features: list[torch.Tensor] = []
+        self._extra: tuple[torch.Tensor | None] | None = None
+
+    def losses(self) -> dict[str, torch.Tensor]:
+        if self._losses is None:
+            self._losses = task_losses(self.s, self.batches, self._features)
+        return self._losses
+
+    def extra(self) -> torch.Tensor | None:
+        if self._extra is None:
+            self.losses()   # a regulariser may read what the forward pass left (gates)
+            self._extra = (self.model.extra_loss(),)
+        return self._extra[0]
+
+    def features(self) -> torch.Tensor:
+        self.losses()
+        return self._features[0]   # one tensor: checked before training (Needs.one_feature_tensor)
+
+    def half_losses(self):
+        halves = [{n: {k: v[i * len(b["y"]) // 2:(i + 1) * len(b["y"]) // 2] for k, v in b.items()}
+                   for n, b in self.batches.items()} for i in (0, 1)]
+        first, second = (task_losses(self.s, h) for h in halves)
+        if self._losses is None:   # the step's loss: the halves' mean (no third forward pass)
+            self._losses = {n: (first[n] + second[n]) / 2 for n in self.batches}
+        return first, second
+
+    def lookahead(self) -> Lookahead:
+        s = self.s
+        meta = draw_batches(s, dict.fromkeys(s.group_of[n] for n in self.batches), s.meta_streams)
+        return Lookahead(lambda b: task_losses(s, b), self.batches, meta, s.sched.get_last_lr()[0], s.main,
+                         optimizer_decay(s.opt))
+
+    def losses_after(self) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            # the same loss as before the update, label smoothing included: else FAMO sees a change that is not there
+            return task_losses(self.s, self.batches)
 
 
 def train_step(s: Setup, batches: dict[str, dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """One optimizer step on one batch per task; returns the (graph-free) task losses."""
-    cfg, model, weighting = s.cfg, s.model, s.weighting
-    features: list[torch.Tensor] = []
-    if weighting.two_batches:   # two independent half-batches (MoDo, SDMGrad); the step's loss their mean
-        halves = [{n: {k: v[i * len(b["y"]) // 2:(i + 1) * len(b["y"]) // 2] for k, v in b.items()}
-                   for n, b in batches.items()} for i in (0, 1)]
-        weighting.halves = [task_losses(s, h) for h in halves]
-        losses = {n: (weighting.halves[0][n] + weighting.halves[1][n]) / 2 for n in batches}
-    else:
-        losses = task_losses(s, batches, features)
-    if weighting.wants_features:   # checked in prepare: one group, one trunk pass, so one tensor
-        weighting.features = features[0]
-    if weighting.meta_batches:     # Auto-Lambda: a second batch per task, from its own stream
-        meta = draw_batches(s, dict.fromkeys(s.group_of[n] for n in batches), s.meta_streams)
-        weighting.lookahead = Lookahead(lambda b: task_losses(s, b), batches, meta, s.sched.get_last_lr()[0], s.main,
-                                        optimizer_decay(s.opt))
+    """One optimizer step on one batch per task; returns the (graph-free) task losses. The method asks
+    the step for what it needs (``TrainStep``)."""
+    step = TrainStep(s, batches)
     s.opt.zero_grad(set_to_none=True)
-    total = weighting.backward(losses, model, model.extra_loss())
+    total = s.weighting.backward(step)
+    losses = step.losses()
     s.watch.update(losses, total)
     average_gradients(s.world, s.params)
-    if cfg.train.clip_norm > 0:
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+    if s.cfg.train.clip_norm > 0:
+        nn.utils.clip_grad_norm_(s.model.parameters(), s.cfg.train.clip_norm)
     s.opt.step()
     s.sched.step()
-    if weighting.needs_losses_after_step:   # FAMO: the same batches, after the update
-        with torch.no_grad():
-            # the same loss as before the update, label smoothing included: else FAMO sees a change that is not there
-            after = task_losses(s, batches)
-        weighting.after_step(after)
-    else:
-        weighting.after_step({n: v.detach() for n, v in losses.items()})
+    s.weighting.after_step(step)
     return {n: v.detach() for n, v in losses.items()}
 
 
@@ -228,6 +255,7 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
         data={n: {"source": data[n].source, "sizes": data[n].sizes(), "vocab_size": data[n].vocab_size,
                   "truncated": data[n].truncated,
                   **({"labelled_train": data[n].splits["train"].labelled_count()}
-                     if data[n].splits["train"].labelled is not None else {})} for n in names})
+                     if data[n].splits["train"].labelled is not None else {}),
+                  **({"label_stats": data[n].label_stats} if data[n].label_stats else {})} for n in names})
     finish(world)
     return record

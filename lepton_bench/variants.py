@@ -75,8 +75,8 @@ class Variant:
 VARIANTS: Registry[Variant] = Registry("variant")
 
 
-def register_variant(v: Variant, derived: bool = False) -> Variant:
-    return VARIANTS.register(v.name, v, help=v.help, derived=derived)
+def register_variant(v: Variant, derived: bool = False, credit: str | None = None) -> Variant:
+    return VARIANTS.register(v.name, v, help=v.help, derived=derived, credit=credit)
 
 
 # Single-task baselines, the yardstick of every other variant: one per task, registered with it.
@@ -89,12 +89,12 @@ def _register_stl(spec: TaskSpec) -> None:
 TASKS.on_register(_register_stl)
 
 # Hard sharing with every weighting: ``hard-<name>`` for each registered weighting, a plugin's too.
-# The weighting registry needs torch, this module does not: lepton_bench.weighting calls this for
-# each weighting it (or a plugin) registers, and the registry imports it before its first lookup. The
-# module that registered the weighting may register its own variant of that name instead.
+# The weighting registry needs torch, this module does not: it imports lepton_bench.methods before the
+# variants are first listed or a name is missed, and derives one variant for each weighting registered
+# then or later. The module that registered the weighting may register its own variant of that name instead.
 
 
-def register_weighting_variant(weighting: str, help: str) -> None:
+def register_weighting_variant(weighting: str, help: str, credit: str | None = None) -> None:
     """``hard-<weighting>``: hard sharing with that weighting, everything else at its defaults; its
     help is the weighting's up to the first ': ' or '. ' outside parentheses."""
     name = f"hard-{weighting}"
@@ -106,7 +106,8 @@ def register_weighting_variant(weighting: str, help: str) -> None:
         if depth == 0 and ch in ":." and help[i + 1:i + 2] in (" ", ""):
             cut = i
             break
-    register_variant(Variant(name, "hard", weighting, help=f"hard sharing, {help[:cut] or weighting}"), derived=True)
+    register_variant(Variant(name, "hard", weighting, help=f"hard sharing, {help[:cut] or weighting}"), derived=True,
+                     credit=credit)
 
 
 # The static-weight sweep: one task up-weighted at a time (Xin et al. 2022: the baseline that
@@ -265,17 +266,20 @@ for _a, _h in (("cross_stitch", "a BiLSTM-fed trunk column per task, mixed by cr
 def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
                 overrides: dict[str, Any] | list[str] | None = None, **fields: Any) -> RunConfig:
     """The full ``RunConfig`` of a variant: task defaults < variant overrides < user overrides, with
-    its stem and trunk names checked (a bad one fails here, before any data loads).
+    its stem and trunk names and its method's settings checked (a bad one fails here, before any data loads).
 
     ``fields`` sets top-level ``RunConfig`` fields (device, data_dir, limits).
     """
     cfg = compose(variant, tasks, seed=seed, overrides=overrides, **fields)
-    from .models.stems import resolve_stem  # here: the registry itself stays torch-free
+    from .methods import resolve_args  # here: the registry itself stays torch-free
+    from .models.stems import resolve_stem
     from .models.trunk import TRUNKS
 
     for t, n in cfg.model.stems.items():
         resolve_stem(n, TASKS.get(t).input, t)
     TRUNKS.get(cfg.model.trunk)
+    args = resolve_args(cfg.weighting, cfg.weighting_args)   # each setting one the method declares
+    cfg.weighting_args = {k: getattr(args, k) for k in cfg.weighting_args}   # in its declared type
     return cfg
 
 
@@ -304,6 +308,11 @@ def compose(variant: str, tasks: Sequence[str] | None = None, *, seed: int = 0,
     return cfg
 
 
-# hard-<weighting> for every weighting: lepton_bench.weighting (torch) registers them, so it is imported
-# before the variants are first looked up or listed (last here: it imports this module)
-VARIANTS.load_with(lambda: importlib.import_module("lepton_bench.weighting"))
+def _derive_weighting_variants() -> None:
+    methods = importlib.import_module("lepton_bench.methods")   # by name: torch, and only when needed
+    weightings = methods.WEIGHTINGS
+    weightings.when_registered(lambda name, cls: register_weighting_variant(name, weightings.help(name),
+                                                                            weightings.module(name)))
+
+
+VARIANTS.load_with(_derive_weighting_variants)

@@ -14,11 +14,12 @@ from lepton_bench.config import ModelConfig
 from lepton_bench.errors import ConfigError
 from lepton_bench.models import build_model
 from lepton_bench.models.experts import binary_codes, dselect_weights, smooth_step
+from lepton_bench.testing import batch_for, check_architecture
 from lepton_bench.train import run
 from lepton_bench.variants import make_config
 
 from .conftest import TINY
-from .test_models import GROUP, IOS, assert_task_modules_exact, batch_for
+from .test_models import GROUP, IOS
 
 # d = 8, token-wise MLP trunk of 2 blocks (hidden 16): a block is LN 16 + fc1 8*16+16 + fc2 16*8+8 = 296,
 # a trunk 2 blocks + its final LN = 608, a one-block trunk (a PLE level's expert) 296 + 16 = 312.
@@ -78,8 +79,8 @@ def test_ple_task_modules_hold_at_other_depths(depth):
     """At depth 3 a task also reaches the other tasks' level-0 gates (through their level-1 experts)."""
     torch.manual_seed(0)
     cfg = dataclasses.replace(TINY_CFG, depth=depth)
+    check_architecture("ple", list(GROUP.values()), cfg)   # task_modules exactly what each output reaches
     model = build_model("ple", list(GROUP.values()), cfg)
-    assert_task_modules_exact(model, list(GROUP))
     if depth == 3:
         shared = {id(p) for p in model.parameter_split()[0]}
         assert all(id(p) in shared for p in model.gates["conll2003_pos"][0].parameters())

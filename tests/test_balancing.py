@@ -9,9 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from lepton_bench.balancing import project_onto_simplex
-from lepton_bench.config import WeightingConfig
 from lepton_bench.errors import ConfigError, TrainingError
+from lepton_bench.methods import WEIGHTINGS, GivenStep, resolve_args
+from lepton_bench.methods.moco import project_onto_simplex
 from lepton_bench.tasks import TaskSpec
 from lepton_bench.train import next_batches, prepare, run, train_step
 from lepton_bench.variants import make_config
@@ -25,9 +25,7 @@ SQ2 = math.sqrt(2)
 
 
 def make(name, **cfg):
-    from lepton_bench.weighting import WEIGHTINGS
-
-    return WEIGHTINGS.get(name)(TASKS, WeightingConfig(**cfg), seed=0).to(torch.device("cpu"))
+    return WEIGHTINGS.get(name)(TASKS, resolve_args(name, cfg), seed=0).to(torch.device("cpu"))
 
 
 def losses(*values):
@@ -91,7 +89,7 @@ def test_db_mtl_by_hand():
     w, model = make("db_mtl"), Toy()
     for expected in ([0.1, 0.1], [0.19, 0.19]):
         model.zero_grad()
-        assert w.backward(model.losses([2.0, 0.0], [0.0, 1.0], ca=2.0, cb=4.0), model) is None
+        assert w.backward(GivenStep(model.losses([2.0, 0.0], [0.0, 1.0], ca=2.0, cb=4.0), model)) is None
         torch.testing.assert_close(model.theta.grad, torch.tensor(expected))
         assert model.a.grad.item() == pytest.approx(0.5) and model.b.grad.item() == pytest.approx(0.5)
     assert w.weights() == pytest.approx({"a": 1.0, "b": 4.0})
@@ -103,7 +101,7 @@ def test_db_mtl_decays_beta():
     w, model = make("db_mtl", db_beta_sigma=1.0), Toy()
     for _ in range(2):
         model.zero_grad()
-        w.backward(model.losses([2.0, 0.0], [0.0, 1.0], ca=2.0, cb=4.0), model)
+        w.backward(GivenStep(model.losses([2.0, 0.0], [0.0, 1.0], ca=2.0, cb=4.0), model))
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.595, 0.595]))
 
 
@@ -120,7 +118,7 @@ def test_imtl_by_hand():
     scaled loss's gradient: e^s_a * 1 = 2, 1 * 2 = 2."""
     w, model = make("imtl"), Toy()
     assert w.parameters() == [w.log_scales]
-    assert w.backward(model.losses([1.0, 0.0], [-1.0, 1.0], ca=1.0, cb=3.0), model) is None
+    assert w.backward(GivenStep(model.losses([1.0, 0.0], [-1.0, 1.0], ca=1.0, cb=3.0), model)) is None
     torch.testing.assert_close(model.theta.grad, torch.tensor([3 - 2 * SQ2, SQ2 - 1]))
     assert w.weights() == pytest.approx({"a": 2 - SQ2, "b": SQ2 - 1})
     torch.testing.assert_close(w.log_scales.grad, torch.tensor([0.0, 2.0]))   # e^0 L - 1 = [0, 2]
@@ -128,7 +126,7 @@ def test_imtl_by_hand():
     w, model = make("imtl"), Toy()
     with torch.no_grad():
         w.log_scales.copy_(torch.tensor([math.log(2), 0.0]))
-    w.backward(model.losses([1.0, 0.0], [-1.0, 1.0], ca=1.0, cb=3.0), model)
+    w.backward(GivenStep(model.losses([1.0, 0.0], [-1.0, 1.0], ca=1.0, cb=3.0), model))
     torch.testing.assert_close(model.theta.grad, SQ2 * torch.tensor([3 - 2 * SQ2, SQ2 - 1]))
     torch.testing.assert_close(w.log_scales.grad, torch.tensor([1.0, 2.0]))
     assert model.a.grad.item() == pytest.approx(2.0) and model.b.grad.item() == pytest.approx(2.0)
@@ -161,12 +159,12 @@ def test_moco_by_hand():
     = [.259375, .48125]. Task scalars get their own gradients 1 and 2.
     Step 2 (same rows): beta_2 = .5/sqrt 2, gamma_2 = .1/sqrt 2; y_t += beta_2 (g_t - y_t)."""
     w, model = make("moco"), Toy()
-    assert w.backward(model.losses([1.0, 0.0], [0.0, 2.0]), model) is None
+    assert w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model)) is None
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.259375, 0.48125]))
     assert model.a.grad.item() == 1.0 and model.b.grad.item() == 2.0
     assert w.weights() == pytest.approx({"a": 0.51875, "b": 0.48125})
     model.zero_grad()
-    w.backward(model.losses([1.0, 0.0], [0.0, 2.0]), model)
+    w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model))
     b2, g2 = 0.5 / SQ2, 0.1 / SQ2
     ya, yb = 0.5 + b2 * 0.5, 1 + b2 * 1    # y_a = [ya, 0], y_b = [0, yb]: Y Y^T = diag(ya^2, yb^2)
     lam = torch.tensor([0.51875 - g2 * ya ** 2 * 0.51875, 0.48125 - g2 * yb ** 2 * 0.48125])
@@ -180,10 +178,10 @@ def test_moco_rho_and_a_projection_to_a_vertex():
     rho I shifts both equally). With gamma = 3, rho = 0: [.5 - .375, .5 - 1.5] = [.125, -1]: an equal shift
     would leave b negative, so the projection is the vertex [1, 0], and the update y_a = [.5, 0]."""
     w, model = make("moco", moco_rho=10.0), Toy()
-    w.backward(model.losses([1.0, 0.0], [0.0, 2.0]), model)
+    w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model))
     assert w.weights() == pytest.approx({"a": 0.51875, "b": 0.48125})
     w, model = make("moco", moco_gamma=3.0), Toy()
-    w.backward(model.losses([1.0, 0.0], [0.0, 2.0]), model)
+    w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model))
     assert w.weights() == {"a": 1.0, "b": 0.0}
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.5, 0.0]))
 
@@ -203,7 +201,7 @@ def test_a_non_finite_loss_passes_through_to_the_runs_check(name):
     model, w = Toy(), make(name)
     L = model.losses([1.0, 0.0], [0.0, 2.0])
     L["a"] = L["a"] * float("nan")
-    total = w.backward(L, model)
+    total = w.backward(GivenStep(L, model))
     assert total is None if name != "stch" else math.isnan(total.item())
     assert not torch.isfinite(model.theta.grad).all()   # the non-finite loss reaches the gradients
 
@@ -247,7 +245,6 @@ def test_imtl_with_unit_scales_is_torchjds_imtl_g(jacobian):
     parameters or, with jacobian=features, on the shared features of one input group (the paper's form)."""
     from lepton_bench.config import ModelConfig
     from lepton_bench.models import TaskIO, build_model
-    from lepton_bench.weighting import WEIGHTINGS
 
     ios = [TaskIO("a", "text", "class", 2, 20, 6, group="g"), TaskIO("b", "text", "tag", 3, 20, 6, group="g")]
     torch.manual_seed(0)
@@ -257,14 +254,13 @@ def test_imtl_with_unit_scales_is_torchjds_imtl_g(jacobian):
     for name in ("imtl", "imtl_g"):
         torch.manual_seed(1)
         model = build_model("hard", ios, ModelConfig(dim=8, depth=1, heads=2, dropout=0.0)).eval()
-        w = WEIGHTINGS.get(name)(["a", "b"], WeightingConfig(jacobian=jacobian)).to(torch.device("cpu"))
+        w = WEIGHTINGS.get(name)(["a", "b"], resolve_args(name, {"jacobian": jacobian})).to(torch.device("cpu"))
         kept = {}
         out = model.forward_group(["a", "b"], batch, kept)
-        if jacobian == "features":
-            (w.features,) = kept.values()
+        (z,) = kept.values()
         L = {"a": nn.functional.cross_entropy(out["a"], ya),
              "b": nn.functional.cross_entropy(out["b"].flatten(0, 1), yb.flatten())}
-        w.backward(L, model)
+        w.backward(GivenStep(L, model, given_features=z))
         grads[name] = [p.grad for p in model.parameters()]
     for g, e in zip(grads["imtl"], grads["imtl_g"], strict=True):
         torch.testing.assert_close(g, e)

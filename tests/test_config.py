@@ -58,10 +58,10 @@ def test_defaults_are_per_task():
 
 
 def test_one_entry_of_a_mapping_is_set_by_its_dotted_key():
-    cfg = make_config("hard-ew", overrides=["model.stems.imdb=bilstm", "weighting_args.static.imdb=2"])
-    assert cfg.model.stems == {"imdb": "bilstm"} and cfg.weighting_args.static == {"imdb": 2.0}
+    cfg = make_config("hard-static", overrides=["model.stems.imdb=bilstm", "weighting_args.static.imdb=2"])
+    assert cfg.model.stems == {"imdb": "bilstm"} and cfg.weighting_args["static"] == {"imdb": 2.0}
     with pytest.raises(ConfigError, match="bad value 'x' for weighting_args.static.imdb"):
-        make_config("hard-ew", overrides=["weighting_args.static.imdb=x"])
+        make_config("hard-static", overrides=["weighting_args.static.imdb=x"])
     with pytest.raises(ConfigError, match="unknown config key 'tasks.imbd'"):   # tasks are sections, not entries
         make_config("hard-ew", overrides=["tasks.imbd.max_len=3"])
 

@@ -42,7 +42,7 @@ def test_input_groups_are_named_after_their_first_registered_task():
     assert group_tasks("conll2003")[:4] == core and "conll2003_pos_demo" in group_tasks("conll2003")
     assert group_tasks("conll2003_chunk") == group_tasks("conll2003")   # any member names its group
     assert group_tasks("cifar10_coarse") == ("cifar10", "cifar10_coarse")
-    assert group_tasks("imdb") == ("imdb",)
+    assert group_tasks("imdb")[0] == "imdb"   # the example plugin adds imdb_long to it
     with pytest.raises(ConfigError, match="unknown task 'conll2003_po'; did you mean"):
         input_group("conll2003_po")
 
@@ -164,7 +164,7 @@ def test_a_derived_task_declares_a_registered_source():
     with pytest.raises(ConfigError, match=r"task derived_test: derived_from: unknown task 'cifar1'; did you mean "
                                           r"cifar10.*register the source task before"):
         derive(derived_from="cifar1")
-    with pytest.raises(ConfigError, match="task derived_test: a label_map needs derived_from"):
+    with pytest.raises(ConfigError, match=r"task derived_test: a label_map \(or compute_label\) needs derived_from"):
         derive(derived_from=None)
     with pytest.raises(ConfigError, match=r"derived_from cifar10_coarse, itself derived from cifar10"):
         derive(derived_from="cifar10_coarse", label_map=(0, 1))
@@ -206,3 +206,71 @@ def test_a_derived_task_of_another_output_kind_is_refused():
     with pytest.raises(ConfigError, match="output is 'class', conll2003's is 'tag'"):
         dataclasses.replace(COARSE, name="derived_test", derived_from="conll2003", dataset=CONLL.dataset,
                             input="text", columns=dict(CONLL.columns))   # checked before the map's length
+
+
+# ---------------------------------------------------------------- computed labels
+
+def _words(table):
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(pc.utf8_split_whitespace(table.column("text"))).to_numpy(zero_copy_only=False)
+
+
+def _median(train):
+    return {"median": float(np.median(_words(train)))}
+
+
+def _longer(table, stats):
+    return _words(table) > stats["median"]
+
+
+def computed(name="imdb_long_test", **kw):
+    imdb = TASKS.get("imdb")
+    fields = dict(name=name, help="longer than the training median", dataset=imdb.dataset, input="text",
+                  output="class", columns=dict(imdb.columns), labels=("short", "long"), metrics=("accuracy",),
+                  defaults=imdb.defaults, derived_from="imdb", compute_label=_longer, label_stats=_median)
+    from lepton_bench.tasks import TaskSpec
+
+    return TaskSpec(**{**fields, **kw})
+
+
+def test_computed_labels_come_from_the_examples_and_the_training_rows_statistics(data_dir):
+    spec = computed()
+    data = D.load_task(spec, spec.defaults, str(data_dir))
+    imdb = load("imdb", data_dir)
+    for split, part in data.splits.items():   # the same rows as imdb's, in the same order
+        torch.testing.assert_close(part.tensors["ids"], imdb.splits[split].tensors["ids"])
+    assert set(data.label_stats) == {"median"} and data.label_stats["median"] > 10
+    y = data.splits["train"].tensors["y"]
+    assert 0.3 < float(y.float().mean()) < 0.7   # about half the training rows are above their median
+    again = D.load_task(spec, spec.defaults, str(data_dir))   # from the cache: the stats with it
+    assert again.label_stats == data.label_stats and torch.equal(again.splits["test"].tensors["y"],
+                                                                 data.splits["test"].tensors["y"])
+    other = dataclasses.replace(spec, compute_label=lambda t, s: np.zeros(t.num_rows, dtype=np.int64))
+    assert D.cache_key(other, spec.defaults, str(data_dir), 0, None, None) != \
+        D.cache_key(spec, spec.defaults, str(data_dir), 0, None, None)   # another function: another entry
+
+
+def test_a_computed_label_out_of_range_or_of_the_wrong_shape_is_refused_in_one_line(data_dir):
+    bad = computed("imdb_bad_range", compute_label=lambda t, s: np.full(t.num_rows, 2))
+    with pytest.raises(DataError, match="row 0: imdb_bad_range's compute_label gave 2, out of range 0..1"):
+        D.load_task(bad, bad.defaults, str(data_dir))
+    short = computed("imdb_bad_shape", compute_label=lambda t, s: np.zeros(3, dtype=np.int64))
+    with pytest.raises(DataError, match="one integer label id per row"):
+        D.load_task(short, short.defaults, str(data_dir))
+    broken = computed("imdb_broken", label_stats=lambda t: {}, compute_label=lambda t, s: s["median"])
+    with pytest.raises(DataError, match="imdb_broken's compute_label failed on the train split: KeyError"):
+        D.load_task(broken, broken.defaults, str(data_dir))
+
+
+def test_computed_labels_are_declared_whole():
+    with pytest.raises(ConfigError, match="a label_map or a compute_label, not both"):
+        computed(label_map=(0, 1))
+    with pytest.raises(ConfigError, match="needs derived_from"):
+        computed(derived_from=None)
+    with pytest.raises(ConfigError, match="label_stats needs compute_label"):
+        computed(compute_label=None)
+    conll = TASKS.get("conll2003")
+    with pytest.raises(ConfigError, match="computed labels are for classification tasks"):
+        computed(dataset=conll.dataset, output="tag", columns=dict(conll.columns), metrics=("token_accuracy",),
+                 pretokenized=True, has_validation=True, derived_from="conll2003", defaults=conll.defaults)

@@ -88,4 +88,4 @@ def test_prepare_fills_the_cache_that_runs_then_read(data_dir, tmp_path, monkeyp
     assert main(["prepare", "--grid", "smoke", "--tasks", "imdb"]) == 2
     capsys.readouterr()
     assert main(["prepare", "--tasks", "imdbb"]) == 2
-    assert "unknown task 'imdbb'; did you mean imdb?" in capsys.readouterr().err
+    assert "unknown task 'imdbb'; did you mean imdb" in capsys.readouterr().err

@@ -64,7 +64,7 @@ def boom_plugin(tmp_path, monkeypatch):
     """A test-only plugin: a variant whose weighting raises."""
     (tmp_path / "boom_plugin.py").write_text(textwrap.dedent("""
         from lepton_bench.variants import Variant, register_variant
-        from lepton_bench.weighting import WEIGHTINGS, Weighting
+        from lepton_bench.methods import WEIGHTINGS, Weighting
 
         class Boom(Weighting):
             '''Raises at the first step (for tests).'''

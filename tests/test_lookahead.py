@@ -10,13 +10,11 @@ import pytest
 import torch
 from torch import nn
 
-from lepton_bench.config import WeightingConfig
 from lepton_bench.errors import ConfigError, TrainingError
-from lepton_bench.lookahead import Lookahead
+from lepton_bench.methods import WEIGHTINGS, GivenStep, Lookahead, resolve_args
 from lepton_bench.tasks import TaskSpec
 from lepton_bench.train import next_batches, prepare, run, train_step
 from lepton_bench.variants import VARIANTS, make_config
-from lepton_bench.weighting import WEIGHTINGS
 
 from .conftest import TINY
 
@@ -41,9 +39,9 @@ class Quadratic(nn.Module):
 
 def step(theta=(0.0, 0.0), primary=("a", "b"), decay=0.0, lr=0.5):
     model = Quadratic(theta)
-    w = WEIGHTINGS.get("auto_lambda")(["a", "b"], WeightingConfig(), seed=0).to(torch.device("cpu"))
-    w.lookahead = Lookahead(model.losses_of, TRAIN, META, lr, list(primary), {id(model.theta): decay})
-    total = w.backward(model.losses_of(TRAIN), model)
+    w = WEIGHTINGS.get("auto_lambda")(["a", "b"], seed=0).to(torch.device("cpu"))
+    ahead = Lookahead(model.losses_of, TRAIN, META, lr, list(primary), {id(model.theta): decay})
+    total = w.backward(GivenStep(model.losses_of(TRAIN), model, given_lookahead=ahead))
     return model, w, total
 
 
@@ -61,7 +59,6 @@ def test_meta_gradient_by_hand_in_multi_task_mode():
     torch.testing.assert_close(model.theta.grad, torch.tensor([-0.1001, -0.3003]))
     torch.testing.assert_close(total, 0.1001 * torch.tensor(0.5 + 4.5))
     assert float(model.forwards) == 2   # the step's forward and the fresh one: the look-ahead's were undone
-    assert w.lookahead is None          # one step's look-ahead is never reused
 
 
 def test_an_auxiliary_task_that_hurts_the_main_one_loses_weight():
@@ -84,11 +81,12 @@ def test_the_virtual_step_takes_the_optimizers_weight_decay():
 
 def test_without_a_lookahead_it_says_how_it_runs():
     model = Quadratic()
-    w = WEIGHTINGS.get("auto_lambda")(["a", "b"], WeightingConfig(), seed=0).to(torch.device("cpu"))
-    with pytest.raises(ConfigError, match="second batch"):
-        w.backward(model.losses_of(TRAIN), model)
+    w = WEIGHTINGS.get("auto_lambda")(["a", "b"], seed=0).to(torch.device("cpu"))
+    assert w.needs.second_stream   # a run draws its second batch from a stream of its own
+    with pytest.raises(ConfigError, match="lookahead"):
+        w.backward(GivenStep(model.losses_of(TRAIN), model))
     with pytest.raises(ConfigError, match="autol_lr must be positive"):
-        WEIGHTINGS.get("auto_lambda")(["a", "b"], WeightingConfig(autol_lr=0.0))
+        WEIGHTINGS.get("auto_lambda")(["a", "b"], resolve_args("auto_lambda", {"autol_lr": 0.0}))
 
 
 def tiny(variant, data_dir, steps, extra=()):

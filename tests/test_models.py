@@ -11,6 +11,7 @@ from lepton_bench.models import ARCHITECTURES, TaskIO, build_model
 from lepton_bench.models.architectures import needs_one_input
 from lepton_bench.models.stems import STEMS
 from lepton_bench.tasks import TASKS
+from lepton_bench.testing import batch_for, check_architecture
 
 from .conftest import ROOT
 
@@ -19,16 +20,6 @@ CFG = ModelConfig(dim=32, depth=2, heads=2, image_widths=(8, 16))
 IOS = {name: TaskIO(name, spec.input, spec.output, spec.num_labels, vocab_size=40 if spec.input == "text" else 0,
                     max_len=16 if spec.input == "text" else 0, num_shapes=6 if spec.pretokenized else 0)
        for name, spec in TASKS.items()}
-
-
-def batch_for(io: TaskIO, B=3, L=11):
-    if io.input == "image":
-        return {"x": torch.randint(0, 256, (B, 3, 32, 32), dtype=torch.uint8)}
-    ids = torch.randint(2, io.vocab_size, (B, L))
-    ids[0, 7:] = 0   # a padded example
-    lengths = (ids != 0).sum(1)
-    return {"ids": ids, "shape": torch.randint(1, 6, (B, L)) * (ids != 0), "lengths": lengths,
-            "host_lengths": lengths.clone()}
 
 
 def with_stem(stem_example, tasks, stem, cfg=CFG):
@@ -56,74 +47,19 @@ def ios_of(tasks):
 
 
 @pytest.mark.parametrize("arch", ARCHITECTURES.list())
-def test_output_shapes_for_every_task(arch):
+def test_every_architecture_keeps_its_contract_on_its_own_tasks(arch):
+    """Output shapes, parameter accounting, task modules by gradients, padding (``lepton_bench.testing``)."""
+    check_architecture(arch)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES.list())
+def test_every_architecture_keeps_its_contract_on_every_registered_task(arch):
+    """The same checks on every registered task (plugins' too): one at a time (single), the CoNLL-2003
+    group (an architecture that mixes activations on one input), or all of them together."""
     for tasks in task_sets(arch):
-        model = build_model(arch, ios_of(tasks), CFG)
-        for t in tasks:
-            io = IOS[t]
-            out = model(t, batch_for(io))
-            expected = (3, 11, io.num_outputs) if io.output == "tag" else (3, io.num_outputs)
-            assert out.shape == expected, (arch, t)
-            assert torch.isfinite(out).all()
-
-
-@pytest.mark.parametrize("arch", ARCHITECTURES.list())
-def test_parameter_counts_add_up(arch):
-    for tasks in task_sets(arch):
-        model = build_model(arch, ios_of(tasks), CFG)
-        c = model.parameter_counts()
-        assert c["total"] == c["shared"] + sum(c[f"task.{t}"] for t in tasks)
-        if len(tasks) == 1:
-            assert c["shared"] == 0
-
-
-def assert_task_modules_exact(model, tasks):
-    """Each task's ``task_modules`` hold every parameter its output reaches, and only those (stems
-    aside: an input column a batch leaves out, e.g. word shapes, reaches nothing)."""
-    model.eval()
-    for t in tasks:
-        model.zero_grad(set_to_none=True)
-        model(t, batch_for(IOS[t])).float().sum().backward()
-        # reached: a non-zero gradient; touched: in the graph (a zero-initialised layer, e.g. an
-        # adapter's up-projection, leaves the layers before it a zero gradient at first)
-        reached = {n for n, p in model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-        touched = {n for n, p in model.named_parameters() if p.grad is not None}
-        listed = {id(p) for m in model.task_modules(t) for p in m.parameters()}
-        named = {n for n, p in model.named_parameters() if id(p) in listed}
-        assert reached <= named, (t, sorted(reached - named))
-        assert not {n for n in named - touched if "stems" not in n}, (t, sorted(named - touched))
-
-
-@pytest.mark.parametrize("arch", ARCHITECTURES.list())
-def test_a_tasks_modules_are_exactly_the_parameters_its_output_reaches(arch):
-    """``task_modules`` (hence ``parameter_split``) is checked by gradients, on one input group (where
-    tasks' paths may interact) and on mixed inputs."""
-    sets = [[t] for t in ("imdb", "conll2003")] if arch == "single" else \
-        [list(GROUP)] + ([] if needs_one_input(arch) else [["imdb", "conll2003", "cifar10"]])
-    for tasks in sets:
-        torch.manual_seed(0)
-        assert_task_modules_exact(build_model(arch, ios_of(tasks), CFG), tasks)
-
-
-@pytest.mark.parametrize("arch", ARCHITECTURES.list())
-def test_padding_changes_nothing_in_any_architecture(arch):
-    """Every architecture, on a group's shared pass and on tasks of other inputs: an example padded
-    inside a longer batch gets the same outputs as on its own."""
-    sets = [[t] for t in ("imdb", "conll2003")] if arch == "single" else \
-        [list(GROUP)] + ([] if needs_one_input(arch) else [["imdb", "conll2003"]])
-    n = 7   # example 0 has 7 real tokens
-    for tasks in sets:
-        torch.manual_seed(0)
-        model = build_model(arch, ios_of(tasks), CFG).eval()
-        for io in ios_of(tasks):
-            together = [t for t in tasks if ios_of(tasks)[tasks.index(t)].input_group == io.input_group]
-            batch = batch_for(io)
-            alone = {k: v[:1, :n] if v.dim() == 2 else v[:1] for k, v in batch.items()}
-            with torch.no_grad():
-                full, own = model.forward_group(together, batch), model.forward_group(together, alone)
-            for t in together:
-                f = full[t][:1, :n] if IOS[t].output == "tag" else full[t][:1]
-                torch.testing.assert_close(f, own[t], rtol=1e-4, atol=1e-5, msg=lambda m, t=t: f"{arch} {t}: {m}")
+        check_architecture(arch, ios_of(tasks), CFG)
+    if not needs_one_input(arch) and arch != "single":   # tasks of one group beside others
+        check_architecture(arch, ios_of(list(GROUP)) + [IOS["imdb"], IOS["cifar10"]], CFG)
 
 
 def test_hard_sharing_shares_exactly_the_trunk():

@@ -239,7 +239,7 @@ def failing_plugin(tmp_path, monkeypatch):
         import torch
 
         from lepton_bench.variants import Variant, register_variant
-        from lepton_bench.weighting import WEIGHTINGS, Weighting
+        from lepton_bench.methods import WEIGHTINGS, Weighting
 
         class OutOfMemory(Weighting):
             '''Runs out of memory at the first step (for tests).'''

@@ -10,9 +10,9 @@ import pytest
 
 from lepton_bench.cli import main
 from lepton_bench.errors import ConfigError
+from lepton_bench.methods import WEIGHTINGS
 from lepton_bench.plugins import ENTRY_POINT_GROUP, load_plugins
 from lepton_bench.variants import VARIANTS
-from lepton_bench.weighting import WEIGHTINGS
 
 from .conftest import TINY
 
@@ -141,7 +141,8 @@ def test_no_plugins_still_loads_plugins_named_with_the_flag(broken_installed, tm
 
     monkeypatch.setenv("LEPTON_BENCH_NO_PLUGINS", "1")
     (tmp_path / "lb_test_named_plugin.py").write_text(textwrap.dedent("""
-        from lepton_bench.weighting import WEIGHTINGS, EqualWeighting
+        from lepton_bench.methods import WEIGHTINGS
+        from lepton_bench.methods.ew import EqualWeighting
         WEIGHTINGS.register("ew-named-test", EqualWeighting)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -173,5 +174,21 @@ def test_a_duplicate_name_says_which_module_registered_it_first(tmp_path, monkey
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["--plugin", "lb_test_dup_plugin", "list"]) == 2
     assert capsys.readouterr().err == (
-        "lepton-bench: error: variant 'hard-ew' is already registered by lepton_bench.weighting; "
+        "lepton-bench: error: variant 'hard-ew' is already registered by lepton_bench.methods.ew; "
         "lb_test_dup_plugin cannot register it again (pick another name)\n")
+
+
+def test_the_example_plugins_own_tests_pass_outside_this_suite(data_dir, tmp_path):
+    """examples/plugin/tests use lepton_bench.testing as a plugin's repository would: run apart from this
+    suite (its own pytest process, none of this suite's fixtures), on the real-data slices."""
+    import os
+    import subprocess
+
+    from .conftest import ROOT
+
+    pytest.importorskip("lepton_bench_example_plugin")
+    env = {**os.environ, "LEPTON_BENCH_DATA": str(data_dir), "LEPTON_BENCH_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
+                          cwd=ROOT / "examples" / "plugin", env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "passed" in proc.stdout and "skipped" not in proc.stdout   # the real-data tests ran too

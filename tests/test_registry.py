@@ -42,10 +42,10 @@ def test_an_entry_is_credited_to_the_module_that_registers_it_through_a_helper()
     from lepton_bench.variants import VARIANTS
 
     assert VARIANTS.module("stl-imdb") == "lepton_bench.variants"   # register_variant at its top level
-    assert VARIANTS.module("hard-ew") == "lepton_bench.weighting"   # derived, where the weightings register
-    from lepton_bench.weighting import WEIGHTINGS
+    assert VARIANTS.module("hard-ew") == "lepton_bench.methods.ew"   # derived, from where its weighting registers
+    from lepton_bench.methods import WEIGHTINGS
 
-    assert WEIGHTINGS.module("pcgrad") == "lepton_bench.aggregators"   # through the _aggregator helper
+    assert WEIGHTINGS.module("pcgrad") == "lepton_bench.methods.pcgrad"   # one module per method
     from lepton_bench.tasks import TASKS
 
     if "conll2003_pos_demo" in TASKS:   # the test plugin calls register_task at its top level
@@ -87,11 +87,11 @@ def test_total_counts_every_registry_and_failed_plugins_reach_unknown_names(monk
 
 
 def test_project_registries_are_populated():
+    from lepton_bench.methods import WEIGHTINGS
     from lepton_bench.models import ARCHITECTURES
     from lepton_bench.sampling import SAMPLERS
     from lepton_bench.tasks import TASKS
     from lepton_bench.variants import VARIANTS
-    from lepton_bench.weighting import WEIGHTINGS
 
     core = {n for n in TASKS if TASKS.module(n) == "lepton_bench.tasks"}   # plugins may add more
     assert {"cifar10", "imdb", "conll2003"} <= core

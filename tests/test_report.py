@@ -81,9 +81,10 @@ def write_grid(tmp_path, records, name: str = "mini"):
     return folder
 
 
-def table_row(text: str, task: str, variant: str) -> list[str]:
-    """The cells of a variant's row in a task's table of the README."""
-    section = text.split(f"### {task} ")[1].split("\n\n")[1]
+def table_row(text: str, task: str | None, variant: str) -> list[str]:
+    """The cells of a variant's row in a task's table of the README (``task`` None: the first table of ``text``)."""
+    section = text.split(f"### {task} ")[1].split("\n\n")[1] if task else \
+        next(b for b in text.split("\n\n") if b.startswith("| "))
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if cells[0] == variant:
@@ -460,7 +461,11 @@ def test_an_auxiliary_task_is_reported_but_left_out_of_delta_m_and_the_verdict()
     assert pos["aux"] and pos["delta"] == pytest.approx((0.46 - 0.91) / 0.91 * 100)   # still shown
     text = report.readme(a, "aux/runs.jsonl", [])
     summary = report.summary(a)
-    assert "conll2003_pos" not in summary
+    words = in_words(summary)
+    assert "conll2003_pos" not in words   # the verdict in words reads the main task only
+    glance = table_row(summary, None, AUX)   # the first screen: the auxiliary task's Δ shown, marked, out of Δm
+    assert glance[1] == "auxiliary tasks" and glance[2].endswith("(conll2003)")
+    assert glance[4] == f"({(0.46 - 0.91) / 0.91 * 100:+.2f}%* aux)"
     assert f"{AUX} is ahead of STL on conll2003 ({(0.89 - ner) / ner * 100:+.2f}%, significant); Δm" in summary
     assert "1 of 2 multi-task variants beat their matched STL baseline significantly" in summary
     assert "ner-aux-lucky (Δm " in summary and "is ahead of STL on no task and has no positive Δm" in summary
@@ -795,6 +800,11 @@ def test_an_unfinished_tuning_is_flagged_in_the_summary_and_the_table():
     assert "Tuning unfinished" not in text and "✓ so far" not in text
 
 
+def in_words(summary: str) -> str:
+    """The folded part of the summary: the verdict in words."""
+    return summary.split("<summary>Every multi-task variant in words</summary>\n\n", 1)[1].split("\n\n</details>")[0]
+
+
 def test_verdict_is_a_headline_then_one_bullet_per_variant_and_ahead_is_not_beat():
     """The verdict reads as a list (one bullet per MTL variant, the losers sharing the last), and an
     adaptive weighting whose Δm mean is above the best static point's, without a significant test, is
@@ -808,7 +818,10 @@ def test_verdict_is_a_headline_then_one_bullet_per_variant_and_ahead_is_not_beat
     recs += [make_record("hard-rlw", s, {"cifar10": c, "imdb": i}, weighting="rlw")
              for s, (c, i) in enumerate([(0.70, 0.80), (0.71, 0.81)])]
     a = report.analyse("mini", recs)
-    paragraphs = report.summary(a).split("\n\n")
+    first = report.summary(a).split("\n\n")
+    assert first[0].startswith("**Verdict**: the best multi-task variant over cifar10, imdb is uw (adaptive weighting)")
+    assert table_row(first[2], None, "uw")[:2] == ["uw", "adaptive weighting"]   # the first screen's table
+    paragraphs = in_words(report.summary(a)).split("\n\n")
     assert paragraphs[0].startswith("2 of 3 multi-task variants beat their matched STL baseline significantly")
     bullets = paragraphs[1].splitlines()
     assert [b.split(" ")[1] for b in bullets] == ["hard-uw", "hard-ew", "hard-rlw"]   # best Δm first
@@ -879,3 +892,45 @@ def test_plot_labels_drop_the_prefix_and_the_setting_every_name_shares():
     assert short_names(names) == (["hard-uw", "hard-static (w=1.8/0.6/0.6)", "ner-aux-pos-w0.1"], "tagging-")
     assert short_names(["hard-ew", "hard-uw (train.lr=0.004)"]) == (["ew", "uw (train.lr=0.004)"], "hard-")
     assert short_names(["stl-imdb"]) == (["stl-imdb"], "")
+
+
+def test_the_first_screen_is_one_table_of_the_best_of_each_family_and_one_verdict():
+    """EW, the best static point, the best adaptive weighting and an architecture each get a row; Δm by hand;
+    a cheaper, better static point puts a method behind the front; labels drop the shared prefix."""
+    recs = [make_record("stl-cifar10", s, {"cifar10": v}, train_seconds=50.0) for s, v in enumerate([0.80, 0.82])]
+    recs += [make_record("stl-imdb", s, {"imdb": v}, train_seconds=50.0) for s, v in enumerate([0.85, 0.87])]
+    both = {"hard-ew": ("ew", [(0.82, 0.87), (0.84, 0.85)], 50.0),
+            "hard-static-imdbx2": ("static", [(0.84, 0.88), (0.86, 0.88)], 50.0),
+            "hard-uw": ("uw", [(0.83, 0.87), (0.85, 0.87)], 60.0),          # worse and dearer than static: behind
+            "hard-pcgrad": ("pcgrad", [(0.70, 0.80), (0.72, 0.80)], 150.0),  # adaptive too, worse: not shown
+            "hard-famo": ("famo", [(0.70, 0.80), (0.72, 0.80)], 150.0)}
+    for name, (w, vals, secs) in both.items():
+        recs += [make_record(name, s, {"cifar10": c, "imdb": i}, weighting=w, train_seconds=secs)
+                 for s, (c, i) in enumerate(vals)]
+    recs += [make_record("mmoe-ew", s, {"cifar10": c, "imdb": i}, architecture="mmoe", train_seconds=80.0)
+             for s, (c, i) in enumerate([(0.81, 0.86), (0.83, 0.86)])]
+    a = report.analyse("mini", recs)
+    first = report.summary(a).split("<details>")[0]
+    rows = {r[0]: r for r in (c for c in ([x.strip() for x in line.strip("|").split("|")]
+                                          for line in first.splitlines() if line.startswith("| ")))
+            if r[0] not in ("variant",) and not r[0].startswith("-")}
+    assert set(rows) == {"hard-ew", "hard-static-imdbx2", "hard-uw", "mmoe-ew"}   # pcgrad, famo: not the best
+    assert [rows[n][1] for n in ("hard-ew", "hard-static-imdbx2", "hard-uw", "mmoe-ew")] == \
+        ["equal weights", "static weights", "adaptive weighting", "architecture mmoe"]
+    dm_static = ((0.85 - 0.81) / 0.81 + (0.88 - 0.86) / 0.86) / 2 * 100
+    assert rows["hard-static-imdbx2"][2].startswith(f"{dm_static:+.2f}% ± ") and rows["hard-ew"][2].endswith("(all)")
+    assert [rows[n][-1] for n in ("hard-ew", "hard-static-imdbx2", "hard-uw")] == ["behind", "on", "behind"]
+    assert rows["hard-uw"][5] == "0.60×"   # 60 s against the two STL runs' 50 + 50 s
+    assert first.startswith(f"**Verdict**: the best multi-task variant over cifar10, imdb is hard-static-imdbx2 "
+                            f"(static weights), Δm {dm_static:+.2f}% ± ")
+    assert "(within noise of zero) at 0.50× the STL models' training time" in first
+
+
+def test_a_long_table_is_folded_and_labels_drop_what_every_row_shares():
+    from lepton_bench.report.format import FOLD_ROWS, folded_table, short_names
+
+    rows = [[f"v{i}", "1"] for i in range(FOLD_ROWS + 1)]
+    assert folded_table(["a", "b"], rows).startswith(f"<details><summary>The table ({FOLD_ROWS + 1} rows)</summary>")
+    assert not folded_table(["a", "b"], rows[:FOLD_ROWS]).startswith("<details>")
+    names = ["tagging-hard-uw (train.lr=0.004)", "tagging-hard-static (w=1/2, train.lr=0.004)"]
+    assert short_names(names) == (["uw", "static (w=1/2)"], "tagging-hard-")

@@ -227,7 +227,7 @@ def test_a_static_front_grid_runs_a_weightless_static_variant_at_every_simplex_p
                            static_front=4, overrides={"train.steps": 2}, sweep={"train.lr": (1e-3, 2e-3)}))
     runs = plan(name)
     front = [r for r in runs if r.config.variant == "tagging-hard-static"]
-    weights = {tuple(r.config.weighting_args.static.values()) for r in front}
+    weights = {tuple(r.config.weighting_args["static"].values()) for r in front}
     assert weights == {(1.5, 0.75, 0.75), (0.75, 1.5, 0.75), (0.75, 0.75, 1.5)}
     assert len(front) == 3 * 2 and len({r.run_id for r in front}) == 6      # each point tuned on the same axes
     assert {r.member for r in front} == {"w=1.5/0.75/0.75", "w=0.75/1.5/0.75", "w=0.75/0.75/1.5"}

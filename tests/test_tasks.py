@@ -69,7 +69,7 @@ def test_the_default_task_set_comes_from_the_registry():
     for name, v in V.VARIANTS.items():
         if v.architecture != "single" and not v.tasks:
             assert tuple(V.compose(name).tasks) == CORE, name
-    assert {t for v in V.VARIANTS.list("hard-static-*") for t in V.compose(v).weighting_args.static} == set(CORE)
+    assert {t for v in V.VARIANTS.list("hard-static-*") for t in V.compose(v).weighting_args["static"]} == set(CORE)
 
 
 def test_a_task_registered_after_the_variants_gets_its_stl_variant_too():

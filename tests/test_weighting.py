@@ -8,16 +8,15 @@ import pytest
 import torch
 from torch import nn
 
-from lepton_bench.config import WeightingConfig
 from lepton_bench.errors import ConfigError
-from lepton_bench.lookahead import Lookahead
-from lepton_bench.weighting import WEIGHTINGS
+from lepton_bench.methods import WEIGHTINGS, GivenStep, Lookahead, resolve_args
+from lepton_bench.methods.gradient import TwoBatches
 
 TASKS = ["a", "b"]
 
 
 def make(name, **cfg):
-    return WEIGHTINGS.get(name)(TASKS, WeightingConfig(**cfg), seed=0).to(torch.device("cpu"))
+    return WEIGHTINGS.get(name)(TASKS, resolve_args(name, cfg), seed=0).to(torch.device("cpu"))
 
 
 def losses(*values, grad=True):
@@ -107,7 +106,7 @@ def test_famo_step_and_update():
     assert L["a"].grad.item() == pytest.approx(0.5 / 0.75, rel=1e-5)
     assert L["b"].grad.item() == pytest.approx(0.25 / 0.75, rel=1e-5)
     # task a's loss halved, b's did not move: b's logit rises, a's falls (Adam's first step = lr)
-    w.after_step(losses(0.5, 2.0, grad=False))
+    w.after_step(GivenStep(L, None, given_after=losses(0.5, 2.0, grad=False)))
     torch.testing.assert_close(w.xi.detach(), torch.tensor([-0.025, 0.025]), rtol=1e-3, atol=1e-5)
     assert w.weights()["b"] > 0.5
 
@@ -143,7 +142,7 @@ class Toy(nn.Module):
 
 def aggregate(name, ga, gb, **cfg):
     model = Toy()
-    make(name, **cfg).backward(model.losses(ga, gb), model)
+    make(name, **cfg).backward(GivenStep(model.losses(ga, gb), model))
     assert model.a.grad.item() == 1.0 and model.b.grad.item() == 2.0   # own task's gradient only
     return model.theta.grad
 
@@ -189,10 +188,10 @@ def test_cr_mogm_smooths_mgdas_weights_across_steps_by_hand():
     MGDA's [0.8, 0.2] (min-norm point [0.8, 0.4]); smoothed 0.9 [.5, .5] + 0.1 [.8, .2] = [.53, .47]:
     the update J^T lambda = [0.53, 0.94]."""
     model, w = Toy(), make("cr_mogm")
-    w.backward(model.losses([1.0, 0.0], [0.0, 1.0]), model)
+    w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 1.0]), model))
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.5, 0.5]), rtol=1e-3, atol=1e-3)
     model.theta.grad = None
-    w.backward(model.losses([1.0, 0.0], [0.0, 2.0]), model)
+    w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model))
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.53, 0.94]), rtol=1e-3, atol=1e-3)
 
 
@@ -212,13 +211,13 @@ def test_nash_mtl_weights_the_task_parameters_gradients_by_its_alphas():
     J = torch.tensor([[2.0, 0.0], [0.0, 1.0]])   # orthogonal: alpha_t ~ 1 / |g_t|, update norm 1: [.354, .707]
     alpha = A.NashMTL(n_tasks=2).weighting(J)
     model = Toy()
-    make("nash_mtl").backward(model.losses([2.0, 0.0], [0.0, 1.0]), model)
+    make("nash_mtl").backward(GivenStep(model.losses([2.0, 0.0], [0.0, 1.0]), model))
     torch.testing.assert_close(model.a.grad, alpha[0] * 1.0, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.b.grad, alpha[1] * 2.0, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.theta.grad, alpha @ J, rtol=1e-4, atol=1e-4)
     assert not torch.allclose(model.a.grad, torch.tensor(1.0))   # the old behaviour: its own gradient, 1
     own = Toy()
-    make("nash_mtl", task_grads="own").backward(own.losses([2.0, 0.0], [0.0, 1.0]), own)
+    make("nash_mtl", task_grads="own").backward(GivenStep(own.losses([2.0, 0.0], [0.0, 1.0]), own))
     assert own.a.grad.item() == 1.0 and own.b.grad.item() == 2.0
     with pytest.raises(ConfigError, match="task_grads=weighted needs task weights"):
         make("graddrop", task_grads="weighted")
@@ -245,14 +244,14 @@ def test_graddrop_works_on_the_shared_activations_where_the_tasks_share_one_tens
     one = build_model("hard", [io("a", "g"), io("b", "g")], ModelConfig(dim=8, depth=1))
     two = build_model("hard", [io("a", "g1"), io("b", "g2")], ModelConfig(dim=8, depth=1))
     w = make("graddrop")
-    assert not w.wants_features
+    assert not w.uses_features
     w.check(one)
-    assert w.wants_features          # the old behaviour: the parameters' Jacobian always
+    assert w.uses_features          # the old behaviour: the parameters' Jacobian always
     w.check(two)
-    assert not w.wants_features
+    assert not w.uses_features
     forced = make("graddrop", graddrop_on="params")
     forced.check(one)
-    assert not forced.wants_features
+    assert not forced.uses_features
     with pytest.raises(ConfigError, match="graddrop_on"):
         make("graddrop", graddrop_on="both").check(one)
 
@@ -260,8 +259,8 @@ def test_graddrop_works_on_the_shared_activations_where_the_tasks_share_one_tens
 def test_every_weighting_has_its_hard_variant_a_plugins_too():
     """hard-<name> is derived from the weighting registry; a later weighting gets one; an explicit
     variant of that name replaces the derived one."""
+    from lepton_bench.methods import Weighting
     from lepton_bench.variants import VARIANTS, Variant, register_variant
-    from lepton_bench.weighting import Weighting
 
     for name in WEIGHTINGS.list():
         v = VARIANTS.get(f"hard-{name}")
@@ -284,7 +283,7 @@ def test_every_weighting_has_its_hard_variant_a_plugins_too():
 # by hand elsewhere: db_mtl's task gradients are its log-losses' (tests/test_balancing.py), nash_mtl's alpha-weighted
 @pytest.mark.parametrize("name", [n for n in WEIGHTINGS.list() if getattr(WEIGHTINGS.get(n), "make", None)
                                   and n not in ("pcgrad", "mgda", "db_mtl", "nash_mtl")
-                                  and not WEIGHTINGS.get(n).two_batches])   # modo, sdmgrad: by hand below
+                                  and not issubclass(WEIGHTINGS.get(n), TwoBatches)])   # modo, sdmgrad: by hand below
 def test_every_aggregator_gives_a_finite_update_and_own_task_gradients(name):
     g = aggregate(name, [1.0, 0.0], [-1.0, 1.0])
     assert torch.isfinite(g).all() and g.abs().sum() > 0
@@ -306,10 +305,10 @@ def test_backward_returns_the_combined_loss_and_aggregators_none():
     """What train_step checks for non-finite values without a host sync: the scalar a loss
     weighting backpropagated; a gradient aggregator combines no loss."""
     model = Toy()
-    total = make("static", static={"a": 2.0}).backward(losses(1, 2), model)
+    total = make("static", static={"a": 2.0}).backward(GivenStep(losses(1, 2), model))
     assert total.item() == 4 and not total.requires_grad
-    assert make("gls").backward(losses(1.0, 4.0), model).item() == pytest.approx(2.0)
-    assert make("pcgrad").backward(model.losses([1.0, 0.0], [-1.0, 1.0]), model) is None
+    assert make("gls").backward(GivenStep(losses(1.0, 4.0), model)).item() == pytest.approx(2.0)
+    assert make("pcgrad").backward(GivenStep(model.losses([1.0, 0.0], [-1.0, 1.0]), model)) is None
 
 
 def test_jacobian_on_the_shared_features_is_mgda_ub_by_hand():
@@ -338,15 +337,14 @@ def test_jacobian_on_the_shared_features_is_mgda_ub_by_hand():
     shared, _ = model.parameter_split()
     expected = torch.autograd.grad(alpha * L["a"] + (1 - alpha) * L["b"], shared)
 
-    w = WEIGHTINGS.get("mgda")(["a", "b"], WeightingConfig(jacobian="features")).to(torch.device("cpu"))
-    assert w.wants_features
-    L, w.features = losses_and_features()
-    w.backward(L, model)
-    assert w.features is None   # this step's features are not kept alive into the next
+    w = WEIGHTINGS.get("mgda")(["a", "b"], resolve_args("mgda", {"jacobian": "features"})).to(torch.device("cpu"))
+    assert w.uses_features and w.needs.one_feature_tensor
+    L, z = losses_and_features()
+    w.backward(GivenStep(L, model, given_features=z))
     for p, e in zip(shared, expected, strict=True):
         torch.testing.assert_close(p.grad, e, rtol=2e-2, atol=1e-6)   # torchjd's MGDA: Frank-Wolfe, eps 1e-3
     with pytest.raises(ConfigError, match="params or features"):
-        WEIGHTINGS.get("mgda")(["a", "b"], WeightingConfig(jacobian="inputs"))
+        WEIGHTINGS.get("mgda")(["a", "b"], resolve_args("mgda", {"jacobian": "inputs"}))
 
 
 def test_gradnorm_w_is_the_shared_trunks_last_matrix_when_a_group_stem_is_shared_too():
@@ -354,8 +352,8 @@ def test_gradnorm_w_is_the_shared_trunks_last_matrix_when_a_group_stem_is_shared
     but the image task never reaches it, so GradNorm's W (Chen et al. 2018: the last shared layer) is the
     trunk's last matrix, on which every task has a gradient."""
     from lepton_bench.config import ModelConfig
+    from lepton_bench.methods.gradnorm import last_shared_weight
     from lepton_bench.models import TaskIO, build_model
-    from lepton_bench.weighting import last_shared_weight
 
     ios = [TaskIO("img", "image", "class", 2), TaskIO("a", "text", "class", 2, 20, 6, group="g"),
            TaskIO("b", "text", "tag", 3, 20, 6, group="g")]
@@ -379,22 +377,22 @@ def test_modo_steps_its_weights_on_two_batches_by_hand():
     [.445, .395], projected (+ .08 each): [.525, .475]. Update (2.9b): lambda^T (J_1 + J_2)/2 =
     [.525, .475 * 1.5]; the task parameters lambda_t times their own gradient (1 and 2 here)."""
     model, w = Halves(), make("modo")
-    w.halves = model.halves()
-    w.backward({t: (a + b) / 2 for (t, a), b in zip(w.halves[0].items(), w.halves[1].values(), strict=True)}, model)
+    first, second = model.halves()
+    w.backward(GivenStep({t: (a + b) / 2 for (t, a), b in zip(first.items(), second.values(), strict=True)}, model,
+                         given_halves=(first, second)))
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.525, 0.7125]), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.a.grad, torch.tensor(0.525), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(model.b.grad, torch.tensor(0.475 * 2), rtol=1e-4, atol=1e-4)
     assert w.weights() == pytest.approx({"a": 0.525, "b": 0.475})
-    with pytest.raises(ConfigError, match="two half-batches"):
-        w.backward(model.losses([1.0, 0.0], [0.0, 1.0]), model)
+    with pytest.raises(ConfigError, match="halves"):
+        w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 1.0]), model))
 
 
 def test_sdmgrad_is_torchjds_weighting_on_two_batches():
     import torchjd.aggregation as A
 
     model, w = Halves(), make("sdmgrad")
-    w.halves = model.halves()
-    w.backward({}, model)
+    w.backward(GivenStep({}, model, given_halves=tuple(model.halves())))
     lam = A.SDMGradWeighting(lambda_=0.3)(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
     torch.testing.assert_close(model.theta.grad, lam @ torch.tensor([[1.0, 0.0], [0.0, 1.5]]), rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="jacobian=features is not offered"):
@@ -408,12 +406,9 @@ def test_a_non_finite_loss_reaches_the_gradients_not_a_solvers_error(name):
     model, w = Halves(), make(name)
     L = model.losses([1.0, 0.0], [0.0, 2.0])
     L["a"] = L["a"] * float("nan")
-    if w.two_batches:
-        w.halves = [L, model.losses([1.0, 0.0], [0.0, 1.0])]
-    if w.meta_batches:   # the look-ahead's losses are fresh ones, as non-finite
-        w.lookahead = Lookahead(lambda _: {t: v * float("nan") if t == "a" else v
-                                           for t, v in model.losses([1.0, 0.0], [0.0, 2.0]).items()},
-                                None, None, 0.1, TASKS)
-    total = w.backward(L, model)
+    ahead = Lookahead(lambda _: {t: v * float("nan") if t == "a" else v   # fresh losses, as non-finite
+                                 for t, v in model.losses([1.0, 0.0], [0.0, 2.0]).items()}, None, None, 0.1, TASKS)
+    total = w.backward(GivenStep(L, model, given_halves=(L, model.losses([1.0, 0.0], [0.0, 1.0])),
+                                 given_lookahead=ahead))
     grads = model.theta.grad
     assert (total is not None and not torch.isfinite(total).all()) or not torch.isfinite(grads).all()

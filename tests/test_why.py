@@ -158,3 +158,23 @@ def test_the_setting_says_how_far_the_budget_is_from_convergence(tmp_path):
     text = report.write_report(write_grid(tmp_path / "flat", flat), tmp_path / "flat_out").read_text()
     line = next(x for x in text.splitlines() if x.startswith("- Convergence"))
     assert "cifar10 +0.00 (hard-ew)" in line and "Every curve has levelled off" in line
+
+
+def test_the_heatmaps_show_equal_weights_and_say_how_far_the_others_are_from_it(tmp_path):
+    """hard-uw measured too, cosine +0.5 and Z(cifar10 -> imdb) -0.01 on every step: it differs from hard-ew's
+    by |0.5 - 0.1| = 0.4 in the cosine and |-0.01 + 0.05| = 0.04 in an affinity, which the section says."""
+    from lepton_bench.report.why import differences, measured, references
+
+    recs = records()
+    for r in recs:
+        if r["variant"] == "hard-uw" and r["status"] == "ok":
+            with_diagnostics(r, [point(10, 0.5, -0.01, 0.03), point(20, 0.5, -0.01, 0.03)])
+    a = report.analyse("mini", recs)
+    whys = measured(a)
+    assert [w.group.name for w in references(whys)] == ["hard-ew"]
+    ((w, ref, cos, aff),) = differences(whys)
+    assert (w.group.name, ref.group.name) == ("hard-uw", "hard-ew")
+    assert cos == pytest.approx(0.4) and aff == pytest.approx(0.04)
+    text = report.write_report(write_grid(tmp_path, recs), tmp_path / "out").read_text()
+    assert ("The other measured variant differs from hard-ew by at most 0.40 in a pair's mean cosine (hard-uw) "
+            "and 0.04 in an affinity (hard-uw)") in text

@@ -26,6 +26,7 @@ from .batches import TrainStream, augment_images, eval_batches, select
 from .sources import (
     budget_fields,
     check_split,
+    compute_labels,
     derive_labels,
     fingerprint,
     labelled_count,
@@ -53,7 +54,7 @@ from .types import MAX_WORD_CHARS, NUM_SHAPES, PAD, SPLITS, UNK, RawSplit, Split
 
 __all__ = ["MAX_WORD_CHARS", "NUM_SHAPES", "PAD", "SPLITS", "UNK", "RawSplit", "Split", "TaskData", "TrainStream",
            "apply_budget", "augment_images", "budget_fields", "build_char_vocab", "build_tokenizer", "cache_cap",
-           "cache_key", "check_split", "clip", "labelled_count", "labelled_rows", "train_rows",
+           "cache_key", "check_split", "compute_labels", "clip", "labelled_count", "labelled_rows", "train_rows",
            "decode_images", "default_cache_dir", "derive_labels", "eval_batches", "fingerprint",
            "first_subtoken_labels", "load_task", "local_files", "make_splits", "read_parquet", "read_source",
            "select", "special_frame", "take", "tensorize", "tensorize_subwords", "tensorize_text", "word_shape"]
@@ -92,8 +93,15 @@ def cache_key(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None, holdout_see
         key["chars"] = MAX_WORD_CHARS
     if spec.derived:   # its own name tells it apart already; the map makes a changed map a new entry
         key["derived"] = {"from": spec.derived_from, "label_map": list(spec.label_map)}
+    if spec.computed:   # the functions by name (their code cannot be hashed reliably) and their version
+        key["derived"]["computed"] = [_qualname(spec.compute_label), _qualname(spec.label_stats),
+                                      spec.label_version]
     blob = json.dumps(key, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def _qualname(fn) -> str | None:
+    return None if fn is None else f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
 
 
 def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, holdout_seed: int = 0,
@@ -111,7 +119,7 @@ def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, hold
         blob = torch.load(path, weights_only=True)
         data = TaskData(blob["name"], {k: Split(**v) for k, v in blob["splits"].items()},
                         blob["source"], blob["vocab_size"], blob["num_shapes"], blob["truncated"],
-                        blob.get("num_chars", 0))
+                        blob.get("num_chars", 0), blob.get("label_stats", {}))
     except FileNotFoundError:
         pass                              # not cached, or just evicted: build it
     except Exception:
@@ -124,13 +132,15 @@ def load_task(spec: TaskSpec, cfg: TaskConfig, data_dir: str | None = None, hold
     for split, raw in raws.items():
         check_split(spec, split, raw)   # a derived task: the source's label column, as the source's
     raws = {split: derive_labels(spec, raw) for split, raw in raws.items()}
-    data = tensorize(spec, cfg, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval),
-                     subwords and subwords[1], chars)
+    splits, label_stats = compute_labels(spec, make_splits(spec, cfg, raws, holdout_seed, limit_train, limit_eval))
+    data = tensorize(spec, cfg, splits, subwords and subwords[1], chars)
+    data.label_stats = label_stats
     apply_budget(data.splits["train"], spec.name, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save({"name": data.name, "source": data.source, "vocab_size": data.vocab_size,
                 "num_shapes": data.num_shapes, "truncated": data.truncated, "num_chars": data.num_chars,
+                **({"label_stats": data.label_stats} if data.label_stats else {}),
                 "splits": {k: {"tensors": v.tensors, "gold": v.gold, "labelled": v.labelled}
                            for k, v in data.splits.items()}}, tmp)
     os.replace(tmp, path)  # atomic: a reader never sees half a file

@@ -171,7 +171,7 @@ def derive_labels(spec: TaskSpec, raw: RawSplit) -> RawSplit:
     """A derived task's labels: its label column (the source's, checked by ``check_split``) replaced
     by ``label_map[source label]``, per example or per token, vectorised; other tasks' rows as
     they are. Rows and their order do not change."""
-    if not spec.derived:
+    if not spec.derived or spec.computed:   # computed labels: after the split (compute_labels)
         return raw
     t, col = raw.table, spec.columns["label"]
     lmap = np.asarray(spec.label_map, dtype=np.int64)
@@ -184,6 +184,35 @@ def derive_labels(spec: TaskSpec, raw: RawSplit) -> RawSplit:
     else:
         mapped = pa.array(lmap[labels.to_numpy(zero_copy_only=False)])
     return RawSplit(t.set_column(t.schema.get_field_index(col), col, mapped), raw.origin, raw.rows)
+
+
+def compute_labels(spec: TaskSpec, splits: dict[str, RawSplit]) -> tuple[dict[str, RawSplit], dict]:
+    """A computed-label task's labels (``TaskSpec.compute_label``), and the statistics of the training
+    rows they were computed with (``label_stats``, once, on the split the model trains on: no
+    validation or test row informs a label). Other tasks' splits as they are."""
+    if not spec.computed:
+        return splits, {}
+    stats = {k: v.item() if isinstance(v, np.generic) else v
+             for k, v in dict(spec.label_stats(splits["train"].table) if spec.label_stats else {}).items()}
+    col, n = spec.columns["label"], spec.num_labels
+    out = {}
+    for split, raw in splits.items():
+        t = raw.table
+        try:
+            ids = np.asarray(spec.compute_label(t, stats))
+        except Exception as e:
+            raise DataError(f"{raw.origin}: {spec.name}'s compute_label failed on the {split} split: "
+                            f"{type(e).__name__}: {e}") from None
+        if ids.shape != (t.num_rows,) or not (np.issubdtype(ids.dtype, np.integer) or ids.dtype == bool):
+            raise DataError(f"{raw.origin}: {spec.name}'s compute_label gave {ids.dtype} of shape {ids.shape} "
+                            f"for {t.num_rows} rows of {split}; it must give one integer label id per row")
+        ids = ids.astype(np.int64)
+        bad = np.flatnonzero((ids < 0) | (ids >= n))
+        if len(bad):
+            raise DataError(f"{raw.origin}: row {bad[0]}: {spec.name}'s compute_label gave {ids[bad[0]]}, "
+                            f"out of range 0..{n - 1} ({', '.join(spec.labels)})")
+        out[split] = RawSplit(t.set_column(t.schema.get_field_index(col), col, pa.array(ids)), raw.origin, raw.rows)
+    return out, stats
 
 
 def _first(mask) -> int:

@@ -42,6 +42,7 @@ class TaskData:
     num_shapes: int = 0
     truncated: dict[str, int] = field(default_factory=dict)  # split -> examples cut at max_len
     num_chars: int = 0             # character ids incl. <pad>/<unk> (0: no character tensor)
+    label_stats: dict = field(default_factory=dict)   # computed labels: the training rows' statistics they used
 
     def sizes(self) -> dict[str, int]:
         return {k: len(v) for k, v in self.splits.items()}

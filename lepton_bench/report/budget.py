@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..config import LABEL_BUDGET_SIZE
 from .analysis import Analysis
 from .format import fmt_pm, md_table, plural
 from .groups import Group
 from .records import get
 from .stats import ALPHA, NAN, diff_ci, mean_ci, ok, relative_delta, significant, welch_p
-
-BUDGET_FIELDS = ("train_fraction", "train_count")
 
 
 def label_share(g: Group, task: str) -> float:
@@ -60,7 +59,7 @@ class Point:
 
 
 def _line_key(g: Group, task: str, axes: set[str]) -> tuple:
-    budget = {f"tasks.{task}.{f}" for f in BUDGET_FIELDS}
+    budget = {f"tasks.{task}.{f}" for f in LABEL_BUDGET_SIZE}
     return (g.variant, g.tasks, tuple(sorted((k, v) for k, v in g.config.items()
                                              if k not in budget and k not in axes)))
 

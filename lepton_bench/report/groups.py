@@ -27,7 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from ..config import RUNTIME_FIELDS, complete, flatten, model_defaults, sharing_fields, task_data_fields
+from ..config import (
+    LABEL_BUDGET_SIZE,
+    RUNTIME_FIELDS,
+    complete,
+    flatten,
+    model_defaults,
+    sharing_fields,
+    task_data_fields,
+)
 from ..errors import LeptonError
 from .records import get, run_cost
 from .stats import finite
@@ -148,7 +156,7 @@ def _part(g: Group, key: str) -> str:
     """``key=value``; a task's label budget as ``conll2003 labels 5%`` (or ``... labels 700``)."""
     value = g.config.get(key, _UNSET)
     section, _, name = key.rpartition(".")
-    if section.startswith("tasks.") and name in ("train_fraction", "train_count") and isinstance(value, (int, float)):
+    if section.startswith("tasks.") and name in LABEL_BUDGET_SIZE and isinstance(value, (int, float)):
         shown = f"{value * 100:.3g}%" if name == "train_fraction" else f"{value:g}"
         return f"{section.split('.', 1)[1]} labels {shown}"
     return f"{key}={fmt_value(value)}"

@@ -12,7 +12,8 @@ from .analysis import FLAT, STL_ENTRY, Analysis, last_gain, mean_ranks, stl_cost
 from .baselines import standing_section
 from .budget import budget_section, headline
 from .claims import claims_section, literature_section
-from .format import bold, fmt_num, fmt_pct, fmt_pm, fmt_ratio, md_cell, md_table, plural
+from .format import bold, collapsible, fmt_num, fmt_pct, fmt_pm, fmt_ratio, folded_table, md_cell, md_table, plural
+from .glance import glance_section, wins
 from .groups import fmt_value
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
@@ -21,8 +22,10 @@ from .why import why_section
 
 
 def summary(a: Analysis) -> str:
-    """The verdict at the top: the findings in words, generated from the numbers — a headline, one bullet
-    per multi-task variant (best Δm first), then adaptive against static weights and auxiliary tasks."""
+    """The verdict at the top, generated from the numbers: the label-budget crossover (when a budget varies),
+    the first-screen table of the variants that matter (``glance``), then, folded, the findings in words — a
+    headline, one bullet per multi-task variant (best Δm first), adaptive against static weights, auxiliary
+    tasks — and the notes a reader must not miss (unfinished tuning, the edge of a range, failures)."""
     paragraphs = []
     no_stl = [t for t in a.tasks if not a.has_stl(t)]
     if not a.ok:
@@ -34,9 +37,10 @@ def summary(a: Analysis) -> str:
         head, bullets = _wins_sentences(a)
         curve = headline(a)   # under a varied label budget, the crossover comes first
         paragraphs += [f"**Label budget**: {curve}"] if curve else []
-        paragraphs += [head, "\n".join(f"- {b}" for b in bullets)]
-        paragraphs += [" ".join(_adaptive_sentence(a))]
-        paragraphs += [" ".join(auxiliary_sentences(a))]
+        paragraphs += [glance_section(a)]
+        words = [head, "\n".join(f"- {b}" for b in bullets), " ".join(_adaptive_sentence(a)),
+                 " ".join(auxiliary_sentences(a))]
+        paragraphs += [collapsible("Every multi-task variant in words", "\n\n".join(w for w in words if w))]
     notes = []
     if no_stl:
         notes.append(f"There are no STL records for {', '.join(no_stl)}: Δ vs STL and Δm leave "
@@ -59,25 +63,12 @@ def summary(a: Analysis) -> str:
     return "\n\n".join(p for p in paragraphs if p)
 
 
-def _wins(a: Analysis, name: str) -> list[str]:
-    """'imdb (+1.20%, significant)' for each main task where a group's primary mean beats STL (an
-    auxiliary task's Δ is in its table, never in the verdict)."""
-    out = []
-    for t in a.tasks:
-        df = a.per_task[t]
-        row = df[(df["name"] == name) & ~df["aux"]]
-        if len(row) and ok(row["delta"].iloc[0]) and row["delta"].iloc[0] > 0:
-            sig = ", significant" if significant(row["p"].iloc[0]) else ""
-            out.append(f"{t} ({fmt_pct(row['delta'].iloc[0])}{sig})")
-    return out
-
-
 def _wins_sentences(a: Analysis) -> tuple[str, list[str]]:
     """The headline (how many MTL variants beat STL significantly somewhere) and, per MTL variant (best Δm
     first), where it is ahead of STL, its Δm and training-cost ratio; the variants ahead nowhere with no
     positive Δm share the last bullet."""
     mtl = a.overall[~a.overall["stl"]]
-    n_sig = sum(any("significant" in w for w in _wins(a, n)) for n in mtl["name"])
+    n_sig = sum(any("significant" in w for w in wins(a, n)) for n in mtl["name"])
     if any(ok(p) for df in a.per_task.values() for p in df.loc[~df["aux"], "p"]):
         head = (f"{n_sig} of {plural(len(mtl), 'multi-task variant')} "
                 f"beat{'s' if len(mtl) == 1 else ''} their matched STL baseline significantly on at least one task "
@@ -86,14 +77,14 @@ def _wins_sentences(a: Analysis) -> tuple[str, list[str]]:
         head = "No difference to STL can be tested for significance yet: that needs at least 2 seeds on both sides."
     bullets, losers = [], []
     for _, row in mtl.iterrows():
-        wins = _wins(a, row["name"])
-        if not wins and not (ok(row["dm"]) and row["dm"] > 0):
+        ahead = wins(a, row["name"])
+        if not ahead and not (ok(row["dm"]) and row["dm"] > 0):
             cost = (f"{fmt_ratio(row['train_ratio'])} STL training time" if ok(row["train_ratio"])
                     else "training time vs STL unknown")
             losers.append(f"{row['name']} (Δm {fmt_pct(row['dm'])}, {cost})")
             continue
         # "ahead", not "beats": a mean ahead is not a win unless marked significant
-        where = f"is ahead of STL on {', '.join(wins)}" if wins else "is ahead of STL on no task's primary metric"
+        where = f"is ahead of STL on {', '.join(ahead)}" if ahead else "is ahead of STL on no task's primary metric"
         cost = (f"at {fmt_ratio(row['train_ratio'])} the training time of the STL models together"
                 if ok(row["train_ratio"]) else "(its training time vs STL is unknown)")
         bullets.append(f"{row['name']} {where}; Δm {_fmt_dm(row)} {cost}.")
@@ -225,7 +216,7 @@ def tuning_section(a: Analysis) -> str:
             "same mean on validation, and on test for scale — test never chooses. n: tuning seeds (+ seeds run "
             "later at the chosen point).")
     headers = ["variant", "sweep point", "n", "validation ↑", "test ↑", "chosen"]
-    return "\n\n".join([head, *edge_sentences(a), md_table(headers, sensitivity_rows(a.tuning), left=2)])
+    return "\n\n".join([head, *edge_sentences(a), folded_table(headers, sensitivity_rows(a.tuning), left=2)])
 
 
 def edge_sentences(a: Analysis) -> list[str]:
@@ -339,7 +330,7 @@ def task_section(a: Analysis, task: str) -> str:
     missing = sorted(set(df.loc[df["baseline"] == "", "design"]))
     note = (f"\n\nNo STL records for design{'s' if len(missing) > 1 else ''} {', '.join(missing)}: "
             f"no Δ vs STL for {'their' if len(missing) > 1 else 'its'} rows.") if missing else ""
-    return f"### {task} (primary: {primary})\n\n" + md_table(headers, rows) + note
+    return f"### {task} (primary: {primary})\n\n" + folded_table(headers, rows) + note
 
 
 def overall_section(a: Analysis) -> str:
@@ -362,7 +353,7 @@ def overall_section(a: Analysis) -> str:
                     + [fmt_num(r["params"] / 1e6, 2), fmt_ratio(r["params_ratio"]), fmt_num(r["infer_s"], 1),
                        fmt_ratio(r["infer_ratio"])])
     rows += _stl_together_row(a, cuda)
-    return md_table(headers, rows, left=2) + _stl_rank_note(a)
+    return folded_table(headers, rows, left=2) + _stl_rank_note(a)
 
 
 def _stl_rank_note(a: Analysis) -> str:

@@ -7,8 +7,6 @@ the same bytes.
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from .analysis import STATIC_WEIGHTINGS, Analysis, curve
 from .budget import budget_tasks, curves, pct
 from .canvas import figure as _figure
 from .canvas import save as _save
+from .format import short_names
 from .groups import fmt_value
 from .records import is_number
 from .stats import ok, pareto_front
@@ -38,22 +37,6 @@ def _label_room(names: Sequence[str]) -> float:
 
 
 NAMED_POINTS = 8   # up to this many points are named beside them; more get numbers and a key
-
-
-def short_names(names: Sequence[str]) -> tuple[list[str], str]:
-    """The names without the prefix every one of them shares up to a '-' (the grid's, e.g. ``tagging-``), and
-    without a ``key=value`` that every one of them carries (say it once elsewhere); and that prefix."""
-    prefix = os.path.commonprefix(list(names)) if len(names) > 1 else ""
-    prefix = prefix[: prefix.rfind("-") + 1] if "-" in prefix else ""
-    parts = [[p.strip() for p in re.findall(r"[^(),]+=[^(),]+", n)] for n in names]
-    common = set.intersection(*(set(p) for p in parts)) if parts else set()
-    out = []
-    for n in names:
-        n = n[len(prefix):]
-        for c in common:
-            n = n.replace(f", {c.strip()}", "").replace(f"{c.strip()}, ", "").replace(f" ({c.strip()})", "")
-        out.append(n)
-    return out, prefix
 
 
 def plot_delta_m(a: Analysis, path: Path) -> bool:

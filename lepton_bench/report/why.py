@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .analysis import Analysis
+from .budget import label_share
 from .canvas import figure as _figure
 from .canvas import save as _save
-from .format import fmt_pct
+from .format import FOLD_ROWS, collapsible, fmt_pct, short_names
 from .groups import Group
 from .stats import ALPHA, ok
 
@@ -213,41 +214,98 @@ def why_section(a: Analysis) -> str:
     for w in whys:
         if w.group.weighting == "ew":
             words += [" ".join(task_sentences(a, w)), tag_sentence(a, w)]
-    return "\n\n".join([intro, "\n".join(rows), *words])
+    return "\n\n".join([intro, collapsible(f"Every measured variant ({len(whys)})", "\n".join(rows))
+                          if len(whys) > FOLD_ROWS else "\n".join(rows), *words, difference_sentence(whys)])
 
 
 # ---------------------------------------------------------------- plots
 
-def plot_why(a: Analysis, path: Path) -> bool:
-    """Per measured group, two T x T heatmaps: mean cosine and mean affinity."""
+def references(whys: Sequence[Why]) -> list[Why]:
+    """The groups the heatmaps show: the equal-weights group of the most tasks (else the first of the most), and
+    a group of its own only for a task set that reference does not hold."""
+    def rank(w: Why) -> tuple:   # most tasks; equal weights; hard sharing; every label (no budget); by name
+        full = all(label_share(w.group, t) == 1 for t in w.tasks)
+        return -len(w.tasks), w.group.weighting != "ew", w.group.architecture != "hard", not full, w.group.name
 
+    refs: list[Why] = []
+    for w in sorted(whys, key=rank):
+        if not any(set(w.tasks) <= set(r.tasks) for r in refs):
+            refs.append(w)
+    return refs
+
+
+def differences(whys: Sequence[Why]) -> list[tuple[Why, Why, float, float]]:
+    """(group, its reference, the largest |difference| of a pair's mean cosine, of an affinity) for every
+    measured group other than the references, against the reference's matrices on the group's tasks."""
+    refs = references(whys)
+    out = []
+    for w in whys:
+        if any(w is r for r in refs):
+            continue
+        ref = next(r for r in refs if set(w.tasks) <= set(r.tasks))
+        at = [ref.tasks.index(t) for t in w.tasks]
+        off = ~np.eye(len(w.tasks), dtype=bool)
+        with np.errstate(invalid="ignore"):
+            out.append((w, ref, float(np.nanmax(np.abs(w.cosine - ref.cosine[np.ix_(at, at)])[off])),
+                        float(np.nanmax(np.abs(w.affinity - ref.affinity[np.ix_(at, at)])[off]))))
+    return out
+
+
+def difference_sentence(whys: Sequence[Why]) -> str:
+    """How far the other measured groups' matrices are from their reference's, in one sentence."""
+    diffs = differences(whys)
+    if not diffs:
+        return ""
+    far_c = max(diffs, key=lambda d: d[2])
+    far_a = max(diffs, key=lambda d: d[3])
+    refs = ", ".join(dict.fromkeys(d[1].group.name for d in diffs))
+    who = f"The other {len(diffs)} measured variants differ" if len(diffs) > 1 else "The other measured variant differs"
+    return (f"{who} from {refs} by at most "
+            f"{far_c[2]:.2f} in a pair's mean cosine ({far_c[0].group.name}) and {far_a[3]:.2g} in an affinity "
+            f"({far_a[0].group.name}); the heatmaps show {refs} only, the bottom panel every variant's largest "
+            "difference.")
+
+
+def plot_why(a: Analysis, path: Path) -> bool:
+    """The reference groups' two T x T heatmaps (mean cosine, mean affinity), and one panel of how far every
+    other measured group's matrices are from its reference's (its largest difference of each)."""
     whys = measured(a)
     if not whys:
         return False
-    per_row = 3
-    rows = -(-len(whys) // per_row)
-    fig = _figure(5.2 * per_row, 2.6 * rows + 0.4)
-    grid = fig.add_gridspec(rows, 2 * per_row)
-    span = max(1e-9, max(float(np.nanmax(np.abs(w.affinity))) for w in whys))
-    for k, w in enumerate(whys):
-        r, c = divmod(k, per_row)
+    refs, diffs = references(whys), differences(whys)
+    names, _ = short_names([d[0].group.name for d in diffs]) if diffs else ([], "")
+    fig = _figure(10.4, 3.0 * len(refs) + (0.22 * len(diffs) + 1.2 if diffs else 0) + 0.5)
+    heights = [3.0] * len(refs) + ([0.22 * len(diffs) + 1.0] if diffs else [])
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights)
+    span = max(1e-9, max(float(np.nanmax(np.abs(w.affinity))) for w in refs))
+    for r, w in enumerate(refs):
         short = [t.replace("conll2003_", "") for t in w.tasks]
-        for m, (data, title, vmax, cmap) in enumerate(((w.cosine, "cosine", 1.0, "RdBu"),
-                                                       (w.affinity, "affinity i→j", span, "PuOr"))):
-            ax = fig.add_subplot(grid[r, 2 * c + m])
+        for m, (data, title, vmax, cmap) in enumerate(((w.cosine, "mean gradient cosine (red: conflict)", 1.0, "RdBu"),
+                                                       (w.affinity, "TAG affinity i→j (purple: helps)", span,
+                                                        "PuOr"))):
+            ax = fig.add_subplot(grid[r, m])
             im = ax.imshow(data, cmap=cmap, vmin=-vmax, vmax=vmax)
             for i in range(len(w.tasks)):
                 for j in range(len(w.tasks)):
                     dark = abs(data[i, j]) > 0.6 * vmax   # white on the dark ends of the colour map
                     ax.text(j, i, f"{data[i, j]:.2f}" if m == 0 else f"{data[i, j]:.2g}", ha="center",
-                            va="center", fontsize=6, color="white" if dark else "black")
-            ax.set_xticks(range(len(short)), short, fontsize=6, rotation=30)
-            ax.set_yticks(range(len(short)), short, fontsize=6)
-            ax.set_title(f"{w.group.name}: {title}" if m == 0 else title, fontsize=7)
-            if k == len(whys) - 1:
-                fig.colorbar(im, ax=ax, shrink=0.7)
-    fig.suptitle(f"{a.grid}: mean gradient cosine (red: conflict) and TAG affinity (row's step onto column's "
-                 "loss; purple: helps), over measured steps and seeds", fontsize=9)
+                            va="center", fontsize=7, color="white" if dark else "black")
+            ax.set_xticks(range(len(short)), short, fontsize=7, rotation=30)
+            ax.set_yticks(range(len(short)), short, fontsize=7)
+            ax.set_title(f"{w.group.name}\n{title}", fontsize=8)
+            fig.colorbar(im, ax=ax, shrink=0.8)
+    if diffs:
+        ax = fig.add_subplot(grid[len(refs), :])
+        y = np.arange(len(diffs))
+        ax.barh(y - 0.2, [d[2] for d in diffs], height=0.4, color="tab:red", label="largest |Δ cosine|")
+        ax.barh(y + 0.2, [d[3] / span for d in diffs], height=0.4, color="tab:purple",
+                label=f"largest |Δ affinity| ÷ {span:.2g} (the heatmap's scale)")
+        ax.set_yticks(y, names, fontsize=7)
+        ax.invert_yaxis()
+        ax.set_xlabel("difference from the reference's matrix (0: the same picture)", fontsize=8)
+        ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)   # off the bars
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{a.grid}: gradient conflict and task affinity, over measured steps and seeds", fontsize=9)
     _save(fig, path)
     return True
 

@@ -1,42 +1,21 @@
-"""Methods that look one step ahead: they score a virtual update of the model on a second batch.
-
-``auto_lambda`` (Liu et al. 2022) meta-learns the task weights this way. ``train_step`` hands such
-a method a ``Lookahead`` before ``backward``: a way to compute the task losses of the model's
-current parameters on any batches, this step's batches, a second independent draw of training
-batches, and the optimizer with its current learning rate.
-"""
+"""Auto-Lambda (Liu, James, Davison & Johns, TMLR 2022): task weights meta-learned by a look-ahead."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import ConfigError
-from .weighting import WEIGHTINGS, Weighting
-
-Batches = dict[str, dict[str, torch.Tensor]]
+from ..errors import ConfigError
+from .base import WEIGHTINGS, Lookahead, Needs, Weighting
 
 
 @dataclass
-class Lookahead:
-    """What a look-ahead method needs beyond the step's losses (set by ``train_step`` each step)."""
-
-    losses_of: Callable[[Batches], dict[str, torch.Tensor]]   # task losses at the current parameters
-    batches: Batches          # this step's training batches
-    meta_batches: Batches     # a second, independent draw of training batches (its own stream)
-    lr: float                 # the step's learning rate (the virtual step's size)
-    primary: list[str]        # the tasks the look-ahead scores: the main ones (not the auxiliary)
-    weight_decay: dict[int, float] = field(default_factory=dict)   # id(parameter) -> its decoupled decay
-
-
-def optimizer_decay(opt: torch.optim.Optimizer | None) -> dict[int, float]:
-    """Each parameter's weight decay in ``opt`` (by id), for a virtual step that matches the real one."""
-    if opt is None:
-        return {}
-    return {id(p): g.get("weight_decay", 0.0) for g in opt.param_groups for p in g["params"]}
+class AutoLambdaArgs:
+    autol_init: float = 0.1       # initial task weights (the paper's 0.1)
+    autol_lr: float = 1e-4        # Adam lr of the task weights (the official code's 1e-4 for NYUv2; 3e-5 for
+                                  # CityScapes)
 
 
 @WEIGHTINGS.register("auto_lambda")
@@ -68,36 +47,37 @@ class AutoLambda(Weighting):
     extra forward passes and two extra backward passes a step (the official code's too).
     """
 
-    needs_every_task = True
-    single_process = True     # lambda's meta-gradient comes from this process's batches
-    meta_batches = True
+    Args = AutoLambdaArgs
+    needs = Needs(every_task=True, single_process=True,   # lambda's meta-gradient: this process's batches
+                  second_stream=True)
 
-    def __init__(self, tasks, cfg=None, seed=0):
-        super().__init__(tasks, cfg, seed)
-        if self.cfg.autol_lr <= 0:
-            raise ConfigError(f"weighting_args.autol_lr must be positive, not {self.cfg.autol_lr}")
+    def __init__(self, tasks, args=None, seed=0):
+        super().__init__(tasks, args, seed)
+        if self.args.autol_lr <= 0:
+            raise ConfigError(f"weighting_args.autol_lr must be positive, not {self.args.autol_lr}")
 
     def to(self, device):
         super().to(device)
-        self.lam = torch.full((len(self.tasks),), float(self.cfg.autol_init), device=device, requires_grad=True)
-        self.meta_opt = torch.optim.Adam([self.lam], lr=self.cfg.autol_lr)
+        self.lam = torch.full((len(self.tasks),), float(self.args.autol_init), device=device, requires_grad=True)
+        self.meta_opt = torch.optim.Adam([self.lam], lr=self.args.autol_lr)
         return self
 
     def combine(self, losses):
         return (self.lam.detach() * self._stack(losses)).sum()
 
-    def backward(self, losses, model, extra=None):
-        ahead, self.lookahead = self.lookahead, None   # one step's: never reused
-        if ahead is None:
-            raise ConfigError("auto_lambda looks ahead on a second batch each step: train_step sets "
-                              "weighting.lookahead (run it through lepton_bench.train)")
+    def backward(self, step):
+        losses, ahead = step.losses(), step.lookahead()
+        extra = step.extra()
+        model = step.model
         self.meta_step(losses, model, extra, ahead)
         # the look-ahead moved the parameters in place (and back), which invalidates the step's graph:
         # the real update takes a fresh forward pass at theta, as the official code does
         with torch.enable_grad():
             losses = ahead.losses_of(ahead.batches)
             extra = None if extra is None else model.extra_loss()
-        return super().backward(losses, model, extra)
+        total = self.combine(losses)
+        (total if extra is None else total + extra).backward()
+        return total.detach()
 
     def meta_step(self, losses: dict[str, torch.Tensor], model: nn.Module, extra: torch.Tensor | None,
                   ahead: Lookahead) -> None:
@@ -131,4 +111,4 @@ class AutoLambda(Weighting):
         self.meta_opt.step()   # 4.
 
     def weights(self):
-        return {t: float(v) for t, v in zip(self.tasks, self.lam.detach(), strict=True)}
+        return self._per_task(self.lam.detach())

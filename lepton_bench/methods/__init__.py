@@ -1,0 +1,63 @@
+"""The methods: how the task losses of a step become parameter gradients, one module per method.
+
+``base`` is what every method shares (the ``Weighting`` base class, ``Needs``, ``Step``, the registry);
+``gradient`` the base of the methods on the per-task gradients. Each other module is one method (or
+one family its paper defines together: ``imtl`` holds IMTL-G and IMTL), named after it:
+
+* loss weightings: ``ew``, ``static``, ``uw``, ``dwa``, ``rlw``, ``gls``, ``famo``, ``gradnorm``, ``stch``,
+  ``auto_lambda`` (meta-learned on a second batch);
+* on the per-task gradients (most are thin wrappers of torchjd's aggregators): ``pcgrad``, ``mgda``,
+  ``cagrad``, ``nash_mtl``, ``imtl``, ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop``, ``gradvac``,
+  ``fairgrad``, ``excess_mtl``, ``con_fig`` (ConFIG), ``cr_mogm``, ``modo`` and ``sdmgrad`` (two
+  half-batches), ``db_mtl`` and ``moco`` (moving averages of the task gradients).
+
+A new method is one file: copy the closest, register it with ``@WEIGHTINGS.register(name)``, and
+import it here (a plugin's is imported by its own package).
+"""
+
+from . import (  # noqa: F401  (each module registers its method)
+    aligned_mtl,
+    auto_lambda,
+    cagrad,
+    con_fig,
+    cr_mogm,
+    db_mtl,
+    dualproj,
+    dwa,
+    ew,
+    excess_mtl,
+    fairgrad,
+    famo,
+    gls,
+    graddrop,
+    gradnorm,
+    gradvac,
+    imtl,
+    mgda,
+    moco,
+    modo,
+    nash_mtl,
+    pcgrad,
+    rlw,
+    sdmgrad,
+    static,
+    stch,
+    upgrad,
+    uw,
+)
+from .base import (
+    WEIGHTINGS,
+    GivenStep,
+    Lookahead,
+    Needs,
+    NoArgs,
+    Step,
+    Weighting,
+    check_needs,
+    optimizer_decay,
+    resolve_args,
+)
+from .gradient import GradientAggregation, GradientArgs
+
+__all__ = ["WEIGHTINGS", "GivenStep", "GradientAggregation", "GradientArgs", "Lookahead", "Needs", "NoArgs", "Step",
+           "Weighting", "check_needs", "optimizer_decay", "resolve_args"]
