@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from lepton_bench.measure import cpu_name, now, sync
 from lepton_bench.plugins import load_plugins
-from lepton_bench.train import Setup, next_batches, prepare, train_step
+from lepton_bench.run.measure import cpu_name, now, sync
+from lepton_bench.run.train import Setup, next_batches, prepare, train_step
 from lepton_bench.variants import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,7 +57,7 @@ def pytest_configure(config):
         config.option.benchmark_disable = True
     # the committed figures are replaced only when asked: a run of one file would leave only its own entries
     if config.getoption("save_results") and config.getoption("benchmark_json") is None:
-        from lepton_bench.measure import resolve_device
+        from lepton_bench.run.measure import resolve_device
 
         RESULTS.mkdir(exist_ok=True)
         config.option.benchmark_json = RESULTS / f"{machine_tag(resolve_device(DEVICE))}.json"

@@ -34,8 +34,8 @@ if str(ROOT) not in sys.path:   # run as a script: `benchmarks` is importable fr
 
 import torch  # noqa: E402
 
-from lepton_bench.measure import environment, now, resolve_device, sync  # noqa: E402
-from lepton_bench.train import next_batches, prepare, run, train_step  # noqa: E402
+from lepton_bench.run.measure import environment, now, resolve_device, sync  # noqa: E402
+from lepton_bench.run.train import next_batches, prepare, run, train_step  # noqa: E402
 from lepton_bench.variants import VARIANTS, make_config  # noqa: E402
 
 SCHEMA = 1
@@ -148,8 +148,9 @@ def check_data(device: str, data_dir: str, smoke: bool) -> dict[str, Any]:
 
 def check_packed(device: str, data_dir: str, smoke: bool) -> dict[str, Any]:
     """A mini-grid of two smoke runs, two at a time on the device: both records ok and marked packed."""
-    from lepton_bench.executors import ExecutorOptions
-    from lepton_bench.grid import plan, run_grid
+    from lepton_bench.grid.executors import ExecutorOptions
+    from lepton_bench.grid.plan import plan
+    from lepton_bench.grid.runner import run_grid
     from lepton_bench.results import read_records, runs_path
 
     if "runs_per_device" not in ExecutorOptions.__dataclass_fields__:

@@ -13,7 +13,7 @@ import statistics
 import pytest
 
 from lepton_bench.data import load_task
-from lepton_bench.evaluation import evaluate_group
+from lepton_bench.run.evaluation import evaluate_group
 from lepton_bench.tasks import TASKS, input_group
 
 from .conftest import DATA, Steps, timed

@@ -12,8 +12,8 @@ import statistics
 
 import pytest
 
-from lepton_bench.diagnostics import diagnose
-from lepton_bench.train import next_batches, train_step
+from lepton_bench.run.diagnostics import diagnose
+from lepton_bench.run.train import next_batches, train_step
 
 from .conftest import timed
 

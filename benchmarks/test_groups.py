@@ -16,7 +16,7 @@ import statistics
 import torch
 
 from lepton_bench.data import eval_batches
-from lepton_bench.evaluation import autocast
+from lepton_bench.run.evaluation import autocast
 from lepton_bench.variants import TAGGING
 
 from .conftest import Steps, timed

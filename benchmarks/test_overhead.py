@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lepton_bench.train import Setup, lr_lambda, make_optimizer, next_batches, train_step
+from lepton_bench.run.train import Setup, lr_lambda, make_optimizer, next_batches, train_step
 
 from .conftest import timed
 

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from lepton_bench.executors import Job, WarmWorker, run_job, worker_env
-from lepton_bench.grid import plan
+from lepton_bench.grid.executors import Job, WarmWorker, run_job, worker_env
+from lepton_bench.grid.plan import plan
 from lepton_bench.results import now_iso
 
 from .conftest import DATA

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from lepton_bench.sampling import SAMPLERS
+from lepton_bench.run.sampling import SAMPLERS
 from lepton_bench.variants import VARIANTS
 
 from .conftest import Steps

@@ -141,7 +141,7 @@ def failed_record(cfg: RunConfig, error: str, started_at: str, detail: str = "",
     """The record of a run that raised, diverged, or whose worker died (``packed``: the packing of a run
     whose worker died, which the parent records for it; a worker's own record reads it by itself); with
     ``status="interrupted"``, of a run stopped with its grid (a signal, a full disk), which a resume runs again."""
-    from .measure import environment, resolve_device  # torch: only where a run was attempted
+    from .run.measure import environment, resolve_device  # torch: only where a run was attempted
 
     try:
         env = environment(resolve_device(cfg.device))

@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .methods import WEIGHTINGS, GivenStep, Lookahead, resolve_args
 from .models import TaskIO, build_model
 from .models.trunk import TRUNKS
-from .sampling import SAMPLERS
+from .run.sampling import SAMPLERS
 from .tasks import TASKS
 
 TINY_MODEL = ModelConfig(dim=16, depth=2, heads=2, mlp_ratio=2.0, dropout=0.0, image_widths=(8, 16))
@@ -238,7 +238,7 @@ def check_variant(name: str, data_dir: str | Path, steps: int = 4, tasks: Sequen
     every group of its parameters moved, parameter and FLOP accounting, its config's hash. Returns the
     record."""
     from .results import RECORD_KEYS, SCHEMA_VERSION
-    from .train import run
+    from .run.train import run
     from .variants import make_config
 
     cfg = make_config(name, list(tasks) if tasks else None, overrides=[*TINY_RUN, f"train.steps={steps}", *overrides],

@@ -278,7 +278,10 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     for t, n in cfg.model.stems.items():
         resolve_stem(n, TASKS.get(t).input, t)
     TRUNKS.get(cfg.model.trunk)
-    args = resolve_args(cfg.weighting, cfg.weighting_args)   # each setting one the method declares
+    try:
+        args = resolve_args(cfg.weighting, cfg.weighting_args)   # each setting one the method declares
+    except ConfigError as e:   # a grid's --set reaches every variant: say which one refused it
+        raise ConfigError(f"variant {variant}: {e}") from None
     cfg.weighting_args = {k: getattr(args, k) for k in cfg.weighting_args}   # in its declared type
     return cfg
 

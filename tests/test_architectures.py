@@ -14,8 +14,8 @@ from lepton_bench.config import ModelConfig
 from lepton_bench.errors import ConfigError
 from lepton_bench.models import build_model
 from lepton_bench.models.experts import binary_codes, dselect_weights, smooth_step
+from lepton_bench.run.train import run
 from lepton_bench.testing import batch_for, check_architecture
-from lepton_bench.train import run
 from lepton_bench.variants import make_config
 
 from .conftest import TINY

@@ -12,8 +12,8 @@ from torch import nn
 from lepton_bench.errors import ConfigError, TrainingError
 from lepton_bench.methods import WEIGHTINGS, GivenStep, resolve_args
 from lepton_bench.methods.moco import project_onto_simplex
+from lepton_bench.run.train import next_batches, prepare, run, train_step
 from lepton_bench.tasks import TaskSpec
-from lepton_bench.train import next_batches, prepare, run, train_step
 from lepton_bench.variants import make_config
 
 from . import test_weighting as weighting_tests

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-import lepton_bench.setup as run_setup
+import lepton_bench.run.setup as run_setup
 from lepton_bench.config import RunConfig, TaskConfig
 from lepton_bench.data import cache_key, labelled_rows
 from lepton_bench.errors import ConfigError
-from lepton_bench.setup import next_batches, prepare, task_losses
+from lepton_bench.run.setup import next_batches, prepare, task_losses
+from lepton_bench.run.train import run
 from lepton_bench.tasks import IGNORE, TASKS
-from lepton_bench.train import run
 
 from .test_groups import Calls, tiny
 

@@ -109,7 +109,7 @@ def test_stem_flag_is_checked_before_anything_runs(tmp_path, capsys):
 
 
 def test_run_help_lists_the_registered_tasks(capsys):
-    from lepton_bench.grid import GRIDS
+    from lepton_bench.grid.presets import GRIDS
     from lepton_bench.tasks import TASKS
 
     with pytest.raises(SystemExit) as e:

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from lepton_bench.diagnostics import measure, sgd_step, to_host
-from lepton_bench.train import run
+from lepton_bench.run.diagnostics import measure, sgd_step, to_host
+from lepton_bench.run.train import run
 from lepton_bench.variants import make_config
 
 from .conftest import TINY

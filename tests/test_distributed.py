@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from lepton_bench.cli import main
-from lepton_bench.distributed import World, check_batch_sizes, shard
 from lepton_bench.errors import ConfigError
 from lepton_bench.results import read_records
+from lepton_bench.run.distributed import World, check_batch_sizes, shard
 
 from .conftest import TINY
 

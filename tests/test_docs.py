@@ -8,11 +8,12 @@ import ast
 import importlib
 import re
 import shlex
+import textwrap
 
 import pytest
 
 from lepton_bench.cli import build_parser
-from lepton_bench.grid import GRIDS
+from lepton_bench.grid.presets import GRIDS
 from lepton_bench.variants import VARIANTS
 
 from .conftest import ROOT
@@ -66,7 +67,7 @@ def test_every_command_parses_and_names_registered_entries():
 
 def test_every_python_block_compiles_and_its_lepton_bench_imports_exist():
     for page, body in blocks("python"):
-        tree = ast.parse(body, filename=page.name)
+        tree = ast.parse(textwrap.dedent(body), filename=page.name)   # a block in a list item is indented
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lepton_bench"):
                 module = importlib.import_module(node.module)

@@ -9,7 +9,7 @@ import pytest
 
 from lepton_bench.cli import main
 from lepton_bench.errors import ConfigError
-from lepton_bench.executors import EXECUTORS, ExecutorOptions
+from lepton_bench.grid.executors import EXECUTORS, ExecutorOptions
 from lepton_bench.results import read_records
 from lepton_bench.tasks import TASKS
 

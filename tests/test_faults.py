@@ -70,7 +70,7 @@ def test_an_unwritable_out_is_one_line_with_the_reason_and_exit_2(data_dir, tmp_
 
     monkeypatch.setattr(outputs.tempfile, "mkstemp", refuse)
     started = []
-    monkeypatch.setattr("lepton_bench.grid.run_grid", lambda *a, **k: started.append(1))
+    monkeypatch.setattr("lepton_bench.grid.runner.run_grid", lambda *a, **k: started.append(1))
     assert main(grid_args(data_dir, tmp_path / "out", *ONE)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"--out: cannot write in the folder {tmp_path / 'out' / 'smoke'}: {reason}" in line
@@ -135,7 +135,7 @@ def test_a_full_disk_mid_grid_stops_it_in_one_line_and_the_next_start_rebuilds_r
             monkeypatch.setattr(results.os, "fsync", full)
         return real_merge(folder)
 
-    monkeypatch.setattr("lepton_bench.grid.merge", merge_then_full)
+    monkeypatch.setattr("lepton_bench.grid.runner.merge", merge_then_full)
     assert main(grid_args(data_dir, out, *TWO)) == 2
     line = one_error_line(capsys.readouterr().err)
     assert f"no space left on the device of {out / 'smoke'}" in line and "resumes" in line
@@ -204,7 +204,7 @@ def test_a_lock_held_in_the_same_process_is_still_exclusive(tmp_path):
 
 
 def test_local_workers_hold_the_lock_with_their_grid(tmp_path):
-    from lepton_bench.executors import WarmWorker, worker_env
+    from lepton_bench.grid.executors import WarmWorker, worker_env
 
     lock = GridLock(tmp_path / "out")
     lock.acquire()

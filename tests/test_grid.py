@@ -14,8 +14,9 @@ import time
 import pytest
 
 from lepton_bench.cli import main
-from lepton_bench.grid import GRIDS, merge, plan, read_record_files
-from lepton_bench.results import read_records
+from lepton_bench.grid.plan import plan
+from lepton_bench.grid.presets import GRIDS
+from lepton_bench.results import merge, read_record_files, read_records
 from lepton_bench.variants import VARIANTS
 
 from .conftest import ROOT, TINY

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lepton_bench.errors import ConfigError
-from lepton_bench.train import run
+from lepton_bench.run.train import run
 from lepton_bench.variants import make_config
 
 from .conftest import TINY
@@ -93,7 +93,7 @@ def test_an_stl_run_of_a_group_task_sees_the_group_runs_sentences_in_the_same_or
 
 def test_an_stl_run_and_a_group_run_train_a_task_on_the_same_labels(data_dir, monkeypatch):
     """Not only the sentences: each task's labels in the group batch are those its STL run trains on."""
-    import lepton_bench.train as train_module
+    import lepton_bench.run.train as train_module
 
     labels: dict[str, list[torch.Tensor]] = {}
     step = train_module.train_step

@@ -12,8 +12,8 @@ from torch import nn
 
 from lepton_bench.errors import ConfigError, TrainingError
 from lepton_bench.methods import WEIGHTINGS, GivenStep, Lookahead, resolve_args
+from lepton_bench.run.train import next_batches, prepare, run, train_step
 from lepton_bench.tasks import TaskSpec
-from lepton_bench.train import next_batches, prepare, run, train_step
 from lepton_bench.variants import VARIANTS, make_config
 
 from .conftest import TINY

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lepton_bench.errors import ConfigError
-from lepton_bench.measure import PEAK_TFLOPS, peak_tflops, resolve_precision
+from lepton_bench.run.measure import PEAK_TFLOPS, peak_tflops, resolve_precision
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from lepton_bench.train import run
+from lepton_bench.run.train import run
 from lepton_bench.variants import make_config
 
 from .conftest import TINY

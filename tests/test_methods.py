@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from lepton_bench import train
 from lepton_bench.cli import main
 from lepton_bench.config import RunConfig, from_dict
 from lepton_bench.errors import ConfigError
 from lepton_bench.methods import WEIGHTINGS, NoArgs, resolve_args
+from lepton_bench.run import train
 from lepton_bench.variants import make_config
 
 from .conftest import TINY

@@ -155,7 +155,7 @@ def test_default_stems_keep_the_run_ids_of_committed_records():
     """model.stems and model.trunk came after the first records: at their defaults they stay out of
     the hash, so every committed quick run is still planned (and resumes as done). A stem for an
     absent task changes nothing."""
-    from lepton_bench.grid import plan
+    from lepton_bench.grid.plan import plan
     from lepton_bench.results import read_records
     from lepton_bench.variants import make_config
 

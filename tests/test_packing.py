@@ -12,10 +12,11 @@ import time
 
 import pytest
 
-from lepton_bench import executors, report
+from lepton_bench import report
 from lepton_bench.cli import main
 from lepton_bench.errors import ConfigError
-from lepton_bench.executors import (
+from lepton_bench.grid import executors
+from lepton_bench.grid.executors import (
     PACKED_ENV,
     ExecutorOptions,
     Job,
@@ -25,7 +26,7 @@ from lepton_bench.executors import (
     packing,
     visible_devices,
 )
-from lepton_bench.grid import plan
+from lepton_bench.grid.plan import plan
 from lepton_bench.results import read_records
 
 from .conftest import TINY
@@ -59,7 +60,7 @@ def test_visible_devices_read_cuda_visible_devices_as_cuda_does(listed, count, d
 def test_a_run_learns_its_packing_from_one_variable(monkeypatch):
     import torch
 
-    from lepton_bench.measure import environment
+    from lepton_bench.run.measure import environment
 
     env = packed_env(2, 3, 4, "1")
     assert env["CUDA_VISIBLE_DEVICES"] == "1"

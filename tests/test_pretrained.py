@@ -13,10 +13,10 @@ from lepton_bench import data as D
 from lepton_bench.cli import main
 from lepton_bench.config import TaskConfig
 from lepton_bench.errors import ConfigError
-from lepton_bench.evaluation import evaluate
 from lepton_bench.models.stems import hf_tokenizer, resolve_stem, timm_stem
+from lepton_bench.run.evaluation import evaluate
+from lepton_bench.run.train import task_reads
 from lepton_bench.tasks import IGNORE, TASKS
-from lepton_bench.train import task_reads
 from lepton_bench.variants import make_config
 
 X = IGNORE

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from lepton_bench.grid import GRIDS, plan
+from lepton_bench.grid.plan import plan
+from lepton_bench.grid.presets import GRIDS
 from lepton_bench.methods import WEIGHTINGS
 from lepton_bench.models.trunk import TRUNKS
-from lepton_bench.sampling import SAMPLERS
+from lepton_bench.run.sampling import SAMPLERS
 from lepton_bench.testing import check_sampler, check_trunk, check_weighting
 from lepton_bench.variants import VARIANTS
 

@@ -89,7 +89,7 @@ def test_total_counts_every_registry_and_failed_plugins_reach_unknown_names(monk
 def test_project_registries_are_populated():
     from lepton_bench.methods import WEIGHTINGS
     from lepton_bench.models import ARCHITECTURES
-    from lepton_bench.sampling import SAMPLERS
+    from lepton_bench.run.sampling import SAMPLERS
     from lepton_bench.tasks import TASKS
     from lepton_bench.variants import VARIANTS
 

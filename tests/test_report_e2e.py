@@ -8,7 +8,7 @@ import pytest
 
 from lepton_bench import report
 from lepton_bench.results import append_record
-from lepton_bench.train import run
+from lepton_bench.run.train import run
 from lepton_bench.variants import make_config
 
 from .conftest import TINY

@@ -5,8 +5,8 @@ import pytest
 
 from lepton_bench.config import set_dotted
 from lepton_bench.errors import ConfigError
-from lepton_bench.sampling import SAMPLERS, Sampler
-from lepton_bench.train import run
+from lepton_bench.run.sampling import SAMPLERS, Sampler
+from lepton_bench.run.train import run
 from lepton_bench.variants import make_config
 
 from .conftest import TINY

@@ -9,9 +9,10 @@ import pytest
 
 from lepton_bench.cli import main
 from lepton_bench.errors import ConfigError
-from lepton_bench.grid import GRIDS, Grid, parse_sweep, plan, register_grid, simplex_weights
+from lepton_bench.grid.plan import parse_sweep, plan, simplex_weights
+from lepton_bench.grid.presets import GRIDS, Grid, register_grid
+from lepton_bench.grid.selection import choose, point_scores, validation_score
 from lepton_bench.results import SCHEMA_VERSION, read_records, runs_path
-from lepton_bench.selection import choose, point_scores, validation_score
 
 VARIANTS = ("stl-conll2003", "hard-ew")
 
@@ -127,10 +128,10 @@ def test_the_grid_runs_the_tuning_then_the_chosen_point(tuned_grid, tmp_path, mo
         with open(results_dir / "runs.jsonl", "a") as f:
             for r in todo:
                 f.write(json.dumps(fake_record(r, 0.9 if r.config.train.lr == 1e-3 else 0.8, 0.5)) + "\n")
-        from lepton_bench.grid import GridSummary
+        from lepton_bench.grid.runner import GridSummary
         return GridSummary(planned=len(runs), skipped=0, finished=len(todo), results=results_dir / "runs.jsonl")
 
-    monkeypatch.setattr("lepton_bench.grid.run_grid", fake_run_grid)
+    monkeypatch.setattr("lepton_bench.grid.runner.run_grid", fake_run_grid)
     assert main(["run", "--grid", tuned_grid, "--out", str(tmp_path), "--no-progress"]) == 0
     assert [len(b) for b in batches] == [4, 4]
     assert {r.config.train.lr for r in batches[1]} == {1e-3} and {r.config.seed for r in batches[1]} == {1, 2}
@@ -260,7 +261,7 @@ def test_a_condition_is_a_setting_of_its_own_tuned_apart_for_the_variants_of_its
 
 
 def test_a_grid_takes_over_the_identical_runs_of_the_grids_it_borrows_from(tmp_path):
-    from lepton_bench.grid import borrow
+    from lepton_bench.grid.plan import borrow
     from lepton_bench.results import read_record_files, record_path, write_json_atomic
 
     name = "borrow-test"

@@ -18,9 +18,9 @@ import pytest
 from lepton_bench.cli import main
 from lepton_bench.config import from_dict
 from lepton_bench.errors import ConfigError
-from lepton_bench.grid import plan
+from lepton_bench.grid.plan import plan
 from lepton_bench.results import read_records, run_id
-from lepton_bench.trackers import TRACKERS, Tracker, TrackerWarning, check, close_trackers, fan_out
+from lepton_bench.run.trackers import TRACKERS, Tracker, TrackerWarning, check, close_trackers, fan_out
 from lepton_bench.variants import make_config
 
 from .conftest import TINY
@@ -68,7 +68,7 @@ class Flaky(Tracker):
 def logged(data_dir, tmp_path_factory, offline_env):
     """One tiny real run of hard-ew (three tasks, diagnostics every 2 steps) by the CLI, logged to every
     tracker and to a flaky one; returns (record, log dir, the flaky tracker, the tracker warnings)."""
-    import lepton_bench.trackers as trackers
+    import lepton_bench.run.trackers as trackers
 
     out = tmp_path_factory.mktemp("tracked")
     real, flaky = trackers.open_trackers, []

@@ -7,9 +7,9 @@ import torch
 
 from lepton_bench.errors import TrainingError
 from lepton_bench.models.stems import DEFAULT_STEMS, STEMS
+from lepton_bench.run.train import run
 from lepton_bench.tasks import TASKS, TaskSpec
 from lepton_bench.testing import check_variant
-from lepton_bench.train import run
 from lepton_bench.variants import VARIANTS, make_config
 
 from .conftest import TINY
@@ -167,7 +167,7 @@ def test_famo_compares_losses_with_the_same_label_smoothing_before_and_after_the
     """With lr 0 and no dropout the update changes nothing, so the losses after the step equal those
     before and FAMO's logits stay 0; the old code recomputed the after-losses without label smoothing,
     saw a drop that is not there, and moved them."""
-    from lepton_bench.train import next_batches, prepare, train_step
+    from lepton_bench.run.train import next_batches, prepare, train_step
 
     cfg = tiny("hard-famo", data_dir, steps=2, extra=["train.lr=0", "model.dropout=0", "train.warmup_frac=0",
                                                        "tasks.imdb.label_smoothing=0.2"])

@@ -9,10 +9,10 @@ import json
 import pytest
 
 from lepton_bench.cli import main
-from lepton_bench.executors import Job, WarmWorker, run_job, worker_env
-from lepton_bench.grid import plan
-from lepton_bench.measure import peak_rss_mb, reset_peak_rss, rss_mb
+from lepton_bench.grid.executors import Job, WarmWorker, run_job, worker_env
+from lepton_bench.grid.plan import plan
 from lepton_bench.results import now_iso, read_records
+from lepton_bench.run.measure import peak_rss_mb, reset_peak_rss, rss_mb
 
 from .conftest import TINY
 from .test_grid import boom_plugin, grid_args  # noqa: F401  (a fixture)
@@ -117,7 +117,7 @@ def test_process_per_run_is_a_grid_flag(data_dir, tmp_path):
 # ---------------------------------------------------------------- why a worker died
 
 def test_a_dead_worker_is_named_by_its_signal_and_oom_only_when_the_kernel_says_so(monkeypatch):
-    from lepton_bench import executors
+    from lepton_bench.grid import executors
 
     monkeypatch.setattr(executors, "kernel_oom_record", lambda pid: "")
     monkeypatch.setattr(executors, "oom_kills", lambda: 3)

@@ -93,7 +93,7 @@ def cmd_run(args) -> int:
 
     from ..outputs import check_writable
     from ..results import append_record
-    from ..train import run
+    from ..run.train import run
     from ..variants import make_config
 
     overrides = _overrides(args)
@@ -105,8 +105,8 @@ def cmd_run(args) -> int:
                       limit_train=args.limit_train, limit_eval=args.limit_eval,
                       **_runtime(args, out_dir / "trackers"))
     _check_data_dir(args.data_dir, cfg.tasks)
-    from ..distributed import world_from_env
-    from ..trackers import close_trackers, fan_out, open_trackers
+    from ..run.distributed import world_from_env
+    from ..run.trackers import close_trackers, fan_out, open_trackers
 
     main_rank = world_from_env().main   # under torchrun only rank 0 reports, records and logs to trackers
     trackers = open_trackers(cfg) if main_rank else []
@@ -145,9 +145,9 @@ def cmd_prepare(args) -> int:
     from tabulate import tabulate
 
     from ..data import cache_cap, cache_key, default_cache_dir, load_task
-    from ..grid import plan
+    from ..grid.plan import plan
+    from ..run.train import task_reads
     from ..tasks import TASKS
-    from ..train import task_reads
     from ..variants import make_config
 
     if args.grid and args.tasks:
@@ -245,7 +245,7 @@ def cmd_cache(args) -> int:
 
 
 def cmd_worker(args) -> int:
-    from ..grid import serve, worker
+    from ..grid.runner import serve, worker
 
     if args.serve:
         return serve()

@@ -29,7 +29,7 @@ def _runtime(args, log_dir: Path) -> dict:
     """The RunConfig fields that change how, not what, is trained; ``log_dir``: the trackers' default
     folder. A tracker named by --log is checked here, before anything runs (close matches on a typo,
     one line naming the extra to install)."""
-    from ..trackers import check
+    from ..run.trackers import check
 
     if args.log_dir and not args.log:
         raise LeptonError("--log-dir needs --log TRACKER")

@@ -16,7 +16,7 @@ def _executor_options(args):
     """Executor options: the --executor-config file, then the flags given."""
     from dataclasses import fields
 
-    from ..executors import EXECUTORS, ExecutorOptions
+    from ..grid.executors import EXECUTORS, ExecutorOptions
 
     engine = EXECUTORS.get(args.executor)   # an unknown name fails here, with close matches
     known = {f.name for f in fields(ExecutorOptions)} - {"plugins", "workers"}
@@ -44,7 +44,7 @@ def _executor_options(args):
 
 
 def cmd_grid(args) -> int:
-    from ..grid import plan
+    from ..grid.plan import plan
     from ..outputs import GridLock, check_writable
     from ..results import adopt, read_record_files
 
@@ -83,7 +83,8 @@ def cmd_grid(args) -> int:
 
 def _take_over(grid: str, runs, results_dir: Path, planned):
     """The identical runs of the grids this one borrows from, taken over (planned again as tunings finish)."""
-    from ..grid import GRIDS, borrow
+    from ..grid.plan import borrow
+    from ..grid.presets import GRIDS
 
     lenders = GRIDS.get(grid).borrows
     while lenders and borrow(runs, results_dir, lenders):   # identical runs another grid has: taken, not trained;
@@ -96,8 +97,8 @@ def _run_locked(args, runs, results_dir: Path, planned, options) -> int:
     tuning finishes; SIGTERM or SIGINT stops it cleanly (see ``_stopping``)."""
     from tqdm import tqdm
 
-    from ..executors import Stop
-    from ..grid import run_grid
+    from ..grid.executors import Stop
+    from ..grid.runner import run_grid
 
     runs = _take_over(args.grid, runs, results_dir, planned)
     bar = tqdm(total=len(runs), unit="run", disable=args.no_progress, file=sys.stderr, dynamic_ncols=True)

@@ -10,14 +10,14 @@ KINDS = ("variants", "grids", "tasks", "metrics", "architectures", "stems", "tru
 
 
 def _registries():
-    from ..executors import EXECUTORS
-    from ..grid import GRIDS
+    from ..grid.executors import EXECUTORS
+    from ..grid.presets import GRIDS
     from ..models import ARCHITECTURES
     from ..models.stems import STEMS
     from ..models.trunk import TRUNKS
-    from ..sampling import SAMPLERS
+    from ..run.sampling import SAMPLERS
+    from ..run.trackers import TRACKERS
     from ..tasks import METRICS, TASKS
-    from ..trackers import TRACKERS
     from ..variants import VARIANTS
     from ..weighting import WEIGHTINGS
 
@@ -28,9 +28,9 @@ def _registries():
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser; its help lists registered names, so load plugins first (``main`` does)."""
-    from ..grid import GRIDS
+    from ..grid.presets import GRIDS
+    from ..run.trackers import TRACKERS
     from ..tasks import TASKS
-    from ..trackers import TRACKERS
 
     p = argparse.ArgumentParser(
         prog="lepton-bench",

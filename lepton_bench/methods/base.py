@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from ..config import coerce
-from ..distributed import World
 from ..errors import ConfigError
 from ..registry import Registry
+from ..run.distributed import World
 
 Batches = dict[str, dict[str, torch.Tensor]]
 

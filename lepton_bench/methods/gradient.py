@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..distributed import mean_over_ranks
 from ..errors import ConfigError
+from ..run.distributed import mean_over_ranks
 from .base import Needs, Weighting
 
 

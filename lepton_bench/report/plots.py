@@ -81,21 +81,27 @@ def plot_delta_m(a: Analysis, path: Path) -> bool:
 
 
 def _labels(ax, names: Sequence[str], pts: Sequence[tuple[float, float]]) -> None:
-    """Name each point; a label that would cover an earlier one moves down a line, joined to its point."""
+    """Name each point; a label that would touch an earlier one (by its drawn extent, with a margin) moves
+    down a line at a time, joined to its point."""
     fig = ax.figure
     fig.canvas.draw()   # the limits are final: data -> pixel positions are known
-    line = 11.0         # px per label line at fontsize 8
-    placed: list[tuple[float, float, float]] = []   # (x0, x1, y) of placed labels, in pixels
+    renderer = fig.canvas.get_renderer()
+    placed = []   # the drawn extents of the labels placed so far
     order = sorted(range(len(names)), key=lambda i: (-pts[i][1], pts[i][0], names[i]))
     for i in order:
-        x, y = ax.transData.transform(pts[i])
-        x0, x1, ly = x + 5, x + 5 + 5.2 * len(names[i]), y + 4
-        while any(x0 < b1 and b0 < x1 and abs(ly - by) < line for b0, b1, by in placed):
-            ly -= line
-        placed.append((x0, x1, ly))
-        moved = ly != y + 4
-        ax.annotate(names[i], pts[i], xytext=(5, ly - y), textcoords="offset pixels", fontsize=8,
-                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6} if moved else None)
+        dy = 4.0
+        for _ in range(60):
+            label = ax.annotate(names[i], pts[i], xytext=(5, dy), textcoords="offset pixels", fontsize=8)
+            box = label.get_window_extent(renderer).expanded(1.15, 1.2)
+            if not any(box.overlaps(b) for b in placed):
+                break
+            label.remove()
+            dy -= box.height / 1.2
+        if dy != 4.0:   # moved: drawn again with a line to its point
+            label.remove()
+            label = ax.annotate(names[i], pts[i], xytext=(5, dy), textcoords="offset pixels", fontsize=8,
+                                arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.6})
+        placed.append(box)
 
 
 def _barh(ax, names: Sequence[str], means: Sequence[float], errs: Sequence[float] | None,

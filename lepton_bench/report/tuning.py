@@ -3,7 +3,7 @@
 Runs made by a grid with search axes carry them (``config.sweep``: axes, and ``tune_seeds`` under the
 budget-saving protocol). A *family* is the groups of one variant and task set whose configs differ in
 those axes only: its sweep points. Of each family the report keeps the group that
-``lepton_bench.selection`` chooses — the best mean validation primary metric of the main tasks, over
+``lepton_bench.grid.selection`` chooses — the best mean validation primary metric of the main tasks, over
 the tuning seeds — and every table, the verdict and the STL matching read the kept groups only (tuned
 against tuned). The sensitivity section shows every point with its validation and test score, so a
 reader sees how much tuning moved each variant; test scores never choose.
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..selection import choose, point_of, point_scores, validation_score
+from ..grid.selection import choose, point_of, point_scores, validation_score
 from .groups import STATIC_KEY, Group, _label, _parts, fmt_value
 from .records import get, is_number
 from .stats import NAN, finite, ok

@@ -1,6 +1,6 @@
 """Why a variant helps or hurts: the gradient conflict and task affinity its runs measured.
 
-The records' ``curves["diagnostics"]`` (``lepton_bench/diagnostics.py``, every ``train.diagnose_every``
+The records' ``curves["diagnostics"]`` (``lepton_bench/run/diagnostics.py``, every ``train.diagnose_every``
 steps, on the shared parameters) are averaged per group over measured steps and seeds: mean cosine of
 each pair's gradients, the share of measured steps where it was negative (conflict), and the mean TAG
 affinity Z(i -> j) (Fifty et al. 2021: positive when a step on task i lowers task j's loss). From the
@@ -197,7 +197,7 @@ def why_section(a: Analysis) -> str:
         return ""
     every = "/".join(str(e) for e in sorted({w.every for w in whys} - {None})) or "a few"
     intro = (f"Measured during training every {every} steps on the parameters the tasks share, on the step's "
-             "own batches (`lepton_bench/diagnostics.py`): the cosine of each pair of task gradients (negative: "
+             "own batches (`lepton_bench/run/diagnostics.py`): the cosine of each pair of task gradients (negative: "
              "conflict; in brackets the share of measured steps where it was), and the TAG affinity Z(i→j) = "
              "1 − L_j(θ − η g_i) / L_j(θ) of a look-ahead SGD step on task i's gradient g_i alone (η the step's "
              "learning rate; Fifty et al. 2021): positive when i's step lowers j's loss. Means over measured steps and "

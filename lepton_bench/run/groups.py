@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .config import LABEL_BUDGET, RunConfig, task_data_fields
-from .data import Split, TaskData, TrainStream
-from .errors import ConfigError
-from .models.stems import stem_of
-from .tasks import IGNORE, TaskSpec, input_group
+from ..config import LABEL_BUDGET, RunConfig, task_data_fields
+from ..data import Split, TaskData, TrainStream
+from ..errors import ConfigError
+from ..models.stems import stem_of
+from ..tasks import IGNORE, TaskSpec, input_group
 
 LABEL = "y:"   # group batches carry each task's labels under "y:<task>"
 OWN = "own:"   # under a label budget, each task's rows of a group batch: a host mask under "own:<task>"

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .config import from_dict
-from .errors import ConfigError
-from .outputs import DiskFullError, held_lock_fds
-from .registry import Registry
-from .results import failed_record, write_json_atomic, written_since
-from .runenv import PACKED_ENV, packing
+from ..config import from_dict
+from ..errors import ConfigError
+from ..outputs import DiskFullError, held_lock_fds
+from ..registry import Registry
+from ..results import failed_record, write_json_atomic, written_since
+from ..run.runenv import PACKED_ENV, packing
 
 
 class Stop(threading.Event):

@@ -8,11 +8,11 @@ from contextlib import AbstractContextManager
 
 import torch
 
-from .data import Split, TaskData, eval_batches
+from ..data import Split, TaskData, eval_batches
+from ..models import MultiTaskModel
+from ..tasks import IGNORE, TaskSpec
 from .groups import LABEL, GroupData
 from .measure import now
-from .models import MultiTaskModel
-from .tasks import IGNORE, TaskSpec
 
 
 def autocast(device: torch.device, precision: str) -> AbstractContextManager:

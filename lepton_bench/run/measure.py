@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def resolve_device(name: str) -> torch.device:
@@ -217,7 +217,7 @@ def cpu_name() -> str:
 
 
 def environment(device: torch.device) -> dict[str, object]:
-    from . import __version__
+    from .. import __version__
 
     env = {"lepton_bench": __version__, "git": git_hash(), "python": sys.version.split()[0],
            "torch": torch.__version__, "cuda": torch.version.cuda, "platform": platform.platform(),

@@ -26,12 +26,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import flatten
-from .errors import ConfigError
-from .registry import Registry
+from ..config import flatten
+from ..errors import ConfigError
+from ..registry import Registry
 
 if TYPE_CHECKING:
-    from .config import RunConfig
+    from ..config import RunConfig
     from .setup import Progress
 
 DEFAULT_LOG_DIR = "results/adhoc/trackers"   # a run made outside the CLI without cfg.log_dir
@@ -267,7 +267,7 @@ class MLflow(Tracker):
         from mlflow.exceptions import MlflowException
         from mlflow.tracking import MlflowClient
 
-        from .results import run_id
+        from ..results import run_id
 
         uri = os.environ.get("MLFLOW_TRACKING_URI")
         if not uri:
@@ -321,7 +321,7 @@ def check(names: Iterable[str]) -> list[type[Tracker]]:
 def open_trackers(cfg: RunConfig, run_name: str | None = None) -> list[Tracker]:
     """A tracker run for each of ``cfg.log``, named ``run_name`` (default: the run id), logging under
     ``cfg.log_dir``. If one cannot start, those started are ended (as failed) and the error raised."""
-    from .results import run_id
+    from ..results import run_id
 
     classes = check(cfg.log)
     name = run_name or run_id(cfg)

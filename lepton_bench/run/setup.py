@@ -14,8 +14,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .config import RunConfig
-from .data import TaskData, budget_fields, labelled_count, load_task, train_rows
+from ..config import RunConfig
+from ..data import TaskData, budget_fields, labelled_count, load_task, train_rows
+from ..errors import ConfigError, TrainingError
+from ..methods import WEIGHTINGS, Weighting, check_needs, resolve_args
+from ..models import MultiTaskModel, TaskIO, build_model
+from ..models.stems import resolve_stem, stem_of
+from ..tasks import TASKS, TaskSpec
 from .distributed import (
     World,
     broadcast_parameters,
@@ -24,7 +29,6 @@ from .distributed import (
     world_from_env,
 )
 from .distributed import init as init_distributed
-from .errors import ConfigError, TrainingError
 from .evaluation import autocast
 from .groups import LABEL, GroupData, GroupStream, merge_group, run_groups, task_views
 from .measure import (
@@ -33,11 +37,7 @@ from .measure import (
     resolve_precision,
     seed_everything,
 )
-from .methods import WEIGHTINGS, Weighting, check_needs, resolve_args
-from .models import MultiTaskModel, TaskIO, build_model
-from .models.stems import resolve_stem, stem_of
 from .sampling import SAMPLERS, Sampler
-from .tasks import TASKS, TaskSpec
 
 Progress = Callable[[str, dict], None]   # (event, info): "data", "start", "step", "eval", "test"
 # "step" (every train.log_every steps): step, losses {task}, lr, weights {task}, diagnostics [points read at this

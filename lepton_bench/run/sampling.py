@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .registry import Registry
+from ..registry import Registry
 
 
 class Sampler(ABC):

@@ -12,10 +12,12 @@ import math
 import torch
 from torch import nn
 
-from .config import RunConfig
+from ..config import RunConfig
+from ..errors import TrainingError
+from ..methods import Lookahead, optimizer_decay
+from ..results import build_record, now_iso
 from .diagnostics import diagnose, to_host
 from .distributed import average, average_gradients, finish
-from .errors import TrainingError
 from .evaluation import evaluate_group
 from .groups import stream_seed
 from .measure import (
@@ -27,8 +29,6 @@ from .measure import (
     reset_peak_memory,
     rss_mb,
 )
-from .methods import Lookahead, optimizer_decay
-from .results import build_record, now_iso
 from .setup import (
     Progress,
     Setup,
