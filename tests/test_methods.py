@@ -45,10 +45,10 @@ def test_the_training_step_names_no_method():
 
 def test_a_setting_is_checked_against_the_methods_declaration():
     assert make_config("hard-famo", overrides=["weighting_args.famo_lr=0.01"]).weighting_args == {"famo_lr": 0.01}
-    with pytest.raises(ConfigError, match=r"unknown setting weighting_args.famo_l of weighting famo: did you mean "
+    with pytest.raises(ConfigError, match=r"unknown setting weighting_args.famo_l of weighting famo; did you mean "
                                           r"famo_lr.*\(its settings: famo_lr, famo_decay\)"):
         make_config("hard-famo", overrides=["weighting_args.famo_l=0.01"])
-    with pytest.raises(ConfigError, match="weighting ew: .*it declares none"):
+    with pytest.raises(ConfigError, match=r"weighting ew \(it declares none\)"):
         make_config("hard-ew", overrides=["weighting_args.famo_lr=0.01"])
     with pytest.raises(ConfigError, match="bad value 'x' for weighting_args.cagrad_c"):
         make_config("hard-cagrad", overrides=["weighting_args.cagrad_c=x"])
@@ -83,5 +83,5 @@ def test_a_plugin_weighting_declares_its_own_setting_and_its_record_holds_it(dat
     assert record["config"]["weighting_args"] == {"tau": 0.5} and record["status"] == "ok"
     capsys.readouterr()
     assert main([*args, "--set", "weighting_args.temperature=0.5"]) == 2
-    assert "unknown setting weighting_args.temperature of weighting inverse_loss: (its settings: tau)" in \
+    assert "unknown setting weighting_args.temperature of weighting inverse_loss (its settings: tau)" in \
         capsys.readouterr().err

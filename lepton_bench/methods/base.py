@@ -204,9 +204,9 @@ def resolve_args(weighting: str, given: dict[str, Any]) -> Any:
     for key, value in given.items():
         if key not in declared:
             close = difflib.get_close_matches(key, declared, n=3)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
             known = f"its settings: {', '.join(declared)}" if declared else "it declares none"
-            raise ConfigError(f"unknown setting weighting_args.{key} of weighting {weighting}: {hint}({known})")
+            raise ConfigError(f"unknown setting weighting_args.{key} of weighting {weighting}{hint} ({known})")
         values[key] = coerce(value, hints[key], f"weighting_args.{key}")
     return cls(**values)
 
