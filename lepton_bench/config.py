@@ -234,6 +234,9 @@ class RunConfig:
     weighting_args: dict[str, Any] = field(default_factory=dict)   # the method's settings that are set (each
                                   # method declares its own: ``Args`` in methods/<method>.py; keys checked there)
     sampler_temperature: float = setting(2.0, added=True)   # 'temperature' sampler: p ~ n^(1/temperature)
+    method_revision: int = setting(1, added=True)   # the method's ``revision`` (methods/base.py), set by
+                                  # make_config: a method whose update changed by design counts up, so its
+                                  # runs get new ids and an old record of it is not resumed as if current
     seed: int = 0
     limit_train: int | None = setting(None, data=True)   # cap on train examples per task (seeded subset)
     limit_eval: int | None = setting(None, data=True)    # cap on validation and test examples per task

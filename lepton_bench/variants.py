@@ -248,6 +248,13 @@ register_variant(Variant(
     overrides={**TAGGING_MODEL, "auxiliary": list(AUXILIARY["both"])},
     help="NER with POS and chunking as auxiliary tasks, weights meta-learned for NER (Auto-Lambda)",
     **TAGGING_REFERENCES))
+# PCD (TMLR 2026): NER's gradient followed, POS and chunking each guaranteed a share of their progress.
+# Not named tagging-ner-aux-*: the tagging grid's pattern would take it in.
+register_variant(Variant(
+    "tagging-ner-primary-pcd", "hard", "pcd", tasks=TAGGING,
+    overrides={**TAGGING_MODEL, "auxiliary": list(AUXILIARY["both"])},
+    help="NER primary, POS and chunking secondary: priority-constrained descent (PCD)",
+    **TAGGING_REFERENCES))
 
 
 # More sharing architectures, with equal weights (beside the soft-sharing ones above; here because the
@@ -271,7 +278,7 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     ``fields`` sets top-level ``RunConfig`` fields (device, data_dir, limits).
     """
     cfg = compose(variant, tasks, seed=seed, overrides=overrides, **fields)
-    from .methods import resolve_args  # here: the registry itself stays torch-free
+    from .methods import WEIGHTINGS, resolve_args  # here: the registry itself stays torch-free
     from .models.stems import resolve_stem
     from .models.trunk import TRUNKS
 
@@ -283,6 +290,7 @@ def make_config(variant: str, tasks: Sequence[str] | None = None, *, seed: int =
     except ConfigError as e:   # a grid's --set reaches every variant: say which one refused it
         raise ConfigError(f"variant {variant}: {e}") from None
     cfg.weighting_args = {k: getattr(args, k) for k in cfg.weighting_args}   # in its declared type
+    cfg.method_revision = WEIGHTINGS.get(cfg.weighting).revision
     return cfg
 
 

@@ -47,10 +47,33 @@ class Toy(weighting_tests.Toy):
 
 # ---------------------------------------------------------------- stch
 
+def test_stch_official_warms_up_on_log_losses_then_takes_log_ratios_to_the_nadir():
+    """The authors' MTL code (Xi-L/STCH, LibMTL), by hand, T = 2, mu = 1, 1 warm-up step and 2 nadir steps.
+    Steps 1-3: total = log L_a + log L_b, so d total / d L_t = 1 / L_t. The nadir is the mean of steps 2
+    and 3's losses: z = ((1 + 1) / 2, (4 + 8) / 2) = (1, 6). Step 4, L = (0.5, 2): l = log(L / z) =
+    (log 0.5, log(1/3)); total = T mu log(e^l_a + e^l_b) = 2 log(0.5 + 1/3); d total / d L_t =
+    T softmax(l)_t / L_t = 2 (L_t / z_t) / (sum_s L_s / z_s) / L_t = 2 / (z_t (0.5 + 1/3)) = (2.4, 0.4)."""
+    w = make("stch", stch_warmup_steps=1, stch_nadir_steps=2)
+    for values in ((2, 3), (1, 4), (1, 8)):
+        L = losses(*values)
+        total = w.combine(L)
+        assert total.item() == pytest.approx(math.log(values[0]) + math.log(values[1]), rel=1e-6)
+        total.backward()
+        assert L["a"].grad.item() == pytest.approx(1 / values[0]) and L["b"].grad.item() == pytest.approx(1 / values[1])
+    L = losses(0.5, 2)
+    total = w.combine(L)
+    assert total.item() == pytest.approx(2 * math.log(0.5 + 1 / 3), rel=1e-6)
+    total.backward()
+    assert L["a"].grad.item() == pytest.approx(2.4, rel=1e-5) and L["b"].grad.item() == pytest.approx(0.4, rel=1e-5)
+    assert w.weights() == pytest.approx({"a": 2.4, "b": 0.4}, rel=1e-5)
+    with pytest.raises(ConfigError, match="stch_form"):
+        make("stch", stch_form="tchebycheff")
+
+
 def test_stch_by_hand():
     """L = [1, 3], lambda = [1/2, 1/2], mu = 1, z = 0: g = log(e^0.5 + e^1.5); dg/dL_t = lambda_t p_t with
     p = softmax([0.5, 1.5]) = [1 - s, s], s = 1 / (1 + e^-1)."""
-    w = make("stch", stch_mu=1.0)
+    w = make("stch", stch_mu=1.0, stch_form="paper")
     L = losses(1, 3)
     total = w.combine(L)
     assert total.item() == pytest.approx(math.log(math.exp(0.5) + math.exp(1.5)), rel=1e-6)
@@ -65,8 +88,8 @@ def test_stch_tends_to_the_tchebycheff_max_and_reads_preferences():
     """mu -> 0: max_t lambda_t L_t = 1.5 for L = [1, 3]. Preferences {a: 3, b: 1} -> lambda = [3/4, 1/4]:
     lambda L = [3/4, 3/4], so g = mu log(2 e^(0.75/mu)) = 0.75 + mu log 2, and the weights are equal halves
     of lambda: [3/8, 1/8]."""
-    assert make("stch", stch_mu=1e-3).combine(losses(1, 3)).item() == pytest.approx(1.5, abs=1e-3)
-    w = make("stch", stch_mu=0.1, stch_preference={"a": 3.0})
+    assert make("stch", stch_mu=1e-3, stch_form="paper").combine(losses(1, 3)).item() == pytest.approx(1.5, abs=1e-3)
+    w = make("stch", stch_mu=0.1, stch_preference={"a": 3.0}, stch_form="paper")
     assert w.combine(losses(1, 3)).item() == pytest.approx(0.75 + 0.1 * math.log(2), rel=1e-6)
     assert w.weights() == pytest.approx({"a": 3 / 8, "b": 1 / 8})
     with pytest.raises(ConfigError, match="not in this run: z"):
@@ -76,7 +99,8 @@ def test_stch_tends_to_the_tchebycheff_max_and_reads_preferences():
 
 
 def test_stch_is_stable_for_large_losses():
-    assert make("stch", stch_mu=0.01).combine(losses(1000, 10)).item() == pytest.approx(500.0, rel=1e-6)
+    total = make("stch", stch_mu=0.01, stch_form="paper").combine(losses(1000, 10))
+    assert total.item() == pytest.approx(500.0, rel=1e-6)
 
 
 # ---------------------------------------------------------------- db_mtl
@@ -152,13 +176,27 @@ def test_simplex_projection():
     torch.testing.assert_close(project_onto_simplex(torch.tensor([0.2, 0.5, 1.2])), torch.tensor([0.0, 0.15, 0.85]))
 
 
+def test_moco_official_rescales_each_gradient_to_its_loss_and_takes_a_softmax():
+    """LibMTL's MoCo (after the authors' code), by hand: g_a = [3, 4], L_a = 2; g_b = [0, 1], L_b = 1.
+    h = g / |g| L = [[1.2, 1.6], [0, 1]]; y = .5 h = [[.6, .8], [0, .5]]; Y Y^T = [[1, .4], [.4, .25]];
+    lambda = softmax([.5, .5] - .1 Y Y^T [.5, .5]) = softmax([.43, .4675]) = [.4906261, .5093739];
+    update = lambda^T Y = [.2943757, .6471878]. The task scalars get their own gradients 1 and 2."""
+    w, model = make("moco"), Toy()
+    w.backward(GivenStep(model.losses([3.0, 4.0], [0.0, 1.0], ca=2.0, cb=1.0), model))
+    torch.testing.assert_close(model.theta.grad, torch.tensor([0.2943757, 0.6471878]))
+    assert w.weights() == pytest.approx({"a": 0.4906261, "b": 0.5093739}, rel=1e-6)
+    assert model.a.grad.item() == 1.0 and model.b.grad.item() == 2.0
+    with pytest.raises(ConfigError, match="moco_form"):
+        make("moco", moco_form="libmtl")
+
+
 def test_moco_by_hand():
     """g_a = [1, 0], g_b = [0, 2]; beta = .5, gamma = .1 (k = 1: no decay yet), rho = 0.
     y = 0 - .5 (0 - g) = [[.5, 0], [0, 1]]; Y Y^T = diag(.25, 1); lambda = [.5, .5] - .1 [.125, .5]
     = [.4875, .45], projected (sum .9375: + .03125 each) = [.51875, .48125]; update = lambda^T Y
     = [.259375, .48125]. Task scalars get their own gradients 1 and 2.
     Step 2 (same rows): beta_2 = .5/sqrt 2, gamma_2 = .1/sqrt 2; y_t += beta_2 (g_t - y_t)."""
-    w, model = make("moco"), Toy()
+    w, model = make("moco", moco_form="paper"), Toy()
     assert w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model)) is None
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.259375, 0.48125]))
     assert model.a.grad.item() == 1.0 and model.b.grad.item() == 2.0
@@ -177,10 +215,10 @@ def test_moco_rho_and_a_projection_to_a_vertex():
     lambda - .1 that = [-.0125, -.05] -> projected: + (1 + .0625)/2 = [.51875, .48125] (the same as rho = 0:
     rho I shifts both equally). With gamma = 3, rho = 0: [.5 - .375, .5 - 1.5] = [.125, -1]: an equal shift
     would leave b negative, so the projection is the vertex [1, 0], and the update y_a = [.5, 0]."""
-    w, model = make("moco", moco_rho=10.0), Toy()
+    w, model = make("moco", moco_rho=10.0, moco_form="paper"), Toy()
     w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model))
     assert w.weights() == pytest.approx({"a": 0.51875, "b": 0.48125})
-    w, model = make("moco", moco_gamma=3.0), Toy()
+    w, model = make("moco", moco_gamma=3.0, moco_form="paper"), Toy()
     w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model))
     assert w.weights() == {"a": 1.0, "b": 0.0}
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.5, 0.0]))

@@ -24,13 +24,14 @@ GOLDEN = Path(__file__).parent / "data" / "method_golden.json"
 TAGGING = ("conll2003", "conll2003_pos")   # one input group: every method runs, feature-based ones too
 CASES = {   # case -> (weighting, tasks, overrides)
     **{w: (w, TAGGING, ()) for w in (
-        "aligned_mtl", "auto_lambda", "cagrad", "config", "cr_mogm", "db_mtl", "dualproj", "dwa", "ew",
+        "aligned_mtl", "auto_lambda", "cagrad", "config", "cosmos", "cr_mogm", "db_mtl", "dualproj", "dwa", "ew",
         "excess_mtl", "fairgrad", "famo", "gls", "graddrop", "gradnorm", "gradvac", "imtl", "imtl_g", "mgda",
-        "moco", "modo", "nash_mtl", "pcgrad", "rlw", "sdmgrad", "static", "stch", "upgrad", "uw")},
+        "moco", "modo", "nash_mtl", "pbi", "pcd", "pcgrad", "rlw", "sdmgrad", "static", "stch", "upgrad", "uw")},
     "mgda-features": ("mgda", TAGGING, ("weighting_args.jacobian=features",)),
     "static-weights": ("static", TAGGING, ('weighting_args.static={"conll2003": 2.0}',)),
     "graddrop-two-groups": ("graddrop", ("imdb", "conll2003"), ()),
     "nash_mtl-own": ("nash_mtl", TAGGING, ("weighting_args.task_grads=own",)),
+    "graddrop-elementwise": ("graddrop", TAGGING, ("weighting_args.graddrop_form=elementwise",)),
 }
 
 

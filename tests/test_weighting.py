@@ -195,27 +195,46 @@ def test_cr_mogm_smooths_mgdas_weights_across_steps_by_hand():
     torch.testing.assert_close(model.theta.grad, torch.tensor([0.53, 0.94]), rtol=1e-3, atol=1e-3)
 
 
-def test_excess_mtl_is_torchjds_with_the_configured_step():
-    import torchjd.aggregation as A
+def test_excess_mtl_records_the_first_excess_risks_as_its_baseline_then_updates_as_the_authors():
+    """The authors' code (uiuctml/ExcessMTL, LibMTL): S += g^2, E_t = g_t^T diag(sqrt(S + 1e-7))^-1 g_t.
 
-    J = torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
-    expected = A.ExcessMTL(robust_step_size=0.5)(J)
-    torch.testing.assert_close(aggregate("excess_mtl", [1.0, 0.0], [-1.0, 1.0], excess_mtl_step=0.5), expected)
+    By hand, eta = 0.01. Step 1, rows g_a = [1, 0], g_b = [0, 2]: E^0 = (1, 2) is the baseline, the weights
+    stay (1, 1): theta.grad = g_a + g_b = [1, 2], heads their own gradients (1, 2). Step 2, rows [2, 0],
+    [0, 2]: S = (5, 8), E = (4 / sqrt 5, 4 / sqrt 8) = (1.78885, 1.41421), E / E^0 = (1.78885, 0.70711);
+    w = 2 softmax(0.01 E / E^0) = (1.0054088, 0.9945914). Torchjd's default moved the weights already at
+    step 1 ((0.4975, 0.5025) x the raw E there)."""
+    model, w = Toy(), make("excess_mtl", excess_mtl_step=0.01)
+    w.backward(GivenStep(model.losses([1.0, 0.0], [0.0, 2.0]), model))
+    torch.testing.assert_close(model.theta.grad, torch.tensor([1.0, 2.0]))
+    assert model.a.grad.item() == pytest.approx(1.0) and model.b.grad.item() == pytest.approx(2.0)
+    for p in model.parameters():
+        p.grad = None
+    w.backward(GivenStep(model.losses([2.0, 0.0], [0.0, 2.0]), model))
+    expected = torch.tensor([1.0054088, 0.9945914])
+    torch.testing.assert_close(torch.tensor(list(w.weights().values())), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.theta.grad, 2 * expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.a.grad, expected[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model.b.grad, 2 * expected[1], rtol=1e-5, atol=1e-6)
 
 
-def test_nash_mtl_weights_the_task_parameters_gradients_by_its_alphas():
-    """The authors' code backpropagates sum_t alpha_t L_t: a task head's gradient is alpha_t times its own
-    (here alpha from torchjd's Nash-MTL weighting on the same Jacobian); task_grads=own keeps them unweighted."""
-    import torchjd.aggregation as A
+def test_nash_mtl_heads_get_the_unclipped_alphas_and_only_the_shared_update_is_clipped():
+    """The authors' code (and LibMTL) backpropagates sum_t alpha_t L_t, then clips the shared parameters'
+    gradient to norm 1: a head gets alpha_t times its own gradient, alpha unclipped.
 
-    J = torch.tensor([[2.0, 0.0], [0.0, 1.0]])   # orthogonal: alpha_t ~ 1 / |g_t|, update norm 1: [.354, .707]
-    alpha = A.NashMTL(n_tasks=2).weighting(J)
+    By hand: orthogonal rows of norms 2 and 1, G = diag(4, 1); the bargaining solution G alpha = 1 / alpha
+    gives alpha_t = 1 / |g_t| = [0.5, 1] (the solver works on G / |G|_F and scales back). The shared update
+    alpha J = [1, 1] (norm 1.414) is clipped to norm 1: [0.7071, 0.7071]. Torchjd's weights fold the clip
+    in ([0.354, 0.707]): the heads got those before (a.grad 0.354 where the authors' is 0.5)."""
+    alpha = torch.tensor([0.5, 1.0])
     model = Toy()
     make("nash_mtl").backward(GivenStep(model.losses([2.0, 0.0], [0.0, 1.0]), model))
-    torch.testing.assert_close(model.a.grad, alpha[0] * 1.0, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(model.b.grad, alpha[1] * 2.0, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(model.theta.grad, alpha @ J, rtol=1e-4, atol=1e-4)
-    assert not torch.allclose(model.a.grad, torch.tensor(1.0))   # the old behaviour: its own gradient, 1
+    torch.testing.assert_close(model.a.grad, alpha[0] * 1.0, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(model.b.grad, alpha[1] * 2.0, rtol=1e-3, atol=1e-3)
+    torch.testing.assert_close(model.theta.grad, torch.tensor([0.5, 0.5]) ** 0.5, rtol=1e-3, atol=1e-3)
+    unclipped = Toy()
+    make("nash_mtl", nash_max_norm=0.0).backward(GivenStep(unclipped.losses([2.0, 0.0], [0.0, 1.0]), unclipped))
+    torch.testing.assert_close(unclipped.theta.grad, alpha @ torch.tensor([[2.0, 0.0], [0.0, 1.0]]),
+                               rtol=1e-3, atol=1e-3)
     own = Toy()
     make("nash_mtl", task_grads="own").backward(GivenStep(own.losses([2.0, 0.0], [0.0, 1.0]), own))
     assert own.a.grad.item() == 1.0 and own.b.grad.item() == 2.0
@@ -280,9 +299,10 @@ def test_every_weighting_has_its_hard_variant_a_plugins_too():
     assert VARIANTS.get("hard-test_derived_ew").overrides == {"model.depth": 2}
 
 
-# by hand elsewhere: db_mtl's task gradients are its log-losses' (tests/test_balancing.py), nash_mtl's alpha-weighted
+# by hand elsewhere: db_mtl's task gradients are its log-losses' (tests/test_balancing.py), nash_mtl's and
+# excess_mtl's weighted; moco's (official form) rescales each gradient to its loss, 0 on this toy (test_balancing)
 @pytest.mark.parametrize("name", [n for n in WEIGHTINGS.list() if getattr(WEIGHTINGS.get(n), "make", None)
-                                  and n not in ("pcgrad", "mgda", "db_mtl", "nash_mtl")
+                                  and n not in ("pcgrad", "mgda", "db_mtl", "nash_mtl", "excess_mtl", "moco")
                                   and not issubclass(WEIGHTINGS.get(n), TwoBatches)])   # modo, sdmgrad: by hand below
 def test_every_aggregator_gives_a_finite_update_and_own_task_gradients(name):
     g = aggregate(name, [1.0, 0.0], [-1.0, 1.0])
@@ -412,3 +432,98 @@ def test_a_non_finite_loss_reaches_the_gradients_not_a_solvers_error(name):
                                  given_lookahead=ahead))
     grads = model.theta.grad
     assert (total is not None and not torch.isfinite(total).all()) or not torch.isfinite(grads).all()
+
+
+# ---------------------------------------------------------------- graddrop (official: features), pcd, cosmos, pbi
+
+def graddrop_example():
+    """Batch 2, 2 features, tasks a and b. sign(A) = [[1, -1], [1, 1]]. Summed over the batch,
+    G_a = [1 + 1, -2 - 1] = [2, -3], G_b = [-1 + 0.5, -1 - 1] = [-0.5, -2]. Feature 0: P = (1 + 1.5 / 2.5) / 2
+    = 0.8: a kept if U_0 < 0.8 (b dropped), else b kept. Feature 1: P = (1 - 5 / 5) / 2 = 0, both negative:
+    both kept whatever U_1, column a + b = [3, -2]."""
+    A = torch.tensor([[1.0, -1.0], [2.0, 1.0]])
+    grads = torch.tensor([[[1.0, 2.0], [1.0, -1.0]], [[-1.0, 1.0], [0.5, -1.0]]])
+    return A, grads
+
+
+@pytest.mark.parametrize(("seed", "column0"), [(0, [1.0, 1.0]), (5, [-1.0, 0.5])])
+def test_graddrop_official_drops_whole_features_from_signs_summed_over_the_batch_by_hand(seed, column0):
+    """LibMTL's GradDrop / the authors' lingvo layer: one U per feature, the mask over the whole batch.
+    torch.rand on a generator seeded 0 draws U_0 = 0.496 (< 0.8: a's column kept), seeded 5 U_0 = 0.830 (b's)."""
+    from lepton_bench.methods.graddrop import feature_drop
+
+    A, grads = graddrop_example()
+    out = feature_drop(grads, A, torch.Generator().manual_seed(seed))
+    torch.testing.assert_close(out, torch.tensor([[column0[0], 3.0], [column0[1], -2.0]]))
+    poisoned = grads.clone()
+    poisoned[1, 0, 1] = float("nan")   # a non-finite gradient is not dropped: it reaches the update
+    assert torch.isnan(feature_drop(poisoned, A, torch.Generator().manual_seed(seed))).any()
+
+
+def test_graddrop_official_form_is_the_default_and_the_elementwise_one_an_option():
+    assert make("graddrop").args.graddrop_form == "official"
+    assert make("graddrop", graddrop_form="elementwise").args.graddrop_form == "elementwise"
+    with pytest.raises(ConfigError, match="graddrop_form"):
+        make("graddrop", graddrop_form="batch")
+
+
+def test_pcd_projects_the_primary_gradient_onto_the_secondarys_progress_constraint_by_hand():
+    """PCD, first step: the debiased moving average of |g_t|^2 is |g_t|^2, so g~_t = g_t / |g_t| (eps 1e-8
+    aside). g_a = [2, 0] (primary), g_b = [-1, 1]: g~_b . g~_a = -1/sqrt(2) < tau = 0.02, the constraint
+    g~_b . d >= tau is active: d = g~_a + mu g~_b with mu = tau + 1/sqrt(2); d = [1 - mu/sqrt(2), mu/sqrt(2)],
+    rescaled to |g_a| = 2. Agreeing g_b = [1, 1]: the constraint holds at d = g~_a, the update is g_a."""
+    mu = 0.02 + 1 / math.sqrt(2)
+    d = torch.tensor([1 - mu / math.sqrt(2), mu / math.sqrt(2)])
+    torch.testing.assert_close(aggregate("pcd", [2.0, 0.0], [-1.0, 1.0]), 2 * d / d.norm(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(aggregate("pcd", [2.0, 0.0], [1.0, 1.0]), torch.tensor([2.0, 0.0]),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_pcd_takes_the_runs_main_task_or_the_named_one_as_primary():
+    """With b primary the same problem with the roles swapped: g_b = [2, 0], g_a = [-1, 1]."""
+    mu = 0.02 + 1 / math.sqrt(2)
+    d = torch.tensor([1 - mu / math.sqrt(2), mu / math.sqrt(2)])
+    expected = 2 * d / d.norm()
+    torch.testing.assert_close(aggregate("pcd", [-1.0, 1.0], [2.0, 0.0], pcd_primary="b"), expected,
+                               rtol=1e-5, atol=1e-6)
+    model, w = Toy(), make("pcd")
+    w.main = ["b"]   # as setup.prepare sets it when a is auxiliary
+    w.backward(GivenStep(model.losses([-1.0, 1.0], [2.0, 0.0]), model))
+    torch.testing.assert_close(model.theta.grad, expected, rtol=1e-5, atol=1e-6)
+    assert w.primary == "b" and make("pcd").primary == "a"
+    with pytest.raises(ConfigError, match="pcd_primary=z is not a task"):
+        make("pcd", pcd_primary="z")
+
+
+def test_cosmos_at_a_fixed_ray_is_the_linear_sum_minus_lambda_cosine_by_hand():
+    """r = (1/2, 1/2), lambda 2, L = (1, 3): r.L = 2, |r| |L| = sqrt(1/2) sqrt(10) = sqrt(5); total =
+    2 - 2 * 2 / sqrt(5). d total / d L_i = r_i - lambda (r_i / sqrt(5) - r.L L_i / (sqrt(5) |L|^2)):
+    a: 0.5 - 2 (0.5 - 0.2) / sqrt(5), b: 0.5 - 2 (0.5 - 0.6) / sqrt(5)."""
+    w = make("cosmos", cosmos_alpha=0.0)
+    total = w.combine(losses(1, 3))
+    assert total.item() == pytest.approx(2 - 4 / math.sqrt(5), rel=1e-6)
+    assert w.weights() == pytest.approx({"a": 0.5 - 0.6 / math.sqrt(5), "b": 0.5 + 0.2 / math.sqrt(5)}, rel=1e-6)
+    skewed = make("cosmos", cosmos_alpha=0.0, cosmos_lambda=0.0, cosmos_preference={"a": 3.0})
+    assert skewed.combine(losses(1, 3)).item() == pytest.approx(0.75 * 1 + 0.25 * 3)   # lambda 0: linear
+
+
+def test_cosmos_draws_a_seeded_dirichlet_ray_every_step():
+    def rays(seed):
+        w = WEIGHTINGS.get("cosmos")(TASKS, resolve_args("cosmos", {}), seed=seed).to(torch.device("cpu"))
+        return torch.stack([w.draw() for _ in range(3)])
+
+    r = rays(0)
+    torch.testing.assert_close(r.sum(1), torch.ones(3))
+    assert (r > 0).all() and not torch.allclose(r[0], r[1])
+    torch.testing.assert_close(rays(0), r)                 # the run's seed fixes them
+    assert not torch.allclose(rays(1), r)
+
+
+def test_pbi_is_the_projection_plus_theta_times_the_distance_to_the_preference_line_by_hand():
+    """w = (1, 1)/sqrt(2), L = (1, 3): d1 = 4/sqrt(2), the perpendicular part L - d1 w = (-1, 1), d2 = sqrt(2):
+    total = 2 sqrt(2) + 5 sqrt(2) = 7 sqrt(2); d total / dL = w + theta (-1, 1)/sqrt(2) = (-4, 6)/sqrt(2)."""
+    w = make("pbi")
+    assert w.combine(losses(1, 3)).item() == pytest.approx(7 * math.sqrt(2), rel=1e-6)
+    assert w.weights() == pytest.approx({"a": -4 / math.sqrt(2), "b": 6 / math.sqrt(2)}, rel=1e-6)
+    with pytest.raises(ConfigError, match="pbi_theta"):
+        make("pbi", pbi_theta=-1.0)

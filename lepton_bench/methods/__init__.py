@@ -5,11 +5,11 @@
 one family its paper defines together: ``imtl`` holds IMTL-G and IMTL), named after it:
 
 * loss weightings: ``ew``, ``static``, ``uw``, ``dwa``, ``rlw``, ``gls``, ``famo``, ``gradnorm``, ``stch``,
-  ``auto_lambda`` (meta-learned on a second batch);
+  ``cosmos``, ``pbi``, ``auto_lambda`` (meta-learned on a second batch);
 * on the per-task gradients (most are thin wrappers of torchjd's aggregators): ``pcgrad``, ``mgda``,
   ``cagrad``, ``nash_mtl``, ``imtl``, ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop``, ``gradvac``,
-  ``fairgrad``, ``excess_mtl``, ``con_fig`` (ConFIG), ``cr_mogm``, ``modo`` and ``sdmgrad`` (two
-  half-batches), ``db_mtl`` and ``moco`` (moving averages of the task gradients).
+  ``fairgrad``, ``excess_mtl``, ``con_fig`` (ConFIG), ``cr_mogm``, ``pcd`` (a primary task), ``modo`` and
+  ``sdmgrad`` (two half-batches), ``db_mtl`` and ``moco`` (moving averages of the task gradients).
 
 A new method is one file: copy the closest, register it with ``@WEIGHTINGS.register(name)``, and
 import it here (a plugin's is imported by its own package).
@@ -20,6 +20,7 @@ from . import (  # noqa: F401  (each module registers its method)
     auto_lambda,
     cagrad,
     con_fig,
+    cosmos,
     cr_mogm,
     db_mtl,
     dualproj,
@@ -37,6 +38,8 @@ from . import (  # noqa: F401  (each module registers its method)
     moco,
     modo,
     nash_mtl,
+    pbi,
+    pcd,
     pcgrad,
     rlw,
     sdmgrad,

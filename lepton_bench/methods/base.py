@@ -137,7 +137,11 @@ class Weighting(ABC):
 
     needs: ClassVar[Needs] = Needs()
     Args: ClassVar[type] = NoArgs
+    revision: ClassVar[int] = 1   # count up when the method's update changes by design (RunConfig.method_revision:
+                                  # its runs get new ids; 1 stays out of the hash, so old ids hold)
     world = World()               # the torchrun world, set by ``setup.prepare``
+    main: list[str] | None = None  # the run's main tasks (not its auxiliary ones), set by ``setup.prepare``;
+                                  # None: every task
 
     def __init__(self, tasks: Sequence[str], args: Any = None, seed: int = 0):
         self.tasks = list(tasks)

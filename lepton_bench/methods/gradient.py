@@ -30,7 +30,7 @@ class GradientArgs:
                                   # (one input group under hard sharing; with mgda: MGDA-UB, Sener & Koltun 2018)
     task_grads: str = "auto"      # the task-specific parameters' gradient: "own" (their loss alone), "weighted"
                                   # (x the method's task weight), "auto" (the method's paper / official code:
-                                  # ``own_task_grads``, weighted for nash_mtl, modo and sdmgrad, own elsewhere)
+                                  # ``own_task_grads``: weighted for nash_mtl, excess_mtl, modo, sdmgrad; own elsewhere)
 
 
 def decayed(step_size: float, sigma: float, k: int) -> float:

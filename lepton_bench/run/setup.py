@@ -176,6 +176,7 @@ def prepare(cfg: RunConfig, progress: Progress | None = None) -> Setup:
     weighting = WEIGHTINGS.get(cfg.weighting)(names, resolve_args(cfg.weighting, cfg.weighting_args),
                                               seed=cfg.seed).to(device)
     weighting.world = world
+    weighting.main = [n for n in names if n not in cfg.auxiliary]
     facts = dict(weighting=cfg.weighting, every_task_every_step=sampler_cls.every_task_every_step,
                  sampler=cfg.sampler, world=world)
     check_needs(needs=weighting.needs, **facts)   # before any data loads; the feature tensor once the model is built
