@@ -8,7 +8,7 @@ import torch
 
 from ..errors import ConfigError
 from .base import WEIGHTINGS, Needs
-from .gradient import GradientAggregation, GradientArgs, torchjd_aggregator
+from .gradient import GradientAggregation, GradientArgs, add_extra_grads, torchjd_aggregator
 
 
 @dataclass
@@ -82,10 +82,7 @@ class GradDrop(GradientAggregation):
         grads = torch.stack([torch.autograd.grad(loss, z, retain_graph=True)[0].float() for loss in L])
         torch.autograd.backward(z, grad_tensors=feature_drop(grads, z.detach(), self.gen).to(z.dtype),
                                 inputs=shared, retain_graph=extra is not None)
-        if extra is not None:
-            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True), strict=True):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
+        add_extra_grads(shared, extra)
         return None
 
 

@@ -31,11 +31,24 @@ class GradientArgs:
     task_grads: str = "auto"      # the task-specific parameters' gradient: "own" (their loss alone), "weighted"
                                   # (x the method's task weight), "auto" (the method's paper / official code:
                                   # ``own_task_grads``: weighted for nash_mtl, excess_mtl, modo, sdmgrad; own elsewhere)
+    autogram: bool = False        # the Gramian J J^T by torchjd's autogram engine and one backward of the weighted
+                                  # losses, instead of one backward per task (methods whose weights need the
+                                  # Gramian alone; methods/autogram.py). Off: slower on the CPUs measured
+                                  # (docs/methods.md)
 
 
 def decayed(step_size: float, sigma: float, k: int) -> float:
     """A step size decayed as ``step_size / k^sigma`` at step ``k`` (1, 2, ...): sigma = 0 keeps it."""
     return step_size / k ** sigma
+
+
+def add_extra_grads(shared: list[torch.Tensor], extra: torch.Tensor | None, retain: bool = False) -> None:
+    """A regulariser's own gradient added to the shared parameters' (added, not aggregated)."""
+    if extra is None:
+        return
+    for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True, retain_graph=retain), strict=True):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
 
 
 def torchjd_aggregator(name: str, **kwargs):
@@ -59,10 +72,15 @@ class GradientAggregation(Weighting):
             raise ConfigError(f"weighting_args.jacobian must be params or features, not {self.args.jacobian!r}")
         if self.args.task_grads not in ("auto", "own", "weighted"):
             raise ConfigError(f"weighting_args.task_grads must be auto, own or weighted, not {self.args.task_grads!r}")
+        if self.args.autogram and self.args.jacobian != "params":
+            raise ConfigError("weighting_args.autogram computes the Gramian of the shared parameters' Jacobian; "
+                              "with jacobian=features the rows are already one cheap backward each")
 
     @property
     def needs(self) -> Needs:
-        return Needs(every_task=True, one_feature_tensor=self.args.jacobian == "features")
+        # autogram: torchrun's processes would each weight their own Gramian, not the mean Jacobian's
+        return Needs(every_task=True, one_feature_tensor=self.args.jacobian == "features",
+                     single_process=self.args.autogram)
 
     @property
     def uses_features(self) -> bool:
@@ -83,7 +101,19 @@ class GradientAggregation(Weighting):
                 and not hasattr(self.aggregator, "weighting"):
             raise ConfigError(f"weighting_args.task_grads=weighted needs task weights; {type(self).__name__} "
                               "combines the gradients without any (use own)")
+        if self.args.autogram and not self.takes_gramian:
+            raise ConfigError(f"weighting_args.autogram: {type(self).__name__} needs the task gradients themselves, "
+                              "not only their Gramian (use autogram=false)")
         return self
+
+    @property
+    def takes_gramian(self) -> bool:
+        """Its weights are a function of the Gramian J J^T alone (a torchjd Gramian-weighted aggregator)."""
+        return hasattr(self.aggregator, "gramian_weighting")
+
+    def _gramian_weights(self, gramian: torch.Tensor) -> torch.Tensor:
+        """The task weights from the Gramian (a subclass reorders the tasks here, as PCD)."""
+        return self.aggregator.gramian_weighting(gramian)
 
     def check(self, model):
         if not model.parameter_split()[0]:
@@ -94,7 +124,16 @@ class GradientAggregation(Weighting):
         return self._stack(losses).sum()   # only for reporting; backward does the work
 
     def backward(self, step):
-        return self.aggregate(step, step.losses())
+        if not self.args.autogram:
+            return self.aggregate(step, step.losses())
+        if getattr(self, "_engine_of", None) is not step.model:
+            from .autogram import GramianEngine
+
+            self._engine = GramianEngine(step.model, step.model.parameter_split()[0])
+            self._engine_of = step.model
+        with self._engine.tracking():   # the step's forward: the one whose Gramian is taken
+            losses = step.losses()
+        return self.aggregate(step, losses)
 
     def aggregate(self, step, losses: dict[str, torch.Tensor]) -> None:
         """The update from these losses' gradients (a subclass may hand over transformed losses)."""
@@ -142,10 +181,24 @@ class GradientAggregation(Weighting):
 
     def _through_params(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra,
                         keep: bool) -> torch.Tensor | None:
+        if self.args.autogram:
+            return self._through_gramian(L, shared, extra, keep)
         J = self._jacobian(L, shared, retain=extra is not None or keep)
         w, update = self._aggregate(J, keep)
         self._set_shared(shared, update, extra, keep)
         return w
+
+    def _through_gramian(self, L: list[torch.Tensor], shared: list[torch.Tensor], extra,
+                         keep: bool) -> torch.Tensor | None:
+        """The weights from the Gramian (autogram), then one backward of sum_t w_t L_t into the shared
+        parameters: w^T J without J. A non-finite Gramian entry is 0 to the solver; the loss itself
+        still reaches the gradients (w_t x nan), so the run's check names the task."""
+        G = self._engine.gramian(L)
+        w = self._gramian_weights(torch.where(torch.isfinite(G), G, torch.zeros_like(G))).detach().to(L[0].dtype)
+        torch.autograd.backward(sum(wt * loss for wt, loss in zip(w, L, strict=True)), inputs=shared,
+                                retain_graph=extra is not None or keep)
+        add_extra_grads(shared, extra, retain=keep)
+        return w if keep else None
 
     def _jacobian(self, L: list[torch.Tensor], shared: list[torch.Tensor], retain: bool) -> torch.Tensor:
         """One row per task: the gradient of its loss w.r.t. the shared parameters, by a backward of
@@ -182,11 +235,7 @@ class GradientAggregation(Weighting):
         w, update = self._aggregate(torch.stack(rows), keep)
         torch.autograd.backward(z, grad_tensors=update.view_as(z).to(z.dtype), inputs=shared,
                                 retain_graph=extra is not None or keep)
-        if extra is not None:
-            for p, g in zip(shared, torch.autograd.grad(extra, shared, allow_unused=True, retain_graph=keep),
-                            strict=True):
-                if g is not None:
-                    p.grad = g if p.grad is None else p.grad + g
+        add_extra_grads(shared, extra, retain=keep)
         return w
 
 

@@ -31,6 +31,7 @@ class PCD(GradientAggregation):
     auxiliary tasks takes its first task as primary (``hard-pcd``: the first task listed)."""
 
     Args = PCDArgs
+
     def __init__(self, tasks, args=None, seed=0):
         super().__init__(tasks, args, seed)
         if self.args.pcd_primary and self.args.pcd_primary not in self.tasks:
@@ -44,13 +45,17 @@ class PCD(GradientAggregation):
     def make(self):
         return torchjd_aggregator("PCD", tau=self.args.pcd_tau, beta=self.args.pcd_beta, eps=self.args.pcd_eps)
 
-    def _aggregate(self, J, keep):
+    def _gramian_weights(self, gramian):
         first = self.tasks.index(self.primary)   # torchjd's PCD reads the first row as the primary's
-        order = [first, *(i for i in range(len(self.tasks)) if i != first)]
-        back = torch.tensor([order.index(i) for i in range(len(self.tasks))], device=J.device)
-        finite = torch.where(torch.isfinite(J), J, torch.zeros_like(J))
-        w = self.aggregator.weighting(finite[order])[back]
+        order = torch.tensor([first, *(i for i in range(len(self.tasks)) if i != first)], device=gramian.device)
+        w = torch.empty_like(gramian[0])
+        w[order] = self.aggregator.gramian_weighting(gramian[order][:, order])
         self.last = w.detach()
+        return w
+
+    def _aggregate(self, J, keep):
+        finite = torch.where(torch.isfinite(J), J, torch.zeros_like(J))
+        w = self._gramian_weights(finite @ finite.T)
         return (w if keep else None), w @ finite + 0 * J.sum(0)
 
     def weights(self):
