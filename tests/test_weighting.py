@@ -331,10 +331,8 @@ def test_backward_returns_the_combined_loss_and_aggregators_none():
     assert make("pcgrad").backward(GivenStep(model.losses([1.0, 0.0], [-1.0, 1.0]), model)) is None
 
 
-def test_jacobian_on_the_shared_features_is_mgda_ub_by_hand():
-    """jacobian=features (MGDA-UB, Sener & Koltun 2018): min-norm weights of the task gradients w.r.t. the
-    shared features z, then one backward of sum_t alpha_t L_t into the shared parameters. For two tasks
-    the min-norm point has a closed form: alpha = clip((g2 - g1) . g2 / |g1 - g2|^2, 0, 1)."""
+def feature_problem():
+    """A tiny one-group model: (losses, the shared features z) of one fixed batch, as a function."""
     from lepton_bench.config import ModelConfig
     from lepton_bench.models import TaskIO, build_model
 
@@ -351,6 +349,32 @@ def test_jacobian_on_the_shared_features_is_mgda_ub_by_hand():
         return {"a": nn.functional.cross_entropy(out["a"], ya),
                 "b": nn.functional.cross_entropy(out["b"].flatten(0, 1), yb.flatten())}, z
 
+    return model, losses_and_features
+
+
+def test_aligned_mtl_ub_aligns_the_shared_features_gradients_by_hand():
+    """Aligned-MTL-UB (the authors' AlignedMTLUBBalancer; ``tagging-hard-aligned_mtl_ub``): G = F F^T of the
+    feature rows, G = V diag(l) V^T; B = sqrt(l_min) V diag(l)^(-1/2) V^T (scale "min"); w = B 1; then one
+    backward of sum_t w_t L_t into the shared parameters."""
+    model, losses_and_features = feature_problem()
+    L, z = losses_and_features()
+    F = torch.stack([torch.autograd.grad(L[t], z, retain_graph=True)[0].flatten() for t in "ab"]).double()
+    lam, V = torch.linalg.eigh(F @ F.T)
+    w = (lam.min().sqrt() * V @ torch.diag(lam.rsqrt()) @ V.T).sum(1).float()
+    shared, _ = model.parameter_split()
+    expected = torch.autograd.grad(w[0] * L["a"] + w[1] * L["b"], shared)
+    m = WEIGHTINGS.get("aligned_mtl")(["a", "b"], resolve_args("aligned_mtl", {"jacobian": "features"}))
+    L, z = losses_and_features()
+    m.to(torch.device("cpu")).backward(GivenStep(L, model, given_features=z))
+    for p, e in zip(shared, expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-4, atol=1e-6)
+
+
+def test_jacobian_on_the_shared_features_is_mgda_ub_by_hand():
+    """jacobian=features (MGDA-UB, Sener & Koltun 2018): min-norm weights of the task gradients w.r.t. the
+    shared features z, then one backward of sum_t alpha_t L_t into the shared parameters. For two tasks
+    the min-norm point has a closed form: alpha = clip((g2 - g1) . g2 / |g1 - g2|^2, 0, 1)."""
+    model, losses_and_features = feature_problem()
     L, z = losses_and_features()
     g1, g2 = (torch.autograd.grad(L[t], z, retain_graph=True)[0].flatten() for t in "ab")
     alpha = float(((g2 - g1) @ g2 / (g1 - g2).norm() ** 2).clamp(0, 1))
