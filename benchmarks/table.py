@@ -67,6 +67,20 @@ def main(argv: list[str] | None = None) -> int:
                                       "overhead ratio"], tablefmt="github"))
         print()
 
+    gram = of(by_name, "test_gramian_method_step_by_task_rows_and_by_autogram")
+    if gram:   # one row a method, the two settings side by side
+        methods = sorted({b["extra_info"]["method"] for b in gram.values()})
+        settings = sorted({b["extra_info"]["setting"] for b in gram.values()})
+        info = {(b["extra_info"]["method"], b["extra_info"]["setting"]): b["extra_info"] for b in gram.values()}
+        rows = [[f"`{m}`", *(f"{info[m, st]['per_task_vs_ew']:.2f}× / {info[m, st]['autogram_vs_ew']:.2f}×"
+                             if (m, st) in info and "per_task_vs_ew" in info[m, st] else "—" for st in settings)]
+                for m in methods]
+        ew = {st: next(i["ew_ms"] for (m, s2), i in info.items() if s2 == st and "ew_ms" in i) for st in settings
+              if any(s2 == st and "ew_ms" in i for (m, s2), i in info.items())}
+        print(tabulate(rows, headers=["method", *(f"{st}: per task / autogram ÷ hard-EW (≈{ew.get(st, 0):.0f} ms)"
+                                                  for st in settings)], tablefmt="github"))
+        print()
+
     rows = []
     if "test_cached_load_of_all_tasks" in {k.split("[")[0] for k in by_name}:
         b = next(v for k, v in by_name.items() if k.startswith("test_cached_load_of_all_tasks"))
