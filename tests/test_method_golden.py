@@ -25,7 +25,7 @@ TAGGING = ("conll2003", "conll2003_pos")   # one input group: every method runs,
 CASES = {   # case -> (weighting, tasks, overrides)
     **{w: (w, TAGGING, ()) for w in (
         "aligned_mtl", "auto_lambda", "cagrad", "config", "cosmos", "cr_mogm", "db_mtl", "dualproj", "dwa", "ew",
-        "excess_mtl", "fairgrad", "famo", "gls", "graddrop", "gradnorm", "gradvac", "imtl", "imtl_g", "mgda",
+        "excess_mtl", "fairgrad", "famo", "gls", "graddrop", "gradnorm", "gradvac", "imtl", "imtl_g", "ldc_mtl", "mgda",
         "moco", "modo", "nash_mtl", "pbi", "pcd", "pcgrad", "rlw", "sdmgrad", "static", "stch", "upgrad", "uw")},
     "mgda-features": ("mgda", TAGGING, ("weighting_args.jacobian=features",)),
     "static-weights": ("static", TAGGING, ('weighting_args.static={"conll2003": 2.0}',)),

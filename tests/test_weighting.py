@@ -125,7 +125,10 @@ def test_gradnorm_targets_and_update():
 
 
 class Toy(nn.Module):
-    """theta is shared; each task has its own scalar. L_a = g_a.theta + a, L_b = g_b.theta + 2b."""
+    """theta is shared; each task has its own scalar. L_a = g_a.theta + a, L_b = g_b.theta + 2b. Its
+    "features" (for a method that reads them, as LDC-MTL's router) are theta itself."""
+
+    feature_dim, task_names = 2, TASKS
 
     def __init__(self):
         super().__init__()
@@ -353,7 +356,7 @@ def feature_problem():
 
 
 def test_aligned_mtl_ub_aligns_the_shared_features_gradients_by_hand():
-    """Aligned-MTL-UB (the authors' AlignedMTLUBBalancer; ``tagging-hard-aligned_mtl_ub``): G = F F^T of the
+    """Aligned-MTL-UB (the authors' AlignedMTLUBBalancer; ``tagging-aligned_mtl_ub``): G = F F^T of the
     feature rows, G = V diag(l) V^T; B = sqrt(l_min) V diag(l)^(-1/2) V^T (scale "min"); w = B 1; then one
     backward of sum_t w_t L_t into the shared parameters."""
     model, losses_and_features = feature_problem()
@@ -453,7 +456,7 @@ def test_a_non_finite_loss_reaches_the_gradients_not_a_solvers_error(name):
     ahead = Lookahead(lambda _: {t: v * float("nan") if t == "a" else v   # fresh losses, as non-finite
                                  for t, v in model.losses([1.0, 0.0], [0.0, 2.0]).items()}, None, None, 0.1, TASKS)
     total = w.backward(GivenStep(L, model, given_halves=(L, model.losses([1.0, 0.0], [0.0, 1.0])),
-                                 given_lookahead=ahead))
+                                 given_lookahead=ahead, given_features=model.theta.unsqueeze(0)))
     grads = model.theta.grad
     assert (total is not None and not torch.isfinite(total).all()) or not torch.isfinite(grads).all()
 
@@ -551,3 +554,37 @@ def test_pbi_is_the_projection_plus_theta_times_the_distance_to_the_preference_l
     assert w.weights() == pytest.approx({"a": -4 / math.sqrt(2), "b": 6 / math.sqrt(2)}, rel=1e-6)
     with pytest.raises(ConfigError, match="pbi_theta"):
         make("pbi", pbi_theta=-1.0)
+
+
+def test_ldc_mtl_weighs_rescaled_losses_and_penalises_their_discrepancy_by_hand():
+    """A zero router gives softmax = (1/2, 1/2), inside the clamp [0.2, 0.8]. Step 1, L = (1, 4): r = L / min L
+    = (1, 4), l = (1, 1), w l = (1/2, 1/2): total = 1 + 0.05 * 0. Step 2, L = (2, 4): l = (2, 1), w l = (1, 1/2):
+    total = 1.5 / 1 + 0.05 * 0.5 = 1.525; d total / d L_a = (w_a / sum w + lambda w_a) / r_a = 0.525,
+    d total / d L_b = (w_b / sum w - lambda w_b) / r_b = 0.475 / 4."""
+    model, w = Toy(), make("ldc_mtl")
+    model.feature_dim = 3
+    w.check(model)
+    with torch.no_grad():
+        for p in w.parameters():
+            p.zero_()
+    z = torch.randn(4, 3)
+    assert w.backward(GivenStep(losses(1, 4), model, given_features=z)).item() == pytest.approx(1.0)
+    L = losses(2, 4)
+    assert w.backward(GivenStep(L, model, given_features=z)).item() == pytest.approx(1.525)
+    assert L["a"].grad.item() == pytest.approx(0.525) and L["b"].grad.item() == pytest.approx(0.475 / 4)
+    assert w.weights() == {"a": 0.5, "b": 0.5}
+    router = w.parameters()[0]
+    assert router.grad is not None and router.grad.abs().sum() > 0   # the router learns from the same loss
+
+
+def test_ldc_mtl_clamps_the_routers_weights_and_can_leave_the_losses_unscaled():
+    model, w = Toy(), make("ldc_mtl", ldc_rescale=False)
+    w.check(model)
+    with torch.no_grad():
+        w.router.weight.zero_()
+        w.router.bias.copy_(torch.tensor([10.0, 0.0]))   # softmax ~ (1, 0): clamped to (0.8, 0.2)
+    total = w.backward(GivenStep(losses(1, 4), model, given_features=torch.zeros(2, 2)))
+    assert w.weights() == pytest.approx({"a": 0.8, "b": 0.2})
+    assert total.item() == pytest.approx((0.8 * 1 + 0.2 * 4) / 1.0 + 0.05 * abs(0.8 - 0.8))
+    with pytest.raises(ConfigError, match="ldc_min <= ldc_max"):
+        make("ldc_mtl", ldc_min=0.9, ldc_max=0.1)

@@ -5,7 +5,7 @@
 one family its paper defines together: ``imtl`` holds IMTL-G and IMTL), named after it:
 
 * loss weightings: ``ew``, ``static``, ``uw``, ``dwa``, ``rlw``, ``gls``, ``famo``, ``gradnorm``, ``stch``,
-  ``cosmos``, ``pbi``, ``auto_lambda`` (meta-learned on a second batch);
+  ``cosmos``, ``pbi``, ``ldc_mtl`` (a router's weights), ``auto_lambda`` (meta-learned on a second batch);
 * on the per-task gradients (most are thin wrappers of torchjd's aggregators): ``pcgrad``, ``mgda``,
   ``cagrad``, ``nash_mtl``, ``imtl``, ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop``, ``gradvac``,
   ``fairgrad``, ``excess_mtl``, ``con_fig`` (ConFIG), ``cr_mogm``, ``pcd`` (a primary task), ``modo`` and
@@ -34,6 +34,7 @@ from . import (  # noqa: F401  (each module registers its method)
     gradnorm,
     gradvac,
     imtl,
+    ldc_mtl,
     mgda,
     moco,
     modo,

@@ -75,6 +75,9 @@ class Step(Protocol):
     def features(self) -> torch.Tensor:
         """The shared features every task read this step (needs ``one_feature_tensor``)."""
 
+    def feature_tensors(self) -> list[torch.Tensor]:
+        """Every feature tensor the heads read this step (one per input group under hard sharing)."""
+
     def half_losses(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """The task losses of each half of every task's batch: two independent estimates (MoDo, SDMGrad).
         Asked for first, they replace the whole batch's forward pass."""
@@ -93,7 +96,7 @@ class GivenStep:
     given_losses: dict[str, torch.Tensor]
     model: nn.Module
     given_extra: torch.Tensor | None = None
-    given_features: torch.Tensor | None = None
+    given_features: torch.Tensor | list[torch.Tensor] | None = None
     given_halves: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
     given_lookahead: Lookahead | None = None
     given_after: dict[str, torch.Tensor] | None = None
@@ -105,7 +108,12 @@ class GivenStep:
         return self.given_extra
 
     def features(self):
-        return _given(self.given_features, "features")
+        given = _given(self.given_features, "features")
+        return given[0] if isinstance(given, list) else given
+
+    def feature_tensors(self):
+        given = _given(self.given_features, "features")
+        return list(given) if isinstance(given, list) else [given]
 
     def half_losses(self):
         return _given(self.given_halves, "halves")

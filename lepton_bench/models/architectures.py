@@ -64,6 +64,7 @@ class MultiTaskModel(nn.Module):
     def __init__(self, tasks: Sequence[TaskIO], cfg: ModelConfig, trunk_of: dict[str, str]):
         super().__init__()
         self.task_names = [t.name for t in tasks]
+        self.feature_dim = cfg.dim   # what every head reads (a method's router sizes itself by it: LDC-MTL)
         self.trunk_of = dict(trunk_of)
         self.group_of = {t.name: t.input_group for t in tasks}
         first = {}   # the first task of each group builds its stem (their inputs are the same)

@@ -70,6 +70,10 @@ class TrainStep:
         self.losses()
         return self._features[0]   # one tensor: checked before training (Needs.one_feature_tensor)
 
+    def feature_tensors(self) -> list[torch.Tensor]:
+        self.losses()
+        return list(self._features)
+
     def half_losses(self):
         halves = [{n: {k: v[i * len(b["y"]) // 2:(i + 1) * len(b["y"]) // 2] for k, v in b.items()}
                    for n, b in self.batches.items()} for i in (0, 1)]
