@@ -115,8 +115,8 @@ def test_committed_run_ids_are_reproduced_from_their_configs():
 def test_field_roles_are_declared_on_the_fields():
     from lepton_bench.config import RUNTIME_FIELDS, ModelConfig, paths_with, sharing_fields
 
-    assert RUNTIME_FIELDS == ("train.diagnose_every", "device", "data_dir", "precision", "compile", "sweep", "log",
-                              "log_dir")
+    assert RUNTIME_FIELDS == ("train.diagnose_every", "device", "data_dir", "precision", "compile", "fused_adamw",
+                              "sweep", "log", "log_dir")
     assert sharing_fields() == {"soft_l2", "experts", "adapter_dim", "task_experts", "dselect_k", "dselect_gamma",
                                 "dselect_entropy"}
     cfg = make_config("hard-ew")
@@ -125,7 +125,8 @@ def test_field_roles_are_declared_on_the_fields():
         for k in ("max_len", "truncate", "vocab_size", "min_freq", "holdout_frac", "holdout_max", "train_fraction",
                   "train_count", "label_seed")}
     assert set(paths_with(ModelConfig(), "added")) == {"trunk", "char_dim", "stems", "pretrained", "image_size",
-                                                        "task_experts", "dselect_k", "dselect_gamma", "dselect_entropy"}
+                                                        "task_experts", "dselect_k", "dselect_gamma", "dselect_entropy",
+                                                        "freeze_pretrained"}
 
 
 def test_a_new_field_declared_once_reaches_hash_cache_key_and_design(monkeypatch):

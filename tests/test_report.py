@@ -714,6 +714,26 @@ def test_tuned_tables_keep_the_point_chosen_on_validation_never_on_test(tmp_path
     assert out.read_text().count("](sensitivity.png)") == 1   # with its table, not again under Plots
 
 
+def test_a_tuned_model_setting_is_no_part_of_the_design_stl_is_matched_by():
+    """STL chose dropout 0.3 on validation, hard-ew 0.1 (the default): both tuned on model.dropout, so
+    hard-ew is still compared with the tuned STL (the tagging grid's chunking STL chose 0.3)."""
+    recs = []
+    for s in range(2):
+        for variant, drop, val, test in (("stl-imdb", 0.1, 0.70, 0.80), ("stl-imdb", 0.3, 0.90, 0.82),
+                                         ("hard-ew", 0.1, 0.91, 0.84), ("hard-ew", 0.3, 0.60, 0.85)):
+            rec = make_record(variant, s, {"imdb": test}, tag=f"d{drop}")
+            rec["config"]["model"] = {**rec["config"].get("model", {}), "dropout": drop}
+            rec["config"]["sweep"] = {"axes": ["model.dropout"], "tune_seeds": None}
+            for m in rec["metrics"].values():
+                m["val"] = {m["primary"]: val}
+            recs.append(rec)
+    a = report.analyse("mini", recs)
+    assert sorted(g.name for g in a.groups) == ["hard-ew", "stl-imdb (model.dropout=0.3)"]
+    row = a.per_task["imdb"].set_index("name").loc["hard-ew"]
+    assert row["baseline"] == "stl-imdb (model.dropout=0.3)"
+    assert row["delta"] == pytest.approx((0.84 - 0.82) / 0.82 * 100)
+
+
 def test_the_budget_saving_protocol_chooses_on_the_tuning_seeds_and_says_so():
     """Tuned on seed 0: 2e-3 wins there; seed 1 ran at 2e-3 only (its validation would not change it)."""
     recs = [swept(make_record("hard-ew", 0, {"imdb": 0.8}, tag="a"), 1e-3, 0.80, tune_seeds=1),

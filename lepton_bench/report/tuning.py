@@ -11,11 +11,12 @@ reader sees how much tuning moved each variant; test scores never choose.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..grid.selection import choose, point_of, point_scores, validation_score
-from .groups import STATIC_KEY, Group, _label, _parts, fmt_value
+from .groups import STATIC_KEY, Group, _label, _parts, design_of, fmt_value
 from .records import get, is_number
 from .stats import NAN, finite, ok
 
@@ -135,8 +136,17 @@ def sweep_point(g: Group, axes: tuple[str, ...]) -> tuple[tuple[str, Any], ...]:
 
 
 def kept(groups: list[Group], fams: list[Family]) -> list[Group]:
-    """The groups the tables show: each family's chosen point, and every group outside a sweep."""
+    """The groups the tables show: each family's chosen point, and every group outside a sweep. A chosen
+    point's design leaves out the model settings its sweep tuned (a dropout chosen on validation is part of
+    the tuning, not of the encoder): tuned STL and tuned MTL are matched whatever each chose."""
     dropped = {id(g) for f in fams for g in f.groups if g is not f.chosen}
+    for f in fams:
+        tuned = [k.split(".", 1)[1] for k in f.axes if k.startswith("model.")]
+        if f.chosen is not None and tuned:
+            cfg = copy.deepcopy(f.chosen.runs[0].get("config") or {})
+            for k in tuned:
+                (cfg.get("model") or {}).pop(k, None)
+            f.chosen.designs = {t: design_of(cfg, t) for t in f.chosen.tasks}
     return [g for g in groups if id(g) not in dropped]
 
 

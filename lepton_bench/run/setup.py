@@ -61,6 +61,8 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, extra: list[torch.Tensor] =
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
     decay, no_decay = [], []
     for name, p in model.named_parameters():
+        if not p.requires_grad:   # a frozen encoder's (model.freeze_pretrained)
+            continue
         if p.ndim >= 2 and id(p) not in embeddings and not name.endswith("pos"):
             decay.append(p)
         else:
@@ -68,7 +70,7 @@ def make_optimizer(model: nn.Module, cfg: RunConfig, extra: list[torch.Tensor] =
     t = cfg.train
     groups = [{"params": decay, "weight_decay": t.weight_decay},
               {"params": no_decay + list(extra), "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas)
+    return torch.optim.AdamW(groups, lr=t.lr, betas=t.betas, **({"fused": True} if cfg.fused_adamw else {}))
 
 
 def lr_lambda(steps: int, warmup_frac: float) -> Callable[[int], float]:

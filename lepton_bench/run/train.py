@@ -15,6 +15,7 @@ from torch import nn
 from ..config import RunConfig
 from ..errors import TrainingError
 from ..methods import Lookahead, optimizer_decay
+from ..models.stems import weight_sources
 from ..results import build_record, now_iso
 from .diagnostics import diagnose, to_host
 from .distributed import average, average_gradients, finish
@@ -242,7 +243,8 @@ def run(cfg: RunConfig, progress: Progress | None = None) -> dict | None:
             "infer_seconds": inference[n]["seconds"],
         }
     record = build_record(
-        cfg, status="ok", started_at=started, env={**env, **s.runtime, "world_size": world.size},
+        cfg, status="ok", started_at=started, env={**env, **s.runtime, "world_size": world.size,
+                                                    **({"weights": w} if (w := weight_sources(cfg.model)) else {})},
         metrics={n: {"test": test[n], "val": best["metrics"][n], "primary": specs[n].primary} for n in names},
         selection={"rule": "best mean validation primary metric over tasks" if not cfg.auxiliary else
                    f"best mean validation primary metric over the main tasks ({', '.join(s.main)})",
