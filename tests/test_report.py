@@ -954,3 +954,22 @@ def test_a_long_table_is_folded_and_labels_drop_what_every_row_shares():
     assert not folded_table(["a", "b"], rows[:FOLD_ROWS]).startswith("<details>")
     names = ["tagging-hard-uw (train.lr=0.004)", "tagging-hard-static (w=1/2, train.lr=0.004)"]
     assert short_names(names) == (["uw", "static (w=1/2)"], "tagging-hard-")
+
+
+def test_a_grid_sets_its_contrast_grids_answer_beside_its_own(tmp_path):
+    """The pretrained grid declares tagging as its contrast: its first screen says whether MTL helps here
+    (EW clearly ahead of STL on every task) and what the tagging grid's records say, once they exist."""
+    pre = [make_record(f"pretrained-stl-{t}", s, {t: v + s / 100}, architecture="single")
+           for t, v in zip(TAGGING, (0.80, 0.93, 0.87), strict=True) for s in range(3)]
+    pre += [make_record("pretrained-hard-ew", s, {"conll2003": 0.85 + s / 100, "conll2003_pos": 0.96 + s / 100,
+                                                  "conll2003_chunk": 0.92 + s / 100}) for s in range(3)]
+    folder = write_grid(tmp_path, pre, name="pretrained")
+    alone = report.write_report(folder, tmp_path / "alone").read_text()
+    assert "Against `tagging`" not in alone   # no tagging records beside it yet
+    write_grid(tmp_path, tagging_records(), name="tagging")
+    text = report.write_report(folder, tmp_path / "out").read_text()
+    first_screen = text.split("## Setting")[0]
+    line = next(p for p in first_screen.split("\n\n") if p.startswith("**Against `tagging`**"))
+    assert "multi-task learning helps here (best Δm +" in line
+    assert "in `tagging` (best Δm " in line and "equal weights +" in line
+    assert "[its report](../tagging/README.md)" in line

@@ -200,8 +200,8 @@ def _print_plan(runs, done, results_dir, retry_failed) -> int:
         tune = next(r.config.sweep.get("tune_seeds") for r in runs if r.config.sweep)
         print("\nprotocol: " + " and ".join(f"{n} variant{'s' * (n > 1)} × {k} sweep points ({', '.join(axes)})"
                                             for (axes, k), n in by_budget.most_common()) + " × "
-              + (f"{tune} tuning seeds, then {seeds - tune} more seeds at each variant's point chosen on "
-                 f"validation (budget-saving)" if tune else f"{seeds} seeds, every point")
+              + (f"{tune} tuning seeds, then {seeds - tune} more seed{'s' * (seeds - tune > 1)} at each variant's "
+                 f"point chosen on validation (budget-saving)" if tune else f"{seeds} seeds, every point")
               + "; the report selects each variant's point on validation only")
     counts = Counter(row[-1] for row in rows)
     print(f"\n{len(runs)} runs into {results_dir}: " + ", ".join(f"{v} {k}" for k, v in counts.items())

@@ -26,7 +26,8 @@ class Grid:
     value is a setting of its own, every variant tuned in it apart; a ``tasks.<task>.*`` key applies to the
     variants that train that task, and the others run once. ``borrows`` names grids whose records this one
     takes over where a planned run has the same run id (the same config: the same run), instead of
-    training it again."""
+    training it again. ``contrast`` names grids on the same tasks with another design (from-scratch encoders
+    against a pretrained one, say): the report's first screen sets their answer beside this grid's."""
 
     name: str
     variants: tuple[str, ...]                 # fnmatch patterns over the variant registry
@@ -41,6 +42,7 @@ class Grid:
     static_front: int = 0   # density of the static-weight simplex (0: none); see simplex_weights
     conditions: dict[str, tuple] = field(default_factory=dict)   # dotted key -> the settings studied
     borrows: tuple[str, ...] = ()   # grids whose records of identical runs this one takes over
+    contrast: tuple[str, ...] = ()  # grids whose answer (same tasks, another design) the report sets beside its own
 
     def __post_init__(self):
         for key, values in [*self.sweep.items(), *(kv for ax in self.extra_sweep.values() for kv in ax.items()),
@@ -107,6 +109,17 @@ register_grid(Grid(
     help="CoNLL-2003 NER on 2%, 10% and 100% of its training labels, POS and chunking on all: STL NER, NER with "
          "POS and with POS + chunking as auxiliary tasks (w 0.5), three-task hard EW and UW; lr tuned on 2 seeds "
          "at every budget, then 5 seeds at the chosen point, 2,000 steps (CPU, background)"))
+register_grid(Grid(
+    # One pretrained encoder (all-MiniLM-L6-v2, offline from the [minilm] extra) shared by the tagging heads:
+    # multi-task learning as it is practised today (MT-DNN). 500 steps of batch 32: 1.14 epochs of NER. One lr
+    # axis for all, fine-tuned and frozen alike: fine-tuning wants 3e-5..3e-4 (BERT's range), a frozen
+    # encoder's trunk and heads 1e-3 (a probe's rate); 1e-3 shows where fine-tuning stops helping.
+    "pretrained", ("pretrained-*",), seeds=3, overrides={"train.steps": 500, "train.eval_every": 250},
+    sweep={"train.lr": (3e-5, 1e-4, 3e-4, 1e-3)}, tune_seeds=2, contrast=("tagging",),
+    help="CoNLL-2003 NER + POS + chunking on all-MiniLM-L6-v2 (pretrained, offline: extra [minilm]): STL "
+         "fine-tuning, hard sharing (EW, UW, the tagging grid's best static point, UPGrad), NER with POS as "
+         "an auxiliary task, frozen-encoder STL and EW; lr tuned on 2 seeds, then 3 seeds at the chosen point, "
+         "500 steps (CPU, background: about 5 hours)"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))

@@ -5,7 +5,9 @@
 one family its paper defines together: ``imtl`` holds IMTL-G and IMTL), named after it:
 
 * loss weightings: ``ew``, ``static``, ``uw``, ``dwa``, ``rlw``, ``gls``, ``famo``, ``gradnorm``, ``stch``,
-  ``cosmos``, ``pbi``, ``ldc_mtl`` (a router's weights), ``auto_lambda`` (meta-learned on a second batch);
+  ``cosmos``, ``pbi``, ``go4align`` (tasks grouped by K-means), ``ldc_mtl`` (a router's weights),
+  ``auto_lambda`` and ``moml`` (meta-learned on a second batch), ``forum`` (bilevel: a value-function gap
+  and a QP on a second batch's task gradients);
 * on the per-task gradients (most are thin wrappers of torchjd's aggregators): ``pcgrad``, ``mgda``,
   ``cagrad``, ``nash_mtl``, ``imtl``, ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop``, ``gradvac``,
   ``fairgrad``, ``excess_mtl``, ``con_fig`` (ConFIG), ``cr_mogm``, ``pcd`` (a primary task), ``modo`` and
@@ -29,7 +31,9 @@ from . import (  # noqa: F401  (each module registers its method)
     excess_mtl,
     fairgrad,
     famo,
+    forum,
     gls,
+    go4align,
     graddrop,
     gradnorm,
     gradvac,
@@ -38,6 +42,7 @@ from . import (  # noqa: F401  (each module registers its method)
     mgda,
     moco,
     modo,
+    moml,
     nash_mtl,
     pbi,
     pcd,

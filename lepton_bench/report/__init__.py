@@ -52,6 +52,7 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..errors import LeptonError
 from .analysis import Analysis, analyse, overall_stats, task_metrics, task_order, task_stats
 from .claims import claims_section, variant_claims
 from .groups import Group, design_of, identity, make_groups, stl_references
@@ -77,10 +78,29 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def contrast_analyses(grid: str, root: Path) -> dict[str, Analysis]:
+    """The analyses of the grids a registered grid declares as its contrast, from their folders beside its
+    own (``root/<grid>``); a grid with no records there yet is left out."""
+    # imported here: the report reads records, and needs the presets only for this
+    from ..grid.presets import GRIDS
+
+    if grid not in GRIDS:
+        return {}
+    out = {}
+    for other in GRIDS.get(grid).contrast:
+        try:
+            _, path = locate(root / other)
+            out[other] = analyse(other, load_records(path))
+        except LeptonError:
+            continue
+    return out
+
+
 def write_report(results: Path, out: Path | None = None) -> Path:
     """Write ``out/README.md`` (default ``reports/<grid>``) and its plots; returns the README's path."""
     grid, path = locate(Path(results))
     a = analyse(grid, load_records(path))
+    a.contrast = contrast_analyses(grid, path.parent.parent)
     out = Path(out) if out is not None else Path("reports") / grid
     out.mkdir(parents=True, exist_ok=True)
     plots = write_plots(a, out)

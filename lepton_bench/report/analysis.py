@@ -54,6 +54,7 @@ class Analysis:
     dm_seeds: dict[str, list[float]] = field(default_factory=dict)
     overall: pd.DataFrame | None = None
     tuning: list[Family] = field(default_factory=list)   # the sweeps' families, each with its chosen point
+    contrast: dict[str, Analysis] = field(default_factory=dict)   # grid -> its analysis: answers set beside
 
     def ref(self, task: str, g: Group) -> Group | None:
         """The STL baseline ``g`` is compared with on ``task`` (same task, same design); an STL group's is itself."""

@@ -110,6 +110,45 @@ def verdict(a: Analysis, rows: pd.DataFrame) -> str:
             f"at least one task.")
 
 
+def _answer(rows: pd.DataFrame) -> tuple[str, pd.Series]:
+    """'helps', 'hurts' or 'is neutral' from the best row's Δm CI (of the largest main-task set), and that row."""
+    top = rows[rows["n_main"] == rows["n_main"].max()].sort_values("dm", ascending=False).iloc[0]
+    if not ok(top["dm_ci"]):
+        return "is undecided (one seed)", top
+    return ("helps" if top["dm"] - top["dm_ci"] > 0 else "hurts" if top["dm"] + top["dm_ci"] < 0 else
+            "is neutral"), top
+
+
+def _dm(r: pd.Series) -> str:
+    return fmt_pct(r["dm"]) + (f" ± {r['dm_ci']:.2f}" if ok(r["dm_ci"]) else "")
+
+
+def _ew(rows: pd.DataFrame) -> pd.Series | None:
+    ew = rows[(rows["family"] == "equal weights") & (rows["n_main"] == rows["n_main"].max())]
+    return ew.iloc[0] if len(ew) else None
+
+
+def contrast_sentences(a: Analysis, rows: pd.DataFrame) -> list[str]:
+    """One sentence per contrast grid (same tasks, another design): whether multi-task learning helps, hurts or
+    is neutral here and there, by the best variant's Δm and equal weights' (the glance rows of each)."""
+    out = []
+    here, top = _answer(rows)
+    ew = _ew(rows)
+    for name, other in a.contrast.items():
+        theirs = glance_rows(other) if other.overall is not None and other.mtl else pd.DataFrame()
+        if theirs.empty:
+            continue
+        there, best = _answer(theirs)
+        ew_there = _ew(theirs)
+        ew_text = (f", equal weights {_dm(ew)} here against {_dm(ew_there)}" if ew is not None and ew_there is not None
+                   else "")
+        same = "as it does" if here == there else f"where it {there}"
+        out.append(f"**Against `{name}`** (the same tasks, another design: [its report](../{name}/README.md)): "
+                   f"multi-task learning {here} here (best Δm {_dm(top)}), {same} in `{name}` (best Δm "
+                   f"{_dm(best)}){ew_text}.")
+    return out
+
+
 def glance_section(a: Analysis) -> str:
     """The verdict sentence, what the labels leave out, and the table; '' when there is nothing to compare."""
     rows = glance_rows(a)
@@ -140,7 +179,7 @@ def glance_section(a: Analysis) -> str:
     if prefix or shared:
         note += (" Every label drops what all rows share: " + ", ".join(
             x for x in [f"the prefix `{prefix}`" if prefix else "", shared] if x) + ".")
-    return "\n\n".join([verdict(a, rows), note, md_table(headers, body, left=2)])
+    return "\n\n".join([verdict(a, rows), *contrast_sentences(a, rows), note, md_table(headers, body, left=2)])
 
 
 def _without_budget(label: str) -> str:
