@@ -37,8 +37,10 @@ TINY_RUN = ["model.dim=32", "model.depth=1", "model.heads=2", "model.image_width
 
 # ---------------------------------------------------------------- methods
 
-def _two_task_model():
-    ios = [TaskIO("a", "text", "class", 2, vocab_size=30, max_len=8, group="g"),
+def _two_task_model(kind_a: str = "class"):
+    """Task a classifies each sequence (``kind_a="tag"``: tags each token, for a method that needs tasks of
+    one output type), task b tags each token; one input group."""
+    ios = [TaskIO("a", "text", kind_a, 2, vocab_size=30, max_len=8, group="g"),
            TaskIO("b", "text", "tag", 3, vocab_size=30, max_len=8, group="g")]
     return build_model("hard", ios, TINY_MODEL)
 
@@ -61,13 +63,14 @@ def check_weighting(name: str, steps: int = 3, seed: int = 0) -> None:
     else:
         raise AssertionError(f"{name}: an unknown weighting_args key was accepted")
     torch.manual_seed(seed)
-    model = _two_task_model()
     weighting = cls(["a", "b"], resolve_args(name, {}), seed=seed).to(torch.device("cpu"))
+    kind_a = "tag" if weighting.needs.one_output_kind else "class"
+    model = _two_task_model(kind_a)
     weighting.check(model)
     for _ in range(steps):   # stateful ones (DWA's windows, FAMO's logits) take a few steps
         for p in model.parameters():
             p.grad = None
-        step = _synthetic_step(model)
+        step = _synthetic_step(model, kind_a)
         weighting.backward(step)
         weighting.after_step(step)
     w = weighting.weights()
@@ -83,7 +86,7 @@ def check_weighting(name: str, steps: int = 3, seed: int = 0) -> None:
 
     for p in model.parameters():   # a non-finite loss passes through
         p.grad = None
-    step = _synthetic_step(model, poison="a")
+    step = _synthetic_step(model, kind_a, poison="a")
     total = weighting.backward(step)
     grads = [p.grad for p in shared if p.grad is not None]
     assert (total is not None and not torch.isfinite(total).all()) or \
@@ -91,30 +94,29 @@ def check_weighting(name: str, steps: int = 3, seed: int = 0) -> None:
         f"{name}: a non-finite loss of task a reached neither the combined loss nor the shared gradients"
 
 
-def _synthetic_step(model, poison: str | None = None) -> GivenStep:
-    """One step of random batches of the two-task model: its losses, shared features, half-batch losses,
-    a look-ahead (a second batch: the first half of the same one) and the losses after."""
+def _synthetic_step(model, kind_a: str = "class", poison: str | None = None) -> GivenStep:
+    """One step of random batches of the two-task model: its losses (computed when the method first asks,
+    inside its backward, as a run's step), shared features, half-batch losses, labels, a look-ahead (a
+    second batch: the first half of the same one) and the losses after."""
     ids = torch.randint(2, 30, (4, 8))
     x = {"ids": ids, "lengths": torch.full((4,), 8), "host_lengths": torch.full((4,), 8)}
-    ya, yb = torch.tensor([0, 1, 0, 1]), torch.randint(0, 3, (4, 8))
+    ya = torch.tensor([0, 1, 0, 1]) if kind_a == "class" else torch.randint(0, 2, (4, 8))
+    y = {"a": ya, "b": torch.randint(0, 3, (4, 8))}
     kept: dict[str, torch.Tensor] = {}
 
     def losses_of(rows, keep=None):
         xs = {k: v[rows] for k, v in x.items()}
         out = model.forward_group(["a", "b"], xs, keep)
-        L = {"a": torch.nn.functional.cross_entropy(out["a"], ya[rows]),
-             "b": torch.nn.functional.cross_entropy(out["b"].flatten(0, 1), yb[rows].flatten())}
+        L = {t: torch.nn.functional.cross_entropy(out[t].flatten(0, -2), y[t][rows].flatten()) for t in ("a", "b")}
         if poison:
             L[poison] = L[poison] * float("nan")
         return L
 
-    losses = losses_of(slice(None), kept)
-    (features,) = kept.values()
     with torch.no_grad():
         after = losses_of(slice(None))
-    return GivenStep(losses, model, model.extra_loss(), features,
+    return GivenStep(lambda: losses_of(slice(None), kept), model, model.extra_loss, lambda: next(iter(kept.values())),
                      (losses_of(slice(0, 2)), losses_of(slice(2, 4))),
-                     Lookahead(losses_of, slice(None), slice(0, 2), 0.1, ["a", "b"]), after)
+                     Lookahead(losses_of, slice(None), slice(0, 2), 0.1, ["a", "b"]), after, y)
 
 
 # ---------------------------------------------------------------- model parts and samplers

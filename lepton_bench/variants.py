@@ -164,6 +164,8 @@ register_variant(Variant("lepton-hard-static", "hard", "static", claims=LEPTON_C
                          help="the articles' design, weighted loss sum (conll2003 x2)"))
 register_variant(Variant("lepton-soft_l2-ew", "soft_l2", "ew", overrides=LEPTON_MODEL, claims=LEPTON_CLAIMS,
                          help="the articles' design with one MLP layer per task tied by an L2 penalty"))
+register_variant(Variant("lepton-hard-uw", "hard", "uw", overrides=LEPTON_MODEL, claims=LEPTON_CLAIMS,
+                         help="the articles' design, uncertainty weighting (Kendall et al. 2018)"))
 
 
 # Same-input multi-task learning: CoNLL-2003 NER, POS and chunking read one input (an input group),
@@ -255,6 +257,11 @@ register_variant(Variant(
     overrides={**TAGGING_MODEL, "auxiliary": list(AUXILIARY["both"])},
     help="NER with POS and chunking as auxiliary tasks, weights meta-learned for NER (Auto-Lambda)",
     **TAGGING_REFERENCES))
+# BayesAgg-MTL needs tasks of one output type reading one representation: its hard-<weighting> variant
+# trains the tagging group (registered before the derived one, which then leaves the name to it)
+register_variant(Variant("hard-bayesagg_mtl", "hard", "bayesagg_mtl", tasks=TAGGING, overrides=TAGGING_MODEL,
+                         help="hard sharing, BayesAgg-MTL (a posterior over each head's last layer) on NER + POS + "
+                              "chunking through one BiLSTM encoder", **TAGGING_REFERENCES))
 # PCD (TMLR 2026): NER's gradient followed, POS and chunking each guaranteed a share of their progress.
 # Not named tagging-ner-aux-*: the tagging grid's pattern would take it in.
 register_variant(Variant(

@@ -973,3 +973,12 @@ def test_a_grid_sets_its_contrast_grids_answer_beside_its_own(tmp_path):
     assert "multi-task learning helps here (best Δm +" in line
     assert "in `tagging` (best Δm " in line and "equal weights +" in line
     assert "[its report](../tagging/README.md)" in line
+
+
+def test_a_grid_without_search_axes_says_its_learning_rate_is_not_tuned():
+    recs = tagging_records()
+    for r in recs:
+        r["config"]["train"]["lr"] = 0.002
+    text = section(report.readme(report.analyse("tagging", recs), "tagging/runs.jsonl", []), "Setting")
+    assert "- Learning rate: not tuned, every variant at `train.lr` = 0.002" in text
+    assert "a ranking here holds at this rate" in text

@@ -75,8 +75,9 @@ register_grid(Grid(
     overrides={"train.steps": 6, "train.eval_every": 3, "train.log_every": 3, "train.timing_warmup": 1},
     help="every variant, 6 steps on 256 real examples per task: seconds a run"))
 register_grid(Grid(
+    # the articles' design by name: lepton variants added later (for the standard grid) stay out of its plan
     "quick", (*(f"stl-{t}" for t in default_tasks()), "hard-ew", "hard-uw", "hard-pcgrad", "hard-static-*",
-              "adapters-ew", "lepton-*"), seeds=3,
+              "adapters-ew", "lepton-stl-*", "lepton-hard-ew", "lepton-hard-static", "lepton-soft_l2-ew"), seeds=3,
     overrides={"train.steps": 200, "train.eval_every": 100}, limit_train=None, limit_eval=2000,
     help="STL baselines + representative MTL variants + the articles' design (lepton-*), 3 seeds, real data, "
          "200 steps: about two hours on 2 CPU cores"))
@@ -120,6 +121,18 @@ register_grid(Grid(
          "fine-tuning, hard sharing (EW, UW, the tagging grid's best static point, UPGrad), NER with POS as "
          "an auxiliary task, frozen-encoder STL and EW; lr tuned on 2 seeds, then 3 seeds at the chosen point, "
          "500 steps (CPU, background: about 5 hours)"))
+register_grid(Grid(
+    # The mission's own setting at the default budget: one model for an image, a text-classification and a
+    # tagging task, both designs with their STL baselines, 3 seeds, one learning rate (no tuning: the
+    # tagging grid showed the rate can move rankings, which the report's Setting says). Sized for this
+    # 2-core CPU from the baselines grid's 2,000-step runs (lepton-hard-ew 1,088 s, hard-ew 1,624 s, the six
+    # STL models 2,800 s together): about 5 hours at two runs at a time. RLW, FAMO, a gradient method, soft
+    # sharing and an expert mixture did not fit: their runs would double it.
+    "standard", ("lepton-stl-*", "lepton-hard-ew", "lepton-hard-static", "lepton-hard-uw",
+                 *(f"stl-{t}" for t in default_tasks()), "hard-ew"), seeds=3, borrows=("baselines",),
+    help="CIFAR-10 + IMDB + CoNLL-2003 in one model at the default 2,000 steps, full data, 3 seeds: the "
+         "articles' design (cnn/bilstm stems -> one shared MLP layer) with EW, its best static point and UW, "
+         "the default design's EW, each against its own STL baselines (CPU, background: about 5 hours)"))
 register_grid(Grid(
     "full", ("*",), seeds=3,
     help="every variant, 3 seeds, full data and the default 2000-step budget: meant for a GPU"))

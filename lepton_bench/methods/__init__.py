@@ -11,7 +11,8 @@ one family its paper defines together: ``imtl`` holds IMTL-G and IMTL), named af
 * on the per-task gradients (most are thin wrappers of torchjd's aggregators): ``pcgrad``, ``mgda``,
   ``cagrad``, ``nash_mtl``, ``imtl``, ``aligned_mtl``, ``upgrad``, ``dualproj``, ``graddrop``, ``gradvac``,
   ``fairgrad``, ``excess_mtl``, ``con_fig`` (ConFIG), ``cr_mogm``, ``pcd`` (a primary task), ``modo`` and
-  ``sdmgrad`` (two half-batches), ``db_mtl`` and ``moco`` (moving averages of the task gradients).
+  ``sdmgrad`` (two half-batches), ``db_mtl`` and ``moco`` (moving averages of the task gradients),
+  ``bayesagg_mtl`` (a Bayesian posterior over each head's last layer, on the step's labels).
 
 A new method is one file: copy the closest, register it with ``@WEIGHTINGS.register(name)``, and
 import it here (a plugin's is imported by its own package).
@@ -20,6 +21,7 @@ import it here (a plugin's is imported by its own package).
 from . import (  # noqa: F401  (each module registers its method)
     aligned_mtl,
     auto_lambda,
+    bayesagg_mtl,
     cagrad,
     con_fig,
     cosmos,

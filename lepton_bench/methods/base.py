@@ -39,6 +39,8 @@ class Needs:
     one_feature_tensor: bool = False   # the gradients w.r.t. one shared feature tensor that every task reads
                                   # (one input group under hard sharing, one process)
     second_stream: bool = False   # a second, independent draw of training batches each step (Auto-Lambda)
+    one_output_kind: bool = False   # every head's last layer reads one representation: tasks of one output type
+                                    # (all classification or all tagging; BayesAgg-MTL), refused by its check()
 
 
 @dataclass
@@ -88,31 +90,52 @@ class Step(Protocol):
     def losses_after(self) -> dict[str, torch.Tensor]:
         """The same batches' losses after the optimizer step, without a graph (in ``after_step``)."""
 
+    def targets(self) -> dict[str, torch.Tensor]:
+        """Each task's label ids on its batch, as its loss reads them (``IGNORE`` where a position has none)."""
+
 
 @dataclass
 class GivenStep:
-    """A ``Step`` of values given up front: for calling a method outside a run (tests, notebooks)."""
+    """A ``Step`` of values given up front: for calling a method outside a run (tests, notebooks). The
+    losses may be given as a function instead, called when the method first asks (so the forward pass runs
+    inside the method's ``backward``, as in a run: hooks on the model see it), and the extra term and the
+    features of that forward pass too."""
 
-    given_losses: dict[str, torch.Tensor]
+    given_losses: dict[str, torch.Tensor] | Callable[[], dict[str, torch.Tensor]]
     model: nn.Module
-    given_extra: torch.Tensor | None = None
-    given_features: torch.Tensor | list[torch.Tensor] | None = None
+    given_extra: torch.Tensor | Callable[[], torch.Tensor | None] | None = None
+    given_features: torch.Tensor | list[torch.Tensor] | Callable[[], torch.Tensor] | None = None
     given_halves: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None
     given_lookahead: Lookahead | None = None
     given_after: dict[str, torch.Tensor] | None = None
+    given_targets: dict[str, torch.Tensor] | None = None
 
     def losses(self):
+        if callable(self.given_losses):
+            self.given_losses = self.given_losses()
         return self.given_losses
 
     def extra(self):
+        if callable(self.given_extra):
+            self.losses()   # the regulariser of this step's forward pass
+            self.given_extra = self.given_extra()
         return self.given_extra
 
+    def targets(self):
+        return _given(self.given_targets, "targets")
+
+    def _features(self):
+        if callable(self.given_features):
+            self.losses()   # the features of this step's forward pass
+            self.given_features = self.given_features()
+        return _given(self.given_features, "features")
+
     def features(self):
-        given = _given(self.given_features, "features")
+        given = self._features()
         return given[0] if isinstance(given, list) else given
 
     def feature_tensors(self):
-        given = _given(self.given_features, "features")
+        given = self._features()
         return list(given) if isinstance(given, list) else [given]
 
     def half_losses(self):
@@ -123,7 +146,7 @@ class GivenStep:
 
     def losses_after(self):
         return self.given_after if self.given_after is not None else \
-            {n: v.detach() for n, v in self.given_losses.items()}
+            {n: v.detach() for n, v in self.losses().items()}
 
 
 def _given(value, what: str):

@@ -145,6 +145,8 @@ def setting(a: Analysis, source: str) -> str:
     for key in ("limit_train", "limit_eval"):
         vals = sorted({str(c.get(key)) for c in cfgs})
         lines.append(f"- `{key}`: {', '.join('none' if v == 'None' else v for v in vals)}")
+    if not a.tuning:
+        lines += _untuned_line(cfgs)
     if a.auxiliary:
         lines.append(_auxiliary_line(a))
     lines += _label_lines(a)
@@ -154,6 +156,17 @@ def setting(a: Analysis, source: str) -> str:
     finished = sorted(r["finished_at"] for r in a.records if r.get("finished_at"))
     lines.append(f"- Date: {finished[-1] if finished else '—'} (the latest finished run)")
     return "\n".join(lines)
+
+
+def _untuned_line(cfgs: list[dict]) -> list[str]:
+    """A grid without search axes ran every variant at one learning rate: a reader must know rankings may move."""
+    lrs = sorted({get(c, "train", "lr") for c in cfgs} - {None})
+    if not lrs:
+        return []
+    return [f"- Learning rate: not tuned, every variant at `train.lr` = {', '.join(f'{v:g}' for v in lrs)} "
+            "(each method's own settings at their defaults). A tuned grid (`tagging`: every variant, STL included, "
+            "on one learning-rate axis) saw the chosen rate differ between variants and reorder them, so a ranking "
+            "here holds at this rate, not at each variant's best"]
 
 
 def _convergence_lines(a: Analysis) -> list[str]:

@@ -89,6 +89,9 @@ class TrainStep:
         return Lookahead(lambda b: task_losses(s, b), self.batches, meta, s.sched.get_last_lr()[0], s.main,
                          optimizer_decay(s.opt))
 
+    def targets(self) -> dict[str, torch.Tensor]:
+        return {n: b["y"] for n, b in self.batches.items()}
+
     def losses_after(self) -> dict[str, torch.Tensor]:
         with torch.no_grad():
             # the same loss as before the update, label smoothing included: else FAMO sees a change that is not there
