@@ -30,3 +30,16 @@ def test_step_time(benchmark, setup_of, variant):
     steps = Steps(s)
     benchmark.pedantic(steps, rounds=5 * benchmark.extra_info["steps_factor"], warmup_rounds=2)
     assert steps.step >= 1
+
+
+def test_bayesagg_step_time_after_its_warmup(benchmark, setup_of):
+    """hard-bayesagg_mtl's aggregating steps (its 200 warm-up steps are plain sums, which the test above times):
+    a window of 2 steps, so the timed rounds are aggregating ones and every second refreshes the full-data prior
+    (the default refreshes it every 200 steps: the median is the ordinary step)."""
+    s = setup_of("hard-bayesagg_mtl",
+                 overrides=["weighting_args.bayesagg_window=2", "weighting_args.bayesagg_warmup=2"])
+    benchmark.group = "train step"
+    benchmark.extra_info.update({"architecture": "hard", "weighting": "bayesagg_mtl", "steps_factor": 1})
+    steps = Steps(s)
+    benchmark.pedantic(steps, rounds=5, warmup_rounds=2)
+    assert steps.step >= 7
