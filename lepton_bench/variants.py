@@ -42,6 +42,8 @@ class Claim:
     beside: tuple[str, ...] = ()
     url: str = ""               # where a reader checks the figure
     kind: str = "claim"         # one of CLAIM_KINDS
+    checked_in: str = ""        # the grid that checks the figure in its own setting (at convergence, or with
+                                # the encoder it was claimed with): other grids' reports point there
 
     def __post_init__(self):
         if self.kind not in CLAIM_KINDS:
@@ -143,11 +145,12 @@ LEPTON_MODEL = {"model.trunk": "mlp", "model.depth": 1,
 # accuracy. NER papers report seqeval's entity F1, which the report shows beside it.
 LEPTON_CLAIMS = (
     Claim("cifar10", "accuracy", 0.92, "CNN image encoder → shared layer (budget not stated)",
-          source="the Lepton articles"),
+          source="the Lepton articles", checked_in="standard"),
     Claim("imdb", "accuracy", 0.88, "recurrent text encoder → shared layer (budget not stated)",
-          source="the Lepton articles"),
+          source="the Lepton articles", checked_in="standard"),
     Claim("conll2003", "token_accuracy", 0.973,
           "pretrained BERT, fine-tuned (AdamW, lr 2e-5, batch 16, 5 epochs)", source="the Lepton articles",
+          checked_in="pretrained",
           note="the articles' '97.3 F1' is scikit-learn's micro average over every token tag including O "
                "(support 46,435 = every test token), i.e. token accuracy, not seqeval entity F1",
           beside=("entity_f1",)),

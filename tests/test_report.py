@@ -306,6 +306,21 @@ def test_claims_table_sets_the_articles_figures_beside_each_design():
     assert not hasattr(report, "CLAIMS") and not hasattr(report, "Claim")
 
 
+def test_claims_state_the_budget_in_epochs_and_where_each_claim_is_checked_in_its_own_setting():
+    """A short grid's claims section gives its budget in epochs (steps × batch ÷ training rows, from the STL
+    runs) and names the grid that checks each claim in its own setting; that grid's own report does not."""
+    stems = {"cifar10": "cnn", "imdb": "bilstm"}
+    recs = [lepton(make_record("lepton-stl-cifar10", 0, {"cifar10": 0.5}, architecture="single"), stems),
+            lepton(make_record("lepton-hard-ew", 0, {"cifar10": 0.5, "imdb": 0.6}), stems)]
+    for r in recs:
+        r["data"] = {t: {"sizes": {"train": 64, "validation": 16, "test": 16}} for t in r["tasks"]}
+    claims = report.claims_section(report.analyse("mini", recs))
+    assert "the budget in epochs: CIFAR-10 2.50 (batch 8 of 64 rows), IMDB 2.50 (batch 8 of 64 rows)" in claims
+    assert ("These are 20-step numbers" in claims and "the CIFAR-10 and IMDB figures by the `standard` grid "
+            "([its report](../standard/README.md))" in claims)
+    assert "checked in its own setting" not in report.claims_section(report.analyse("standard", recs))
+
+
 def test_no_claims_section_without_a_variant_that_claims(rendered):
     assert "## The articles' claims" not in rendered[2]   # stl-*, hard-*: no published figures
     assert report.claims_section(report.analyse("mini", grid_records())) == ""

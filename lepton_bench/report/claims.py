@@ -90,6 +90,40 @@ def _claim_rows(a: Analysis, claims: list[Any], beside: list[str], source: bool)
     return rows, notes
 
 
+def _epochs(a: Analysis, tasks: list[str]) -> str:
+    """Each task's training budget in epochs (steps × batch ÷ training rows, from its STL runs of the longest
+    budget), in words: ``"in epochs, CIFAR-10 5.69 (batch 128 of 45,000 rows), ..."``."""
+    parts = []
+    for t in tasks:
+        alone = [r for r in a.ok if list(r.get("tasks") or []) == [t]]
+        best = None
+        for r in alone or [r for r in a.ok if t in (r.get("tasks") or [])]:
+            steps = get(r.get("config") or {}, "train", "steps")
+            batch = get(r.get("config") or {}, "tasks", t, "batch_size")
+            rows = get(r.get("data") or {}, t, "sizes", "train")
+            if steps and batch and rows and (best is None or steps > best[0]):
+                best = (steps, batch, rows)
+        if best:
+            steps, batch, rows = best
+            parts.append(f"{_task_name(t)} {steps * batch / rows:.2f} (batch {batch} of {rows:,} rows)")
+    return f"the budget in epochs: {', '.join(parts)}" if parts else ""
+
+
+def _checked_elsewhere(a: Analysis, claims: list[Any]) -> str:
+    """Where the claims that another grid checks in their own setting are checked, one sentence."""
+    where: dict[str, list[str]] = {}
+    for c in claims:
+        if c.checked_in and c.checked_in != a.grid and c.task in a.per_task:   # a task this grid trained
+            where.setdefault(c.checked_in, []).append(_task_name(c.task))
+    if not where:
+        return ""
+    parts = [f"the {' and '.join(dict.fromkeys(ts))} {'figures' if len(set(ts)) > 1 else 'figure'} by the "
+             f"`{g}` grid ([its report](../{g}/README.md))" for g, ts in where.items()]
+    steps = sorted({get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
+    return (f"These are {'/'.join(f'{n:,}' for n in steps)}-step numbers of this grid's designs, not a test of the "
+            f"claims: each claim is checked in its own setting, {'; '.join(parts)}.")
+
+
 def _measured_here(a: Analysis) -> str:
     """Steps, seeds and devices of the ok runs, in words."""
     steps = sorted({get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
@@ -109,9 +143,13 @@ def claims_section(a: Analysis) -> str:
     rows, notes = _claim_rows(a, claims, beside, source=False)
     if not rows:
         return ""
-    head = (f"Measured here: {_measured_here(a)}. The articles' figures come from their "
-            f"own, longer training; a design row exists for every stem → trunk this grid trained. The BERT figure "
-            f"needs a pretrained `hf:` stem (README: Pretrained encoders), which only a machine with Hub access runs.")
+    budget = _epochs(a, list(dict.fromkeys(c.task for c in claims)))
+    head = (f"Measured here: {_measured_here(a)}{f'; {budget}' if budget else ''}. The articles' figures come from "
+            f"their own training (its budget in \"claimed with\"); a design row exists for every stem → trunk this "
+            f"grid trained.")
+    elsewhere = _checked_elsewhere(a, claims)
+    if elsewhere:
+        head += " " + elsewhere
     headers = (["task", "metric", "claimed with", "design here", "claimed", "best STL", "mean ± std",
                 "best MTL", "mean ± std"] + [f"{side} {m}" for m in beside for side in ("STL", "MTL")]
                + ["best here − claimed"])
