@@ -178,3 +178,26 @@ def test_the_heatmaps_show_equal_weights_and_say_how_far_the_others_are_from_it(
     text = report.write_report(write_grid(tmp_path, recs), tmp_path / "out").read_text()
     assert ("The other measured variant differs from hard-ew by at most 0.40 in a pair's mean cosine (hard-uw) "
             "and 0.04 in an affinity (hard-uw)") in text
+
+
+def test_a_contrast_grid_at_another_budget_sets_its_cosines_beside_these(tmp_path):
+    """The standard grid declares quick (the same tasks at 200 steps) its contrast: its Why section sets the
+    equal-weights group's mean cosine there beside here, pair by pair, and TAG's grouping; its first screen
+    names the difference (the budget), not "another design"."""
+    here = records()
+    there = records()
+    for r in there:
+        r["config"]["train"]["steps"] = 200
+        for p in r["curves"].get("diagnostics") or []:
+            p["cosine"] = {"cifar10": {"imdb": -0.3}, "imdb": {"cifar10": -0.3}}
+    for r in here:
+        r["config"]["train"]["steps"] = 2000
+    folder = write_grid(tmp_path, here, name="standard")
+    write_grid(tmp_path, there, name="quick")
+    text = report.write_report(folder, tmp_path / "out").read_text()
+    why = text.split("## Why: gradient conflict and task affinity")[1].split("\n## ")[0]
+    line = next(p for p in why.split("\n\n") if p.startswith("**Against `quick`**"))
+    assert line.startswith("**Against `quick`** (200 steps against 2,000: [its report](../quick/README.md))")
+    assert "`hard-ew`: cifar10·imdb -0.30 → +0.10; TAG's grouping {cifar10}, {imdb} → {cifar10}, {imdb}" in line
+    first = text.split("## Setting")[0]
+    assert "**Against `quick`** (the same tasks, 200 steps against 2,000:" in first

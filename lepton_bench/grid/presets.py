@@ -26,8 +26,9 @@ class Grid:
     value is a setting of its own, every variant tuned in it apart; a ``tasks.<task>.*`` key applies to the
     variants that train that task, and the others run once. ``borrows`` names grids whose records this one
     takes over where a planned run has the same run id (the same config: the same run), instead of
-    training it again. ``contrast`` names grids on the same tasks with another design (from-scratch encoders
-    against a pretrained one, say): the report's first screen sets their answer beside this grid's."""
+    training it again. ``contrast`` names grids on the same tasks with another design or budget (from-scratch encoders
+    against a pretrained one, 200 steps against 2,000): the report's first screen and its Why section set
+    their answer and their gradient cosines beside this grid's."""
 
     name: str
     variants: tuple[str, ...]                 # fnmatch patterns over the variant registry
@@ -42,7 +43,7 @@ class Grid:
     static_front: int = 0   # density of the static-weight simplex (0: none); see simplex_weights
     conditions: dict[str, tuple] = field(default_factory=dict)   # dotted key -> the settings studied
     borrows: tuple[str, ...] = ()   # grids whose records of identical runs this one takes over
-    contrast: tuple[str, ...] = ()  # grids whose answer (same tasks, another design) the report sets beside its own
+    contrast: tuple[str, ...] = ()  # grids whose answer (same tasks, another design or budget) the report shows
 
     def __post_init__(self):
         for key, values in [*self.sweep.items(), *(kv for ax in self.extra_sweep.values() for kv in ax.items()),
@@ -130,6 +131,7 @@ register_grid(Grid(
     # sharing and an expert mixture did not fit: their runs would double it.
     "standard", ("lepton-stl-*", "lepton-hard-ew", "lepton-hard-static", "lepton-hard-uw",
                  *(f"stl-{t}" for t in default_tasks()), "hard-ew"), seeds=3, borrows=("baselines",),
+    contrast=("quick",),   # the same tasks at 200 steps: its answer and its cosines set beside these
     help="CIFAR-10 + IMDB + CoNLL-2003 in one model at the default 2,000 steps, full data, 3 seeds: the "
          "articles' design (cnn/bilstm stems -> one shared MLP layer) with EW, its best static point and UW, "
          "the default design's EW, each against its own STL baselines (CPU, background: about 5 hours)"))

@@ -71,6 +71,23 @@ class Analysis:
     def mtl(self) -> list[Group]:
         return [g for g in self.groups if not g.stl]
 
+    def differs_from(self, other: Analysis) -> str:
+        """How another grid on the same tasks differs from this one, in a few words: its budget
+        ("200 steps against 2,000") and/or its design ("another design")."""
+        def steps(a: Analysis) -> list[int]:
+            return sorted({get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
+
+        def designs(a: Analysis) -> set[str]:
+            return {d for g in a.groups for d in g.designs.values()}
+
+        how = []
+        if steps(other) != steps(self):
+            how.append(f"{'/'.join(f'{n:,}' for n in steps(other))} steps against "
+                       f"{'/'.join(f'{n:,}' for n in steps(self))}")
+        if designs(other) != designs(self):
+            how.append("another design")
+        return ", ".join(how) or "another setting"
+
     @property
     def auxiliary(self) -> dict[str, tuple[str, ...]]:
         """group name -> its auxiliary tasks, for the groups that have any."""

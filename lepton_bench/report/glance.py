@@ -129,8 +129,8 @@ def _ew(rows: pd.DataFrame) -> pd.Series | None:
 
 
 def contrast_sentences(a: Analysis, rows: pd.DataFrame) -> list[str]:
-    """One sentence per contrast grid (same tasks, another design): whether multi-task learning helps, hurts or
-    is neutral here and there, by the best variant's Δm and equal weights' (the glance rows of each)."""
+    """One sentence per contrast grid (the same tasks, another design or budget): whether multi-task learning
+    helps, hurts or is neutral here and there, by the best variant's Δm and equal weights' (the glance rows of each)."""
     out = []
     here, top = _answer(rows)
     ew = _ew(rows)
@@ -143,8 +143,9 @@ def contrast_sentences(a: Analysis, rows: pd.DataFrame) -> list[str]:
         ew_text = (f", equal weights {_dm(ew)} here against {_dm(ew_there)}" if ew is not None and ew_there is not None
                    else "")
         same = "as it does" if here == there else f"where it {there}"
-        out.append(f"**Against `{name}`** (the same tasks, another design: [its report](../{name}/README.md)): "
-                   f"multi-task learning {here} here (best Δm {_dm(top)}), {same} in `{name}` (best Δm "
+        out.append(f"**Against `{name}`** (the same tasks, {a.differs_from(other)}: "
+                   f"[its report](../{name}/README.md)): multi-task learning {here} here (best Δm {_dm(top)}), "
+                   f"{same} in `{name}` (best Δm "
                    f"{_dm(best)}){ew_text}.")
     return out
 

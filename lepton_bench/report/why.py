@@ -215,7 +215,29 @@ def why_section(a: Analysis) -> str:
         if w.group.weighting == "ew":
             words += [" ".join(task_sentences(a, w)), tag_sentence(a, w)]
     return "\n\n".join([intro, collapsible(f"Every measured variant ({len(whys)})", "\n".join(rows))
-                          if len(whys) > FOLD_ROWS else "\n".join(rows), *words, difference_sentence(whys)])
+                          if len(whys) > FOLD_ROWS else "\n".join(rows), *words, difference_sentence(whys),
+                          *contrast_why_sentences(a, whys)])
+
+
+def contrast_why_sentences(a: Analysis, whys: Sequence[Why]) -> list[str]:
+    """For each contrast grid (``Grid.contrast``: the same tasks at another budget or design), the equal-weights
+    groups measured in both, pair by pair: the mean gradient cosine there → here, and TAG's grouping."""
+    out = []
+    for name, other in a.contrast.items():
+        there = {w.group.name: w for w in measured(other)}
+        parts = []
+        for w in whys:
+            t = there.get(w.group.name)
+            if w.group.weighting != "ew" or t is None or t.tasks != w.tasks:
+                continue
+            pairs = "; ".join(f"{w.tasks[i]}·{w.tasks[j]} {t.cosine[i, j]:+.2f} → {w.cosine[i, j]:+.2f}"
+                              for i in range(len(w.tasks)) for j in range(i + 1, len(w.tasks)))
+            parts.append(f"`{w.group.name}`: {pairs}; TAG's grouping {_fmt_groups(tag_grouping(t.tasks, t.affinity))}"
+                         f" → {_fmt_groups(tag_grouping(w.tasks, w.affinity))}")
+        if parts:
+            out.append(f"**Against `{name}`** ({a.differs_from(other)}: [its report](../{name}/README.md)), the mean "
+                       f"gradient cosine of each pair there → here: {'. '.join(parts)}.")
+    return out
 
 
 # ---------------------------------------------------------------- plots
