@@ -19,6 +19,23 @@ TINY = ["model.dim=32", "model.depth=1", "model.heads=2", "model.image_widths=[8
         "train.eval_every=2", "train.log_every=1", "train.timing_warmup=1"]
 
 
+def short_real_run(variant: str, data_dir: Path, *overrides: str) -> list[dict]:
+    """A 3-step run of ``variant`` on NER + POS (one input group) from the real slices: its training-loss
+    curve, checked to have every step with finite losses of both tasks."""
+    import math
+
+    from lepton_bench.run.train import run
+    from lepton_bench.variants import make_config
+
+    tasks = ("conll2003", "conll2003_pos")
+    cfg = make_config(variant, list(tasks), overrides=[*TINY, "train.steps=3", *overrides],
+                      device="cpu", data_dir=str(data_dir), limit_eval=24)
+    curve = run(cfg)["curves"]["train_loss"]
+    assert [p["step"] for p in curve] == [1, 2, 3]
+    assert all(math.isfinite(p[t]) for p in curve for t in tasks)
+    return curve
+
+
 def pytest_configure(config):
     # pytest-benchmark's storage (unused: results go to benchmarks/results/) out of the checkout, not an
     # empty .benchmarks/ left behind by every run; it reads the option after this (its configure runs last)

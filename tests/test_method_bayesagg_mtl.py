@@ -293,16 +293,8 @@ def test_what_it_cannot_work_on_is_refused():
 def test_a_short_real_run_finishes(data_dir):
     """A real run of NER + POS (one input group, tagging heads), the step's labels from the run's step:
     it trains with finite losses, the last steps aggregated."""
-    from lepton_bench.run.train import run
-    from lepton_bench.variants import make_config
+    from .conftest import short_real_run
 
-    from .conftest import TINY
-
-    cfg = make_config("hard-bayesagg_mtl", ["conll2003", "conll2003_pos"],
-                      overrides=[*TINY, "train.steps=3", "weighting_args.bayesagg_window=1",
-                                 "weighting_args.bayesagg_warmup=1", "weighting_args.bayesagg_samples=64"],
-                      device="cpu", data_dir=str(data_dir), limit_eval=24)
-    rec = run(cfg)
-    points = rec["curves"]["train_loss"]
-    assert points and all(math.isfinite(p[t]) for p in points for t in ("conll2003", "conll2003_pos"))
+    points = short_real_run("hard-bayesagg_mtl", data_dir, "weighting_args.bayesagg_window=1",
+                            "weighting_args.bayesagg_warmup=1", "weighting_args.bayesagg_samples=64")
     assert points[-1]["weights"] != {"conll2003": 1.0, "conll2003_pos": 1.0}   # the aggregate's precision shares

@@ -26,11 +26,9 @@ from torch import nn
 import lepton_bench.methods.forum  # noqa: F401  (registers "forum")
 from lepton_bench.errors import ConfigError
 from lepton_bench.methods import WEIGHTINGS, GivenStep, Lookahead, resolve_args
-from lepton_bench.run.train import run
 from lepton_bench.testing import check_weighting
-from lepton_bench.variants import make_config
 
-from .conftest import TINY
+from .conftest import short_real_run
 
 TRAIN = {"a": torch.tensor([1.0, 0.0, 0.0]), "b": torch.tensor([0.0, 3.0, 0.0])}
 TOL = {"rtol": 1e-5, "atol": 1e-5}   # the QP solver's tolerance (and the code's 1e-8 guards)
@@ -155,10 +153,5 @@ def test_the_contract_of_every_method():
 
 
 def test_a_short_real_run_has_finite_losses(data_dir):
-    cfg = make_config("hard-forum", ["conll2003", "conll2003_pos"], overrides=[*TINY, "train.steps=3"],
-                      device="cpu", data_dir=str(data_dir), limit_eval=24)
-    rec = run(cfg)
-    curve = rec["curves"]["train_loss"]
-    assert len(curve) == 3
-    assert all(math.isfinite(p[t]) for p in curve for t in ("conll2003", "conll2003_pos"))
+    curve = short_real_run("hard-forum", data_dir)
     assert all(math.isfinite(v) for v in curve[-1]["weights"].values())

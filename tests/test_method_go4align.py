@@ -12,7 +12,7 @@ import lepton_bench.methods.go4align  # noqa: F401  (registers "go4align")
 from lepton_bench.errors import ConfigError
 from lepton_bench.methods import WEIGHTINGS, resolve_args
 
-from .conftest import TINY
+from .conftest import short_real_run
 
 LN2 = math.log(2)   # beta = ln 2 makes exp(-beta L) = 2^-L
 
@@ -104,14 +104,5 @@ def test_bad_settings_are_refused():
 
 
 def test_a_short_real_run(data_dir):
-    from lepton_bench.run.train import run
-    from lepton_bench.variants import make_config
-
-    cfg = make_config("hard-go4align", ["conll2003", "conll2003_pos"], overrides=[*TINY, "train.steps=3"],
-                      device="cpu", data_dir=str(data_dir), limit_eval=24)
-    rec = run(cfg)
-    curve = rec["curves"]["train_loss"]
-    assert [p["step"] for p in curve] == [1, 2, 3]
-    for p in curve:
-        assert all(math.isfinite(p[t]) for t in ("conll2003", "conll2003_pos"))
+    for p in short_real_run("hard-go4align", data_dir):
         assert all(math.isfinite(v) and v > 0 for v in p["weights"].values())   # two tasks, K = 2: gamma itself

@@ -18,7 +18,7 @@ from lepton_bench.methods import WEIGHTINGS, GivenStep, Lookahead, resolve_args
 from lepton_bench.methods.moml import min_norm_element
 from lepton_bench.testing import check_weighting
 
-from .conftest import TINY
+from .conftest import short_real_run
 
 TRAIN = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0, 3.0])}   # the step's batch: L_t = |theta - c_t|^2 / 2
 META = {"a": torch.tensor([2.0, 0.0]), "b": torch.tensor([0.0, 2.0])}    # the second stream's batch
@@ -228,14 +228,5 @@ def test_bad_settings_are_refused():
 
 
 def test_a_short_real_run(data_dir):
-    from lepton_bench.run.train import run
-    from lepton_bench.variants import make_config
-
-    cfg = make_config("hard-moml", ["conll2003", "conll2003_pos"], overrides=[*TINY, "train.steps=3"],
-                      device="cpu", data_dir=str(data_dir), limit_eval=24)
-    rec = run(cfg)
-    curve = rec["curves"]["train_loss"]
-    assert [p["step"] for p in curve] == [1, 2, 3]
-    for p in curve:
-        assert all(math.isfinite(p[t]) for t in ("conll2003", "conll2003_pos"))
+    for p in short_real_run("hard-moml", data_dir):
         assert sum(p["weights"].values()) == pytest.approx(1.0) and all(v > 0 for v in p["weights"].values())
