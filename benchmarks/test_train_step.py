@@ -41,5 +41,7 @@ def test_bayesagg_step_time_after_its_warmup(benchmark, setup_of):
     benchmark.group = "train step"
     benchmark.extra_info.update({"architecture": "hard", "weighting": "bayesagg_mtl", "steps_factor": 1})
     steps = Steps(s)
+    for _ in range(2):   # its warm-up steps, before any round (an untimed run of the suite makes one round)
+        steps()
     benchmark.pedantic(steps, rounds=5, warmup_rounds=2)
-    assert steps.step >= 7
+    assert steps.step >= 3
