@@ -891,6 +891,29 @@ def test_a_chosen_point_at_an_end_of_a_numeric_axis_is_flagged():
     assert "At the edge" not in report.readme(report.analyse("mini", two), "mini/runs.jsonl", [])
 
 
+def test_a_chosen_end_within_one_seed_std_of_its_neighbour_is_said_to_have_levelled_off():
+    """hard-ew chosen at the largest lr: validation 0.95 / 0.91 there (mean 0.93, std 0.0283), 0.93 / 0.92 at the
+    next value in (mean 0.925): a gain of +0.005, within one seed std: levelled off. stl-imdb chosen at the same
+    end with a gain of +0.2 (no spread): its best may lie beyond."""
+    recs = []
+    vals = {"hard-ew": {1e-3: (0.60, 0.60), 2e-3: (0.93, 0.92), 4e-3: (0.95, 0.91)},
+            "stl-imdb": {1e-3: (0.50, 0.50), 2e-3: (0.70, 0.70), 4e-3: (0.90, 0.90)}}
+    for variant, by_lr in vals.items():
+        for lr, seeds in by_lr.items():
+            for s, v in enumerate(seeds):
+                recs.append(swept(make_record(variant, s, {"imdb": 0.8}, tag=f"{lr}",
+                                              architecture="single" if variant.startswith("stl") else "hard"), lr, v))
+    a = report.analyse("mini", recs)
+    tuning = section(report.readme(a, "mini/runs.jsonl", []), "Tuning: every sweep point")
+    line = next(p for p in tuning.split("\n\n") if p.startswith("**At the edge of the range**"))
+    assert "for 2 of 2 tuned configurations the chosen point has the largest `train.lr` tried (0.004)" in line
+    assert ("For 1 of them the validation score there is within one seed std of the next value in (gain hard-ew "
+            "+0.0050 (seed std 0.0283)): the curve has levelled off at the end") in line
+    assert "The others' best may lie beyond the range swept (gain over the next value in: stl-imdb +0.2000" in line
+    assert ("`train.lr` = 0.004, the largest tried, for 2 (1 of them levelled off there) of 2 tuned configurations): "
+            "a wider axis could still move the 1 whose score still rises there") in report.summary(a)
+
+
 def test_sensitivity_plot_has_a_panel_per_variant_with_a_line_per_other_axis_value():
     """hard-ew at 3 learning rates × 2 dropouts, stl-imdb at 3 learning rates: two panels, log-scaled lr
     (8× span), hard-ew's with two validation lines (one per dropout) and its chosen point ringed."""

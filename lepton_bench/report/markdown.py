@@ -17,7 +17,7 @@ from .glance import glance_section, wins
 from .groups import fmt_value
 from .records import get
 from .stats import ALPHA, NAN, ok, significant, welch_p
-from .tuning import at_edge, axis_values, incomplete, sensitivity_rows
+from .tuning import at_edge, axis_values, edge_gain, incomplete, sensitivity_rows
 from .why import why_section
 
 
@@ -50,12 +50,16 @@ def summary(a: Analysis) -> str:
         notes.append(f"**Tuning unfinished**: {len(unfinished)} of {len(a.tuning)} tuned configurations lack "
                      "runs at some sweep point (see Tuning: every sweep point); their chosen points, and every "
                      "figure read from them, may change as the grid finishes.")
-    edge = at_edge(a.tuning)
+    edge = edge_split(a)
     if edge:
         ends = "; ".join(f"`{axis}` = {fmt_value(value)}, the {side} tried, for {len(labels)}"
-                         for (axis, value, side), labels in sorted(edge.items(), key=lambda kv: -len(kv[1])))
+                         + (f" ({len(flat)} of them levelled off there)" if flat else "")
+                         for (axis, value, side), labels, flat, _ in edge)
+        still = sum(len(rising) for *_, rising in edge)
+        tail = (f"a wider axis could still move the {still} whose score still rises there" if still else
+                "every one of them has levelled off there (within one seed std of the next value in)")
         notes.append(f"Some chosen points sit at the edge of the range swept ({ends} of {len(a.tuning)} tuned "
-                     "configurations): a wider axis could still move them (see Tuning: every sweep point).")
+                     f"configurations): {tail} (see Tuning: every sweep point).")
     if a.failed:
         notes.append(f"{plural(len(a.failed), 'run')} failed and "
                      f"{'are' if len(a.failed) > 1 else 'is'} left out of every statistic (see Failed runs).")
@@ -235,12 +239,41 @@ def tuning_section(a: Analysis) -> str:
 def edge_sentences(a: Analysis) -> list[str]:
     """A warning per end of a numeric axis where chosen points sit: the sweep may not have found their best."""
     out = []
-    for (axis, value, side), labels in sorted(at_edge(a.tuning).items(), key=lambda kv: -len(kv[1])):
-        out.append(f"**At the edge of the range**: for {len(labels)} of {len(a.tuning)} tuned configurations the "
-                   f"chosen point has the {side} `{axis}` tried ({fmt_value(value)}): {', '.join(sorted(labels))}. "
-                   f"Their best may lie beyond the range swept: the comparison stays fair (every variant had the "
-                   f"same points), but a wider `{axis}` axis could still move them.")
+    for (axis, value, side), labels, flat, rising in edge_split(a):
+        text = (f"**At the edge of the range**: for {len(labels)} of {len(a.tuning)} tuned configurations the "
+                f"chosen point has the {side} `{axis}` tried ({fmt_value(value)}): {', '.join(sorted(labels))}.")
+        if flat:
+            text += (f" For {len(flat)} of them the validation score there is within one seed std of the next value "
+                     f"in (gain {_gains(flat)}): the curve has levelled off at the end, so the range holds "
+                     f"their optimum as closely as the seeds can tell.")
+        if rising:
+            some = "The others'" if flat else "Their"
+            text += (f" {some} best may lie beyond the range swept (gain over the next value in: {_gains(rising)}): "
+                     f"the comparison stays fair (every variant had the same points), but a wider `{axis}` axis "
+                     f"could still move them.")
+        out.append(text)
     return out
+
+
+def edge_split(a: Analysis) -> list[tuple[tuple[str, Any, str], list[str], list, list]]:
+    """Per end of an axis where chosen points sit (most first): its labels, then (label, gain) of those whose
+    validation score there is within one seed std of the next value in (levelled off) and of the others."""
+    values = axis_values(a.tuning)
+    by_label = {f.label or f.variant: f for f in a.tuning}
+    out = []
+    for end, labels in sorted(at_edge(a.tuning).items(), key=lambda kv: -len(kv[1])):
+        flat, rising = [], []
+        for label in sorted(labels):
+            gain = edge_gain(by_label[label], end[0], values[end[0]])
+            (flat if gain is not None and gain[0] <= gain[1] else rising).append((label, gain))
+        out.append((end, labels, flat, rising))
+    return out
+
+
+def _gains(items: list[tuple[str, tuple[float, float] | None]]) -> str:
+    """``label +0.0004 (seed std 0.0021)`` for each end point that has a neighbour, '; '-joined."""
+    parts = [f"{label} {g[0]:+.4f} (seed std {g[1]:.4f})" for label, g in items if g is not None]
+    return "; ".join(parts) if parts else "its neighbour was not run"
 
 
 def _label_lines(a: Analysis) -> list[str]:

@@ -124,6 +124,30 @@ def at_edge(fams: list[Family]) -> dict[tuple[str, Any, str], list[str]]:
     return out
 
 
+def edge_gain(f: Family, axis: str, values: set) -> tuple[float, float] | None:
+    """For a family chosen at an end of ``axis``: (its mean validation score there minus at the next value in,
+    with every other axis as chosen; the larger seed std of the two points' validation scores over the tuning
+    seeds). A gain within that std means the curve has levelled off at the end: the range holds its optimum
+    as closely as the seeds can tell. None where the neighbour was not run (or a score is missing)."""
+    if f.chosen is None:
+        return None
+    point = dict(sweep_point(f.chosen, f.axes))
+    ordered = sorted(values)
+    at = ordered.index(point[axis])
+    inner = ordered[at - 1] if at == len(ordered) - 1 else ordered[at + 1]
+    near = next((g for g in f.groups if dict(sweep_point(g, f.axes)) == {**point, axis: inner}), None)
+    if near is None:
+        return None
+    spreads = []
+    for g in (f.chosen, near):
+        vals = finite(validation_score(r) for r in g.runs if f.tune_seeds is None or r["seed"] < f.tune_seeds)
+        if len(vals) < 2:
+            return None
+        spreads.append(float(vals.std(ddof=1)))
+    gain = f.scores[f.chosen.name]["val"] - f.scores[near.name]["val"]
+    return (gain, max(spreads)) if ok(gain) else None
+
+
 def _family_label(g: Group, axes: tuple[str, ...]) -> str:
     """The variant's name, with its static weights when a static front set them (its sweep points apart)."""
     keys = [k for k in g.config if k.startswith(STATIC_KEY) and k not in axes and g.config[k] != g.defaults.get(k)]
