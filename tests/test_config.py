@@ -95,7 +95,7 @@ def test_committed_run_ids_are_reproduced_from_their_configs():
 
     from .conftest import ROOT
 
-    for grid in ("quick", "baselines", "tagging"):
+    for grid in ("quick", "baselines", "tagging", "scarcity"):
         records = read_records(runs_path(ROOT / "results" / grid))
         assert records
         legacy = []
@@ -109,7 +109,7 @@ def test_committed_run_ids_are_reproduced_from_their_configs():
             assert _identity_paths(r["config"]) - set(flatten(r["config"])), r["run_id"]
             legacy.append(r)
         assert {r["env"]["git"][:7] for r in legacy} <= {"719c386"}
-        assert len(legacy) == {"quick": 0, "baselines": 4, "tagging": 0}[grid]
+        assert len(legacy) == {"quick": 0, "baselines": 4, "tagging": 0, "scarcity": 0}[grid]
 
 
 def test_field_roles_are_declared_on_the_fields():
