@@ -71,19 +71,21 @@ class Analysis:
     def mtl(self) -> list[Group]:
         return [g for g in self.groups if not g.stl]
 
+    @property
+    def steps(self) -> list[int]:
+        """The training budgets (``train.steps``) of the ok runs, sorted."""
+        return sorted({get(r.get("config") or {}, "train", "steps") for r in self.ok} - {None})
+
     def differs_from(self, other: Analysis) -> str:
         """How another grid on the same tasks differs from this one, in a few words: its budget
         ("200 steps against 2,000") and/or its design ("another design")."""
-        def steps(a: Analysis) -> list[int]:
-            return sorted({get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
-
         def designs(a: Analysis) -> set[str]:
             return {d for g in a.groups for d in g.designs.values()}
 
         how = []
-        if steps(other) != steps(self):
-            how.append(f"{'/'.join(f'{n:,}' for n in steps(other))} steps against "
-                       f"{'/'.join(f'{n:,}' for n in steps(self))}")
+        if other.steps != self.steps:
+            how.append(f"{'/'.join(f'{n:,}' for n in other.steps)} steps against "
+                       f"{'/'.join(f'{n:,}' for n in self.steps)}")
         if designs(other) != designs(self):
             how.append("another design")
         return ", ".join(how) or "another setting"

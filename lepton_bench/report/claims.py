@@ -119,14 +119,13 @@ def _checked_elsewhere(a: Analysis, claims: list[Any]) -> str:
         return ""
     parts = [f"the {' and '.join(dict.fromkeys(ts))} {'figures' if len(set(ts)) > 1 else 'figure'} by the "
              f"`{g}` grid ([its report](../{g}/README.md))" for g, ts in where.items()]
-    steps = sorted({get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
-    return (f"These are {'/'.join(f'{n:,}' for n in steps)}-step numbers of this grid's designs, not a test of the "
+    return (f"These are {'/'.join(f'{n:,}' for n in a.steps)}-step numbers of this grid's designs, not a test of the "
             f"claims: each claim is checked in its own setting, {'; '.join(parts)}.")
 
 
 def _measured_here(a: Analysis) -> str:
     """Steps, seeds and devices of the ok runs, in words."""
-    steps = sorted({get(r.get("config") or {}, "train", "steps") for r in a.ok} - {None})
+    steps = a.steps
     seeds = sorted({r["seed"] for r in a.ok})
     devices = sorted({f"{(r.get('env') or {}).get('device', '?')} ({(r.get('env') or {}).get('device_name') or '?'})"
                       for r in a.ok})
